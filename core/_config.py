@@ -1,0 +1,68 @@
+"""Client settings, from arguments first and the environment second."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ._errors import ConfigurationError
+
+API_URL_ENV = "OUTLAST_API_URL"
+SECRET_KEY_ENV = "OUTLAST_SECRET_KEY"
+TIMEOUT_ENV = "OUTLAST_TIMEOUT"
+
+DEFAULT_API_URL = "http://127.0.0.1:7070"
+DEFAULT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Where the runtime is, how to authenticate, and how long to wait for it."""
+
+    api_url: str = DEFAULT_API_URL
+    secret_key: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+
+    def require_secret_key(self) -> str:
+        """The secret key, or a `ConfigurationError` that says how to set it."""
+        if not self.secret_key:
+            raise ConfigurationError(
+                f"no secret key: set {SECRET_KEY_ENV} to the secret key of your outlast environment "
+                "(or pass it explicitly)"
+            )
+        return self.secret_key
+
+
+def from_env(
+    api_url: str | None = None,
+    secret_key: str | None = None,
+    timeout: float | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> ClientSettings:
+    """Settings from the arguments given, falling back to the OUTLAST_* environment variables.
+
+    A missing secret key is not an error here, only when a request needs it.
+    """
+    env = os.environ if environ is None else environ
+    url = (api_url or env.get(API_URL_ENV) or DEFAULT_API_URL).strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        source = "api_url" if api_url else API_URL_ENV
+        raise ConfigurationError(f"{source} must be an http:// or https:// URL, got {url!r}")
+
+    if timeout is None:
+        raw = env.get(TIMEOUT_ENV, "").strip()
+        try:
+            timeout = float(raw) if raw else DEFAULT_TIMEOUT
+        except ValueError:
+            raise ConfigurationError(f"{TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+        source = TIMEOUT_ENV
+    else:
+        source = "timeout"
+    if not timeout > 0:
+        raise ConfigurationError(f"{source} must be a positive number of seconds, got {timeout!r}")
+
+    key = secret_key if secret_key is not None else env.get(SECRET_KEY_ENV)
+    return ClientSettings(api_url=url, secret_key=key.strip() if key else None, timeout=float(timeout))

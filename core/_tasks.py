@@ -1,0 +1,185 @@
+"""Declaring tasks: `@task`, `@schema_task`, and the registry a task process reads."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import pydantic
+
+from . import _client
+from ._errors import InvalidRequestError, OutlastError
+from .wire import BatchHandle, BatchItem, QueueOptions, RetryPolicy, RunHandle, TaskManifest
+
+R = TypeVar("R")
+
+_registry: dict[str, Task[Any]] = {}
+
+
+class DuplicateTaskError(OutlastError):
+    """Two different functions were declared with the same task id."""
+
+
+def queue(name: str, *, concurrency_limit: int | None = None) -> QueueOptions:
+    """A named queue; tasks and triggers that name it share its concurrency limit."""
+    return QueueOptions(name=name, concurrency_limit=concurrency_limit)
+
+
+class Task(Generic[R]):
+    """A declared task: call `.trigger()` from anywhere, or the function itself in a unit test."""
+
+    def __init__(
+        self,
+        fn: Callable[..., R],
+        *,
+        id: str,
+        queue: str | dict[str, Any] | QueueOptions | None = None,
+        retry: dict[str, Any] | RetryPolicy | None = None,
+        max_duration: float | None = None,
+        machine: str | None = None,
+        payload_model: type[pydantic.BaseModel] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.id = id
+        self.payload_model = payload_model
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._takes_ctx = len(inspect.signature(fn).parameters) >= 2
+        self.manifest = TaskManifest(
+            id=id,
+            export=fn.__qualname__,
+            module=fn.__module__,
+            queue=QueueOptions(name=queue) if isinstance(queue, str) else queue,
+            retry=retry or RetryPolicy(),
+            max_duration=max_duration,
+            machine=machine,
+            payload_schema=payload_model.model_json_schema() if payload_model else None,
+        )
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", id)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id!r}>"
+
+    def __call__(self, payload: Any, ctx: Any = None) -> R:
+        return self.fn(payload, ctx) if self._takes_ctx else self.fn(payload)
+
+    # --- inside a task process -----------------------------------------------------------
+
+    def prepare_payload(self, payload: Any) -> Any:
+        return self.payload_model.model_validate(payload) if self.payload_model else payload
+
+    # --- triggering ----------------------------------------------------------------------
+
+    def _checked(self, payload: Any) -> Any:
+        """Validate against the schema before anything is sent; a bad payload never makes a run."""
+        if self.payload_model is None:
+            return _jsonable(payload)
+        if isinstance(payload, self.payload_model):
+            return payload.model_dump(mode="json")
+        try:
+            return self.payload_model.model_validate(payload).model_dump(mode="json")
+        except pydantic.ValidationError as exc:
+            raise _payload_error(self.id, exc) from None
+
+    def trigger(self, payload: Any = None, *, client: _client.Client | None = None, **options: Any) -> RunHandle:
+        body = self._checked(payload)
+        return (client or _client.default_client()).trigger(self.id, body, _client.trigger_options(**options))
+
+    async def atrigger(
+        self, payload: Any = None, *, client: _client.AsyncClient | None = None, **options: Any
+    ) -> RunHandle:
+        body = self._checked(payload)
+        client = client or _client.default_async_client()
+        return await client.trigger(self.id, body, _client.trigger_options(**options))
+
+    def _batch(self, items: Sequence[Any]) -> list[BatchItem]:
+        batch = []
+        for item in items:
+            if isinstance(item, dict) and set(item) <= {"payload", "options"} and "payload" in item:
+                opts = item.get("options") or {}
+                batch.append(BatchItem(task=self.id, payload=self._checked(item["payload"]),
+                                       options=_client.trigger_options(**opts)))
+            else:
+                batch.append(BatchItem(task=self.id, payload=self._checked(item)))
+        return batch
+
+    def batch_trigger(self, items: Sequence[Any], *, client: _client.Client | None = None) -> BatchHandle:
+        """Trigger one run per item (a payload, or `{"payload": ..., "options": {...}}`), in one request."""
+        return (client or _client.default_client()).batch_trigger(self._batch(items))
+
+    async def abatch_trigger(
+        self, items: Sequence[Any], *, client: _client.AsyncClient | None = None
+    ) -> BatchHandle:
+        return await (client or _client.default_async_client()).batch_trigger(self._batch(items))
+
+
+def _jsonable(payload: Any) -> Any:
+    try:
+        return pydantic.TypeAdapter(Any).dump_python(payload, mode="json")
+    except pydantic.PydanticSerializationError as exc:
+        raise InvalidRequestError(f"payload is not JSON serializable: {exc}", field="payload") from None
+
+
+def _payload_error(task_id: str, exc: pydantic.ValidationError) -> InvalidRequestError:
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in ("payload", *first["loc"]))
+    return InvalidRequestError(
+        f"payload for task {task_id!r} is invalid: {field}: {first['msg']}",
+        field=field,
+        body={"details": exc.errors(include_url=False, include_context=False)},
+    )
+
+
+def _register(new: Task[Any]) -> None:
+    existing = _registry.get(new.id)
+    if existing is not None and (existing.manifest.module, existing.manifest.export) != (
+        new.manifest.module, new.manifest.export,
+    ):
+        raise DuplicateTaskError(
+            f"task id {new.id!r} is declared twice: {existing.manifest.module}.{existing.manifest.export} "
+            f"and {new.manifest.module}.{new.manifest.export}"
+        )
+    _registry[new.id] = new
+
+
+def task(
+    *,
+    id: str,
+    queue: str | dict[str, Any] | QueueOptions | None = None,
+    retry: dict[str, Any] | RetryPolicy | None = None,
+    max_duration: float | None = None,
+    machine: str | None = None,
+) -> Callable[[Callable[..., R]], Task[R]]:
+    """Declare a task. The function takes `(payload)` or `(payload, ctx)`, sync or async."""
+
+    def decorate(fn: Callable[..., R]) -> Task[R]:
+        declared = Task(fn, id=id, queue=queue, retry=retry, max_duration=max_duration, machine=machine)
+        _register(declared)
+        return declared
+
+    return decorate
+
+
+def schema_task(
+    *,
+    id: str,
+    schema: type[pydantic.BaseModel],
+    queue: str | dict[str, Any] | QueueOptions | None = None,
+    retry: dict[str, Any] | RetryPolicy | None = None,
+    max_duration: float | None = None,
+    machine: str | None = None,
+) -> Callable[[Callable[..., R]], Task[R]]:
+    """Like `task`, with the payload validated by a pydantic model before the run is created."""
+
+    def decorate(fn: Callable[..., R]) -> Task[R]:
+        declared = Task(fn, id=id, queue=queue, retry=retry, max_duration=max_duration, machine=machine,
+                        payload_model=schema)
+        _register(declared)
+        return declared
+
+    return decorate
+
+
+def registered_tasks() -> dict[str, Task[Any]]:
+    return dict(_registry)

@@ -1,0 +1,125 @@
+"""The `outlast` command. Runtime commands import the server only when they run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlparse
+
+import typer
+
+from . import runs
+
+app = typer.Typer(no_args_is_help=True, help="outlast: durable background tasks for Python web apps.",
+                  pretty_exceptions_enable=False)
+runs.register(app)
+
+
+def _default_port() -> int:
+    if os.environ.get("OUTLAST_PORT"):
+        return int(os.environ["OUTLAST_PORT"])
+    url = os.environ.get("OUTLAST_API_URL")
+    return (urlparse(url).port or 80) if url else 7070
+
+
+ProjectOption = Annotated[Path | None, typer.Option(help="Project directory whose tasks this node runs.")]
+DatabaseOption = Annotated[str | None, typer.Option(help="postgresql://... (default: SQLite in --data-dir).",
+                                                    envvar="OUTLAST_DATABASE_URL")]
+DataDirOption = Annotated[Path, typer.Option(help="Where the SQLite store and local files live.",
+                                             envvar="OUTLAST_DATA_DIR")]
+SlotsOption = Annotated[int, typer.Option(help="Attempts this node runs at once.", envvar="OUTLAST_SLOTS")]
+
+
+def _settings(data_dir: Path, database_url: str | None, host: str, port: int | None, slots: int,
+              node_id: str | None):  # noqa: ANN202 - RuntimeSettings is imported lazily
+    from outlast.runtime import RuntimeSettings
+
+    settings = RuntimeSettings(data_dir=data_dir, database_url=database_url, host=host,
+                               port=port or _default_port(), slots=slots)
+    if node_id:
+        settings.node_id = node_id
+    return settings
+
+
+def _project(path: Path | None):  # noqa: ANN202
+    from outlast._errors import ConfigurationError
+    from outlast._project import load_project
+
+    try:
+        return load_project(path) if path is not None else None
+    except ConfigurationError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def runtime(
+    project: ProjectOption = None,
+    database_url: DatabaseOption = None,
+    data_dir: DataDirOption = Path(".outlast"),
+    host: Annotated[str, typer.Option(envvar="OUTLAST_HOST")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Default: OUTLAST_PORT, or the port of OUTLAST_API_URL, or 7070.")]
+    = None,
+    slots: SlotsOption = 2,
+    node_id: Annotated[str | None, typer.Option(envvar="OUTLAST_NODE_ID")] = None,
+    env: Annotated[list[str], typer.Option(help="Environments the built-in worker serves.")] = ["dev", "prod"],  # noqa: B006
+) -> None:
+    """Start the runtime: HTTP API, run engine and (with --project) a worker, in one process."""
+    from outlast.runtime.server import serve
+
+    settings = _settings(data_dir, database_url, host, port, slots, node_id)
+    settings.environments = tuple(env)
+    serve(settings, _project(project))
+
+
+@app.command()
+def dev(
+    project: Annotated[Path, typer.Option(help="Project directory (default: the current one).")] = Path("."),
+    api_url: Annotated[str | None, typer.Option(envvar="OUTLAST_API_URL",
+                                                help="A runtime to work for; none: start an embedded one.")] = None,
+    secret_key: Annotated[str | None, typer.Option(envvar="OUTLAST_SECRET_KEY")] = None,
+    data_dir: DataDirOption = Path(".outlast"),
+    port: Annotated[int | None, typer.Option()] = None,
+    slots: SlotsOption = 2,
+) -> None:
+    """Run your working copy's tasks for the dev environment, reloading on every change."""
+    loaded = _project(project)
+    settings = _settings(data_dir, None, "127.0.0.1", port, slots, None)
+    if api_url and secret_key and _reachable(api_url):
+        from outlast.runtime.server import run_worker
+
+        run_worker(settings, loaded, api_url, secret_key, reload=True)
+        return
+    from outlast.runtime.server import serve
+
+    settings.environments = ("dev",)
+    serve(settings, loaded, reload=True)
+
+
+@app.command()
+def worker(
+    project: Annotated[Path, typer.Option(help="Project directory whose tasks this node runs.")],
+    api_url: Annotated[str, typer.Option(envvar="OUTLAST_API_URL")],
+    secret_key: Annotated[str, typer.Option(envvar="OUTLAST_SECRET_KEY")],
+    slots: SlotsOption = 2,
+    node_id: Annotated[str | None, typer.Option(envvar="OUTLAST_NODE_ID")] = None,
+) -> None:
+    """Run a worker node for the environment of the secret key, against a remote runtime."""
+    from outlast.runtime.server import run_worker
+
+    settings = _settings(Path(".outlast"), None, "127.0.0.1", None, slots, node_id)
+    run_worker(settings, _project(project), api_url, secret_key)
+
+
+def _reachable(api_url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(api_url.rstrip("/") + "/api/v1/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,436 @@
+"""The wire contract: every message that crosses a process boundary.
+
+Both sides import these models, so the HTTP API (SDK <-> runtime, remote worker <-> runtime)
+and the control channel (supervisor <-> task process) cannot drift apart. See
+docs/protocol.md for the control channel's framing and message order.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+API_PREFIX = "/api/v1"
+MAX_TAGS = 10
+MAX_BATCH_ITEMS = 1000
+MACHINE_PRESETS = ("micro", "small-1x", "small-2x", "medium-1x", "medium-2x", "large-1x", "large-2x")
+
+
+class RunStatus(str, enum.Enum):
+    DELAYED = "DELAYED"
+    QUEUED = "QUEUED"
+    EXECUTING = "EXECUTING"
+    WAITING = "WAITING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CRASHED = "CRASHED"
+    CANCELED = "CANCELED"
+    EXPIRED = "EXPIRED"
+    TIMED_OUT = "TIMED_OUT"
+    SYSTEM_FAILURE = "SYSTEM_FAILURE"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in _LIVE_STATUSES
+
+
+_LIVE_STATUSES = {RunStatus.DELAYED, RunStatus.QUEUED, RunStatus.EXECUTING, RunStatus.WAITING}
+FINAL_STATUSES = frozenset(s for s in RunStatus if s.is_final)
+
+
+# --- durations -----------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: float | int | str | timedelta) -> float:
+    """Seconds from a number of seconds, a timedelta, or a string such as "90s", "1h30m", "2d"."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"invalid duration {value!r}: use seconds or a string like '30s', '5m', '1h30m', '2d'")
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    else:
+        raise ValueError(f"invalid duration {value!r}")
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, Field(ge=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _duration_field(value: Any) -> Any:
+    return None if value is None else parse_duration(value)
+
+
+# --- task configuration ------------------------------------------------------------------
+
+
+class RetryPolicy(_Model):
+    """Exponential backoff: delay(n) = min(max_delay, min_delay * factor ** (n - 1)), jittered."""
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    min_delay: float = Field(1.0, ge=0)
+    max_delay: float = Field(60.0, ge=0)
+    factor: float = Field(2.0, ge=1)
+    randomize: bool = True
+
+    _durations = field_validator("min_delay", "max_delay", mode="before")(_duration_field)
+
+
+class QueueOptions(_Model):
+    name: str = Field(min_length=1, max_length=128)
+    concurrency_limit: int | None = Field(None, ge=0, le=100_000)
+
+
+class TaskManifest(_Model):
+    """What a worker tells the runtime about one task it can run."""
+
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")
+    export: str = ""
+    module: str = ""
+    queue: QueueOptions | None = None
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    max_duration: float | None = Field(None, gt=0)
+    machine: str | None = None
+    payload_schema: dict[str, Any] | None = None
+
+
+# --- triggering ------------------------------------------------------------------------------
+
+
+class TriggerOptions(_Model):
+    idempotency_key: str | None = Field(None, min_length=1, max_length=512)
+    idempotency_key_ttl: float | None = Field(None, gt=0, description="seconds; default 30 days")
+    delay: float | datetime | None = Field(None, description="seconds from now, or a point in time")
+    ttl: float | None = Field(None, gt=0, description="expire if still queued after this many seconds")
+    tags: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    queue: QueueOptions | None = None
+    concurrency_key: str | None = Field(None, min_length=1, max_length=256)
+    priority: int = Field(0, ge=-1_000_000, le=1_000_000, description="higher runs first")
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    max_duration: float | None = Field(None, gt=0)
+    machine: str | None = None
+    version: str | None = Field(None, description="lock the run to this version (children use their parent's)")
+
+    _durations = field_validator("idempotency_key_ttl", "ttl", "max_duration", mode="before")(_duration_field)
+
+    @field_validator("delay", mode="before")
+    @classmethod
+    def _delay(cls, value: Any) -> Any:
+        if value is None or isinstance(value, datetime):
+            return value
+        if isinstance(value, str) and "T" in value:
+            return value  # ISO timestamp, parsed by pydantic
+        return parse_duration(value)
+
+    @field_validator("queue", mode="before")
+    @classmethod
+    def _queue(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        if len(value) > MAX_TAGS:
+            raise ValueError(f"at most {MAX_TAGS} tags per run, got {len(value)}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("machine")
+    @classmethod
+    def _machine(cls, value: str | None) -> str | None:
+        if value is not None and value not in MACHINE_PRESETS:
+            raise ValueError(f"unknown machine preset {value!r}; choose one of {', '.join(MACHINE_PRESETS)}")
+        return value
+
+
+class TriggerRequest(_Model):
+    payload: Any = None
+    options: TriggerOptions = Field(default_factory=TriggerOptions)
+
+
+class BatchItem(_Model):
+    task: str = Field(min_length=1, max_length=128)
+    payload: Any = None
+    options: TriggerOptions = Field(default_factory=TriggerOptions)
+
+
+class BatchTriggerRequest(_Model):
+    items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class RunHandle(BaseModel):
+    """Returned at once by a trigger: the run's id, and whether an idempotency key matched."""
+
+    id: str
+    task: str
+    is_cached: bool = False
+
+
+class BatchHandle(BaseModel):
+    runs: list[RunHandle]
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+class TaskRunError(BaseModel):
+    type: str
+    message: str
+    stack: str | None = None
+
+
+class Run(BaseModel):
+    id: str
+    task: str
+    env: str
+    status: RunStatus
+    payload: Any = None
+    output: Any = None
+    error: TaskRunError | None = None
+    attempts: int = 0
+    max_attempts: int
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    queue: str
+    concurrency_key: str | None = None
+    priority: int = 0
+    idempotency_key: str | None = None
+    version: str | None = None
+    machine: str | None = None
+    max_duration: float | None = None
+    execution_ms: int = 0
+    replayed_from: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    delay_until: datetime | None = None
+    expires_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_final
+
+    @property
+    def ok(self) -> bool:
+        return self.status is RunStatus.COMPLETED
+
+
+class RunList(BaseModel):
+    data: list[Run]
+    next_cursor: str | None = None
+
+
+class RunEvent(BaseModel):
+    """One entry of a run's timeline: a status change, a log line, an attempt's end."""
+
+    id: int
+    run_id: str
+    time: datetime
+    kind: str
+    attempt: int | None = None
+    level: str | None = None
+    message: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class RescheduleRequest(_Model):
+    delay: float | datetime
+
+    _delay = field_validator("delay", mode="before")(TriggerOptions._delay.__func__)
+
+
+class TaskInfo(BaseModel):
+    id: str
+    version: str | None
+    queue: str
+    manifest: TaskManifest
+
+
+class ErrorBody(BaseModel):
+    """Body of every 4xx/5xx answer; `field` names the offending input when there is one."""
+
+    error: str
+    message: str
+    field: str | None = None
+    details: list[dict[str, Any]] | None = None
+
+
+# --- inside a run ----------------------------------------------------------------------------
+
+
+class RunContext(BaseModel):
+    """What a task function receives as `ctx`, and what the supervisor sends to start an attempt."""
+
+    run_id: str
+    attempt: int
+    task: str
+    env: str
+    tags: list[str] = Field(default_factory=list)
+    version: str | None = None
+    queue: str = ""
+    concurrency_key: str | None = None
+    machine: str | None = None
+    max_duration: float | None = None
+    created_at: datetime
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class MetadataOp(_Model):
+    op: Literal["set", "delete", "append", "increment"]
+    key: str = Field(min_length=1, max_length=256)
+    value: Any = None
+
+
+# --- worker API (a supervisor on another node <-> the runtime) -------------------------------
+
+
+class WorkerRegistration(_Model):
+    node_id: str
+    version: str
+    tasks: list[TaskManifest]
+
+
+class ClaimRequest(_Model):
+    node_id: str
+    task_ids: list[str] = Field(description="the tasks this worker can run")
+    max_runs: int = Field(ge=1, le=1000)
+    wait: float = Field(0, ge=0, le=60, description="long-poll up to this many seconds")
+
+
+class Assignment(BaseModel):
+    """One claimed attempt: the context and the payload to run it with."""
+
+    context: RunContext
+    payload: Any = None
+    execution_ms: int = 0
+
+
+class ClaimResponse(BaseModel):
+    assignments: list[Assignment]
+
+
+class LeasedAttempt(_Model):
+    run_id: str
+    attempt: int
+
+
+class HeartbeatRequest(_Model):
+    node_id: str
+    attempts: list[LeasedAttempt]
+
+
+class HeartbeatResponse(BaseModel):
+    stop: list[str] = Field(default_factory=list, description="run ids the worker must terminate")
+
+
+class AttemptOutcome(str, enum.Enum):
+    OK = "ok"
+    ERROR = "error"
+    CRASHED = "crashed"
+    TIMED_OUT = "timed_out"
+
+
+class AttemptCompletion(_Model):
+    run_id: str
+    attempt: int
+    outcome: AttemptOutcome
+    output: Any = None
+    error: TaskRunError | None = None
+    retryable: bool = True
+    duration_ms: int = 0
+
+
+class LogRecord(_Model):
+    run_id: str
+    attempt: int
+    level: str = "info"
+    message: str
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    time: datetime
+
+
+class MetadataUpdate(_Model):
+    run_id: str
+    ops: list[MetadataOp]
+
+
+class WorkerReport(_Model):
+    """Buffered output of running attempts, flushed together: logs first, then metadata."""
+
+    logs: list[LogRecord] = Field(default_factory=list)
+    metadata: list[MetadataUpdate] = Field(default_factory=list)
+    completions: list[AttemptCompletion] = Field(default_factory=list)
+
+
+# --- control channel (supervisor <-> task process) ---------------------------------------------
+
+
+class Hello(_Model):
+    """First frame of a task process: who it is and which tasks it found (or why it could not)."""
+
+    type: Literal["hello"] = "hello"
+    process_id: str
+    pid: int
+    tasks: list[TaskManifest] = Field(default_factory=list)
+    import_error: str | None = None
+
+
+class StartAttempt(_Model):
+    type: Literal["start"] = "start"
+    context: RunContext
+    payload: Any = None
+
+
+class Shutdown(_Model):
+    type: Literal["shutdown"] = "shutdown"
+
+
+class Heartbeat(_Model):
+    type: Literal["heartbeat"] = "heartbeat"
+    run_id: str
+
+
+class Log(_Model):
+    type: Literal["log"] = "log"
+    record: LogRecord
+
+
+class Metadata(_Model):
+    type: Literal["metadata"] = "metadata"
+    update: MetadataUpdate
+
+
+class Result(_Model):
+    type: Literal["result"] = "result"
+    run_id: str
+    attempt: int
+    ok: bool
+    output: Any = None
+    error: TaskRunError | None = None
+    retryable: bool = True
+
+
+ToSupervisor = Annotated[Union[Hello, Heartbeat, Log, Metadata, Result], Field(discriminator="type")]
+ToTaskProcess = Annotated[Union[StartAttempt, Shutdown], Field(discriminator="type")]
+to_supervisor: TypeAdapter[ToSupervisor] = TypeAdapter(ToSupervisor)
+to_task_process: TypeAdapter[ToTaskProcess] = TypeAdapter(ToTaskProcess)
+
+FRAME_HEADER_BYTES = 4  # big-endian length of the JSON body that follows

@@ -1,0 +1,180 @@
+"""The ready queue: enqueue with fairness sequence numbers, claim under concurrency limits.
+
+A run is in `run_queue` only while it is ready (or waiting out a retry backoff). Claiming
+deletes its row, so the dequeue query reads only live rows however much history there is.
+
+Fairness: each (queue, concurrency key) hands out increasing sequence numbers, starting no
+lower than the smallest number still queued in the environment. Ordering by sequence then
+takes one run of each key per "round", so a burst of 10,000 runs from one tenant does not
+starve another tenant's single run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .schema import queue_keys, queues, run_queue
+
+KeyTuple = tuple[str, str, str]  # env_id, queue, concurrency key ("" for none)
+
+
+@dataclass(frozen=True)
+class ReadyRun:
+    run_id: str
+    env_id: str
+    task_id: str
+    queue: str
+    concurrency_key: str | None
+    priority: int
+    available_at: float
+
+    @property
+    def key(self) -> KeyTuple:
+        return (self.env_id, self.queue, self.concurrency_key or "")
+
+
+def upsert(connection: sa.Connection, table: sa.Table):  # noqa: ANN201 - dialect insert
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def set_queue_limit(connection: sa.Connection, env_id: str, name: str, limit: int | None) -> None:
+    stmt = upsert(connection, queues).values(env_id=env_id, name=name, concurrency_limit=limit)
+    connection.execute(stmt.on_conflict_do_update(index_elements=["env_id", "name"],
+                                                  set_={"concurrency_limit": limit}))
+
+
+def ensure_queue(connection: sa.Connection, env_id: str, name: str) -> None:
+    stmt = upsert(connection, queues).values(env_id=env_id, name=name, concurrency_limit=None)
+    connection.execute(stmt.on_conflict_do_nothing(index_elements=["env_id", "name"]))
+
+
+def enqueue(connection: sa.Connection, ready: Sequence[ReadyRun]) -> None:
+    """Insert ready rows, reserving one sequence number per run from its key, in order."""
+    if not ready:
+        return
+    floors: dict[str, int] = {}
+    for env_id in {r.env_id for r in ready}:
+        lowest = connection.execute(sa.select(sa.func.min(run_queue.c.seq)).where(run_queue.c.env_id == env_id))
+        floors[env_id] = lowest.scalar() or 0
+    next_seq: dict[KeyTuple, int] = {}
+    for key, count in Counter(r.key for r in ready).items():
+        last = _reserve(connection, key, count, floors[key[0]])
+        next_seq[key] = last - count + 1
+    rows = []
+    for r in ready:
+        rows.append({
+            "run_id": r.run_id, "env_id": r.env_id, "task_id": r.task_id, "queue": r.queue,
+            "concurrency_key": r.concurrency_key or "", "rank": -r.priority, "seq": next_seq[r.key],
+            "available_at": r.available_at,
+        })
+        next_seq[r.key] += 1
+    connection.execute(run_queue.insert(), rows)
+
+
+def _reserve(connection: sa.Connection, key: KeyTuple, count: int, floor: int) -> int:
+    """Advance the key's last sequence number by `count` (from at least `floor`); return the new last."""
+    env_id, name, concurrency_key = key
+    start = sa.case((queue_keys.c.last_seq + 1 > floor + 1, queue_keys.c.last_seq + 1), else_=floor + 1)
+    stmt = (
+        upsert(connection, queue_keys)
+        .values(env_id=env_id, queue=name, concurrency_key=concurrency_key, last_seq=floor + count, running=0)
+        .on_conflict_do_update(index_elements=["env_id", "queue", "concurrency_key"],
+                               set_={"last_seq": start + count - 1})
+        .returning(queue_keys.c.last_seq)
+    )
+    return connection.execute(stmt).scalar_one()
+
+
+def claim(
+    connection: sa.Connection, *, env_ids: Iterable[str], task_ids: Iterable[str], limit: int, now: float
+) -> list[sa.Row]:
+    """Take up to `limit` ready rows the caller may run now; their counters are incremented."""
+    env_ids, task_ids = list(env_ids), list(task_ids)
+    if not env_ids or not task_ids:
+        return []
+    joined = run_queue.outerjoin(
+        queues, sa.and_(queues.c.env_id == run_queue.c.env_id, queues.c.name == run_queue.c.queue)
+    ).outerjoin(
+        queue_keys,
+        sa.and_(queue_keys.c.env_id == run_queue.c.env_id, queue_keys.c.queue == run_queue.c.queue,
+                queue_keys.c.concurrency_key == run_queue.c.concurrency_key),
+    )
+    candidates = connection.execute(
+        sa.select(run_queue, queues.c.concurrency_limit)
+        .select_from(joined)
+        .where(
+            run_queue.c.env_id.in_(env_ids),
+            run_queue.c.task_id.in_(task_ids),
+            run_queue.c.available_at <= now,
+            sa.or_(queues.c.concurrency_limit.is_(None),
+                   sa.func.coalesce(queue_keys.c.running, 0) < queues.c.concurrency_limit),
+        )
+        .order_by(run_queue.c.rank, run_queue.c.seq, run_queue.c.run_id)
+        .limit(limit * 4 + 8)  # headroom for rows of keys that fill up within this batch
+        .with_for_update(of=run_queue, skip_locked=True)
+    ).all()
+    if not candidates:
+        return []
+    limits = {_key(r): r.concurrency_limit for r in candidates if r.concurrency_limit is not None}
+    running = {key: _lock_running(connection, key) for key in sorted(limits)}
+    chosen = []
+    for row in candidates:
+        key = _key(row)
+        if key in limits:
+            if running[key] >= limits[key]:
+                continue
+            running[key] += 1
+        chosen.append(row)
+        if len(chosen) == limit:
+            break
+    if chosen:
+        connection.execute(run_queue.delete().where(run_queue.c.run_id.in_([r.run_id for r in chosen])))
+        _add_running(connection, Counter(_key(r) for r in chosen))
+    return chosen
+
+
+def release(connection: sa.Connection, keys: Iterable[KeyTuple]) -> None:
+    """An executing run of each key stopped: give its concurrency slot back."""
+    _add_running(connection, Counter(keys), sign=-1)
+
+
+def remove(connection: sa.Connection, run_ids: Sequence[str]) -> set[str]:
+    """Delete ready rows (cancel, expiry); returns the ids that were still queued."""
+    if not run_ids:
+        return set()
+    result = connection.execute(
+        run_queue.delete().where(run_queue.c.run_id.in_(run_ids)).returning(run_queue.c.run_id)
+    )
+    return {row.run_id for row in result}
+
+
+def _key(row: sa.Row) -> KeyTuple:
+    return (row.env_id, row.queue, row.concurrency_key)
+
+
+def _lock_running(connection: sa.Connection, key: KeyTuple) -> int:
+    env_id, name, concurrency_key = key
+    stmt = (
+        sa.select(queue_keys.c.running)
+        .where(queue_keys.c.env_id == env_id, queue_keys.c.queue == name,
+               queue_keys.c.concurrency_key == concurrency_key)
+        .with_for_update()
+    )
+    return connection.execute(stmt).scalar() or 0
+
+
+def _add_running(connection: sa.Connection, counts: Counter[KeyTuple], sign: int = 1) -> None:
+    for (env_id, name, concurrency_key), count in counts.items():
+        connection.execute(
+            queue_keys.update()
+            .where(queue_keys.c.env_id == env_id, queue_keys.c.queue == name,
+                   queue_keys.c.concurrency_key == concurrency_key)
+            .values(running=sa.case((queue_keys.c.running + sign * count < 0, 0),
+                                    else_=queue_keys.c.running + sign * count))
+        )

@@ -1,0 +1,142 @@
+"""Tables of the runtime's store. Changes go through an Alembic migration (migrations/versions).
+
+Times are stored as UNIX seconds (double precision) so that SQLite and PostgreSQL compare and
+index them the same way.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+Time = sa.Double
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+environments = sa.Table(
+    "environments",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # the slug: dev, prod
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("key_hint", sa.String(16), nullable=False),
+    sa.Column("current_version", sa.String(64)),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("env_id", sa.String(32), sa.ForeignKey("environments.id"), primary_key=True),
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("queue", sa.String(128), nullable=False),
+    sa.Column("manifest", sa.JSON, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("env_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("concurrency_limit", sa.Integer),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # time-ordered, so listing sorts by id
+    sa.Column("env_id", sa.String(32), nullable=False),
+    sa.Column("task_id", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("payload", sa.JSON),
+    sa.Column("output", sa.JSON),
+    sa.Column("error", sa.JSON),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("retry", sa.JSON, nullable=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("queue", sa.String(128), nullable=False),
+    sa.Column("concurrency_key", sa.String(256)),
+    sa.Column("priority", sa.Integer, nullable=False, default=0),
+    sa.Column("idempotency_key", sa.String(512)),
+    sa.Column("idempotency_expires_at", Time),
+    sa.Column("version", sa.String(64)),
+    sa.Column("machine", sa.String(32)),
+    sa.Column("max_duration", sa.Double),
+    sa.Column("ttl", sa.Double),
+    sa.Column("execution_ms", sa.BigInteger, nullable=False, default=0),
+    sa.Column("replayed_from", sa.String(40)),
+    sa.Column("node_id", sa.String(128)),
+    sa.Column("lease_expires_at", Time),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("delay_until", Time),
+    sa.Column("expires_at", Time),
+    sa.Column("started_at", Time),
+    sa.Column("completed_at", Time),
+    sa.Index("ix_runs_env_id", "env_id", "id"),
+    sa.Index("ix_runs_env_status", "env_id", "status", "id"),
+    sa.Index("ix_runs_env_task", "env_id", "task_id", "id"),
+    sa.Index("uq_runs_idempotency", "env_id", "task_id", "idempotency_key", unique=True),
+    # Partial indexes: the maintenance loop's scans touch only live runs, never history.
+    sa.Index("ix_runs_delayed", "delay_until", sqlite_where=sa.text("status = 'DELAYED'"),
+             postgresql_where=sa.text("status = 'DELAYED'")),
+    sa.Index("ix_runs_ttl", "expires_at", sqlite_where=sa.text("status = 'QUEUED' AND expires_at IS NOT NULL"),
+             postgresql_where=sa.text("status = 'QUEUED' AND expires_at IS NOT NULL")),
+    sa.Index("ix_runs_lease", "lease_expires_at", sqlite_where=sa.text("status = 'EXECUTING'"),
+             postgresql_where=sa.text("status = 'EXECUTING'")),
+)
+
+run_tags = sa.Table(
+    "run_tags",
+    metadata,
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("tag", sa.String(128), primary_key=True),
+    sa.Column("env_id", sa.String(32), nullable=False),
+    sa.Index("ix_run_tags_env_tag", "env_id", "tag", "run_id"),
+)
+
+run_events = sa.Table(
+    "run_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("time", Time, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("attempt", sa.Integer),
+    sa.Column("level", sa.String(16)),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("data", sa.JSON),
+    sa.Index("ix_run_events_run", "run_id", "id"),
+)
+
+# The hot table: one row per run that is ready (or retrying soon); deleted when claimed, so
+# dequeue never reads finished runs however many there are.
+run_queue = sa.Table(
+    "run_queue",
+    metadata,
+    sa.Column("run_id", sa.String(40), primary_key=True),
+    sa.Column("env_id", sa.String(32), nullable=False),
+    sa.Column("task_id", sa.String(128), nullable=False),
+    sa.Column("queue", sa.String(128), nullable=False),
+    sa.Column("concurrency_key", sa.String(256), nullable=False),  # "" when the run has none
+    sa.Column("rank", sa.Integer, nullable=False),  # -priority: one ascending index serves the order
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("available_at", Time, nullable=False),
+    sa.Index("ix_run_queue_order", "env_id", "rank", "seq"),
+    sa.Index("ix_run_queue_seq", "env_id", "seq"),
+)
+
+# Per (queue, concurrency key): the last fairness sequence number handed out and how many of
+# its runs execute now. Updated in the same transaction as every claim and release.
+queue_keys = sa.Table(
+    "queue_keys",
+    metadata,
+    sa.Column("env_id", sa.String(32), primary_key=True),
+    sa.Column("queue", sa.String(128), primary_key=True),
+    sa.Column("concurrency_key", sa.String(256), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False, default=0),
+    sa.Column("running", sa.Integer, nullable=False, default=0),
+)

@@ -1,0 +1,89 @@
+"""Run the runtime: `outlast runtime` (API + engine + supervisor) and `outlast worker`/`dev` nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import uvicorn
+from rich.console import Console
+
+from outlast._project import Project
+
+from .api import create_app
+from .backend import HttpBackend
+from .settings import RuntimeSettings
+from .state import RuntimeState
+
+console = Console(stderr=True)
+
+
+def print_new_keys(state: RuntimeState) -> None:
+    if not state.new_keys:
+        return
+    console.print("[bold]outlast:[/bold] created environments (keys are stored hashed; copy them now):")
+    for env_id, key in state.new_keys.items():
+        seeded = env_id == "dev" and key == state.settings.dev_key
+        console.print(f"  {env_id:5} OUTLAST_SECRET_KEY={key}" + ("  (from OUTLAST_SECRET_KEY)" if seeded else ""))
+
+
+def serve(settings: RuntimeSettings, project: Project | None = None, *, reload: bool = False,
+          log_level: str = "warning") -> None:
+    """Serve until interrupted. With `reload`, the project is re-imported whenever a .py file changes."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    state = RuntimeState(settings, project)
+    print_new_keys(state)
+    if state.settings.dev_key and state.environments.authenticate(state.settings.dev_key) is None:
+        console.print("[yellow]warning:[/yellow] OUTLAST_SECRET_KEY matches no environment of this runtime "
+                      f"(its store at {settings.resolved_database_url} was seeded with another key)")
+    app = create_app(state)
+    if reload and project is not None:
+        app.router.on_startup.append(lambda: _start_reloader(state))
+    where = f"http://{settings.host}:{settings.port}"
+    tasks = f", project {project.root}" if project else " (no project: tasks come from workers)"
+    console.print(f"[bold green]outlast runtime[/bold green] on {where}{tasks}, store "
+                  f"{'SQLite' if state.db.is_sqlite else 'PostgreSQL'}, {settings.slots} slots; "
+                  f"API docs at {where}/api/v1/docs")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
+                            lifespan="on")
+    uvicorn.Server(config).run()
+
+
+def _start_reloader(state: RuntimeState) -> None:
+    from .dev import reload_on_change
+
+    asyncio.get_running_loop().create_task(reload_on_change(state.supervisor))
+
+
+def run_worker(settings: RuntimeSettings, project: Project, api_url: str, secret_key: str, *,
+               reload: bool = False) -> None:
+    """A supervisor on this machine that runs `project` for the environment of `secret_key`."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(_worker(settings, project, api_url, secret_key, reload))
+
+
+async def _worker(settings: RuntimeSettings, project: Project, api_url: str, secret_key: str,
+                  reload: bool) -> None:
+    from .dev import reload_on_change
+    from .supervisor import Supervisor
+
+    backend = HttpBackend(api_url, secret_key, settings.node_id)
+    supervisor = Supervisor(backend, project, settings)
+    await supervisor.start()
+    console.print(f"[bold green]outlast worker[/bold green] {settings.node_id} serving {project.root} "
+                  f"(version {supervisor.version}) for {api_url}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    background: list[Any] = [asyncio.create_task(reload_on_change(supervisor))] if reload else []
+    await stop.wait()
+    for task in background:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*background)
+    await supervisor.stop()
+    await backend.aclose()

@@ -1,0 +1,39 @@
+"""Runtime settings: command-line flags first, then OUTLAST_* environment variables, then defaults."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+@dataclass
+class RuntimeSettings:
+    data_dir: Path = field(default_factory=lambda: Path(os.environ.get("OUTLAST_DATA_DIR", ".outlast")))
+    database_url: str | None = field(default_factory=lambda: os.environ.get("OUTLAST_DATABASE_URL"))
+    host: str = field(default_factory=lambda: os.environ.get("OUTLAST_HOST", "127.0.0.1"))
+    port: int = field(default_factory=lambda: int(os.environ.get("OUTLAST_PORT", "7070")))
+    node_id: str = field(default_factory=lambda: os.environ.get("OUTLAST_NODE_ID", socket.gethostname()))
+    slots: int = field(default_factory=lambda: int(os.environ.get("OUTLAST_SLOTS", str(os.cpu_count() or 2))))
+    project: Path | None = None
+    environments: tuple[str, ...] = ("dev", "prod")  # which environments the built-in supervisor serves
+    dev_key: str | None = field(default_factory=lambda: os.environ.get("OUTLAST_SECRET_KEY"))
+    max_payload_bytes: int = field(default_factory=lambda: int(os.environ.get("OUTLAST_MAX_PAYLOAD_BYTES",
+                                                                               str(10 * 1024 * 1024))))
+    lease_seconds: float = field(default_factory=lambda: _env_float("OUTLAST_LEASE_SECONDS", 30.0))
+    heartbeat_interval: float = field(default_factory=lambda: _env_float("OUTLAST_HEARTBEAT_INTERVAL", 2.0))
+    heartbeat_timeout: float = field(default_factory=lambda: _env_float("OUTLAST_HEARTBEAT_TIMEOUT", 30.0))
+    cancel_grace: float = field(default_factory=lambda: _env_float("OUTLAST_CANCEL_GRACE", 5.0))
+    tick_interval: float = 0.25
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'outlast.db').resolve()}"

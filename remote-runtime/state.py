@@ -1,0 +1,65 @@
+"""One runtime process: store, engine, API state, maintenance loop and (optionally) a supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from outlast._project import Project
+
+from .backend import LocalBackend
+from .db import Database
+from .engine import RunEngine
+from .environments import Environments
+from .notify import Wakeup
+from .settings import RuntimeSettings
+
+log = logging.getLogger("outlast.runtime")
+
+
+class RuntimeState:
+    def __init__(self, settings: RuntimeSettings, project: Project | None = None) -> None:
+        self.settings = settings
+        self.project = project
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.resolved_database_url)
+        self.db.migrate()
+        self.environments = Environments(self.db)
+        self.new_keys = self.environments.bootstrap(settings.dev_key)
+        self.wakeup = Wakeup()
+        self.engine = RunEngine(self.db, lease_seconds=settings.lease_seconds)
+        self.engine.add_listener(self.wakeup.notify)
+        self.supervisor: Any = None
+        self.recovered = self.engine.recover_node(settings.node_id)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
+        self.wakeup.bind(asyncio.get_running_loop())
+        maintenance = asyncio.create_task(self._maintenance())
+        if self.project is not None:
+            from .supervisor import Supervisor
+
+            env_ids = [e for e in self.settings.environments if e in self.environments.ids()]
+            backend = LocalBackend(self.engine, self.wakeup, self.settings.node_id, env_ids)
+            self.supervisor = Supervisor(backend, self.project, self.settings)
+            await self.supervisor.start()
+        try:
+            yield
+        finally:
+            if self.supervisor is not None:
+                await self.supervisor.stop()
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+            self.db.dispose()
+
+    async def _maintenance(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.engine.tick)
+            except Exception:
+                log.exception("maintenance tick failed")
+            await asyncio.sleep(self.settings.tick_interval)

@@ -1,0 +1,317 @@
+"""The worker supervisor: N slots, warm task processes, and the control channel to them.
+
+It claims attempts from its backend, hands each to a warm task process of the current
+version over a Unix socket, relays the process's logs and metadata, and reports the outcome.
+Every attempt runs in a task process, never in the supervisor's own process. A process that
+finished an attempt normally is reused for the next attempt of the same version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from outlast._framing import read_frame
+from outlast._project import Project
+from outlast.wire import (
+    Assignment,
+    AttemptCompletion,
+    AttemptOutcome,
+    Heartbeat,
+    Hello,
+    LeasedAttempt,
+    Log,
+    Metadata,
+    Result,
+    StartAttempt,
+    TaskRunError,
+    WorkerReport,
+    to_supervisor,
+)
+
+from .backend import WorkerBackend
+from .processes import ProcessExited, TaskProcess, describe_exit, spawn
+from .settings import RuntimeSettings
+
+log = logging.getLogger("outlast.supervisor")
+
+
+class IndexError_(Exception):
+    """The project's tasks could not be imported."""
+
+
+class Execution:
+    def __init__(self, assignment: Assignment) -> None:
+        self.assignment = assignment
+        self.context = assignment.context
+        self.started = time.monotonic()
+        self.stop_reason: str | None = None  # set when the runtime asked us to stop it
+        self.process: TaskProcess | None = None
+
+    @property
+    def leased(self) -> LeasedAttempt:
+        return LeasedAttempt(run_id=self.context.run_id, attempt=self.context.attempt)
+
+    def remaining_seconds(self) -> float | None:
+        if self.context.max_duration is None:
+            return None
+        return self.context.max_duration - self.assignment.execution_ms / 1000
+
+
+class Supervisor:
+    def __init__(self, backend: WorkerBackend, project: Project, settings: RuntimeSettings) -> None:
+        self.backend = backend
+        self.project = project
+        self.settings = settings
+        self.slots = settings.slots
+        self.version = ""
+        self.processes: dict[str, TaskProcess] = {}
+        self.idle: list[TaskProcess] = []
+        self.executions: dict[str, Execution] = {}
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="outlast-"))  # short: AF_UNIX paths max 108 bytes
+        self.socket_path = self._socket_dir / "control.sock"
+        self._server: asyncio.AbstractServer | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._attempts: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self._flush_now = asyncio.Event()
+        self._pending = WorkerReport()
+        self._stopping = False
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_unix_server(self._on_connection, path=str(self.socket_path))
+        await self.load_version()
+        self._loops = [asyncio.create_task(coro) for coro in (
+            self._dispatch_loop(), self._lease_loop(), self._flush_loop(), self._watchdog_loop())]
+
+    async def load_version(self) -> list[str]:
+        """Import the project in a fresh process, register its tasks, and make it the current version.
+
+        Raises IndexError_ with the traceback when the import fails; the previous version stays.
+        """
+        version = self.project.content_version()
+        process = await self._spawn(version)
+        try:
+            hello = await asyncio.wait_for(process.ready, 120)
+        except (ProcessExited, TimeoutError) as exc:
+            process.kill()
+            raise IndexError_(f"task process did not start: {exc}") from None
+        if hello.import_error:
+            raise IndexError_(hello.import_error)
+        await self.backend.register(version, hello.tasks)
+        previous, self.version = self.version, version
+        if previous and previous != version:
+            for old in list(self.idle):
+                if old.version != version:
+                    self.idle.remove(old)
+                    old.retired = True
+                    asyncio.create_task(old.shutdown())
+        self.idle.append(process)
+        self._fill_pool()
+        return [t.id for t in hello.tasks]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._loops:
+            task.cancel()
+        for task in list(self._attempts):
+            task.cancel()
+        await asyncio.gather(*self._loops, *self._attempts, return_exceptions=True)
+        await self._flush()
+        await asyncio.gather(*(p.shutdown(self.settings.cancel_grace) for p in self.processes.values()),
+                             return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    # --- processes -----------------------------------------------------------------------
+
+    async def _spawn(self, version: str) -> TaskProcess:
+        process = await spawn(self.project, version, self.socket_path, self.settings.heartbeat_interval)
+        self.processes[process.process_id] = process
+        asyncio.create_task(self._reap(process))
+        return process
+
+    async def _reap(self, process: TaskProcess) -> None:
+        returncode = await process.popen.wait()
+        process.gone(describe_exit(returncode))
+        self.processes.pop(process.process_id, None)
+        if process in self.idle:
+            self.idle.remove(process)
+        if not self._stopping:
+            self._fill_pool()
+
+    def _fill_pool(self) -> None:
+        """Keep one warm process per slot, so a claimed attempt never waits for imports."""
+        if self._stopping:
+            return
+        current = [p for p in self.processes.values() if p.version == self.version and not p.retired]
+        for _ in range(self.slots - len(current)):
+            asyncio.create_task(self._warm())
+
+    async def _warm(self) -> None:
+        process = await self._spawn(self.version)
+        try:
+            await asyncio.wait_for(process.ready, 120)
+        except (ProcessExited, TimeoutError):
+            process.kill()
+            return
+        if process.version == self.version and process.alive:
+            self.idle.append(process)
+            self._slot_freed.set()
+
+    async def _take_process(self) -> TaskProcess:
+        while self.idle:
+            process = self.idle.pop()
+            if process.alive and process.version == self.version:
+                return process
+        process = await self._spawn(self.version)
+        await asyncio.wait_for(process.ready, 120)
+        return process
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hello = await read_frame(reader, to_supervisor)
+        if not isinstance(hello, Hello) or hello.process_id not in self.processes:
+            writer.close()
+            return
+        process = self.processes[hello.process_id]
+        process.writer, process.hello = writer, hello
+        if not process.ready.done():
+            process.ready.set_result(hello)
+        while (message := await read_frame(reader, to_supervisor)) is not None:
+            process.last_seen = time.monotonic()
+            if isinstance(message, Result):
+                if process.result is not None and not process.result.done():
+                    process.result.set_result(message)
+            elif isinstance(message, Log):
+                self._pending.logs.append(message.record)
+            elif isinstance(message, Metadata):
+                self._pending.metadata.append(message.update)
+            elif isinstance(message, Heartbeat):
+                pass
+        writer.close()
+        with contextlib.suppress(TimeoutError):  # wait for the exit status: it says why (signal, code)
+            await asyncio.wait_for(process.popen.wait(), 2.0)
+        process.gone(describe_exit(process.popen.returncode))
+
+    # --- attempts ------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            free = self.slots - len(self.executions)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                assignments = await self.backend.claim(free, wait=1.0)
+            except Exception as exc:  # the runtime may be restarting; keep trying
+                log.warning("claim failed: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for assignment in assignments:
+                execution = Execution(assignment)
+                self.executions[execution.context.run_id] = execution
+                task = asyncio.create_task(self._execute(execution))
+                self._attempts.add(task)
+                task.add_done_callback(self._attempts.discard)
+
+    async def _execute(self, execution: Execution) -> None:
+        context = execution.context
+        outcome, output, error, retryable = AttemptOutcome.CRASHED, None, None, True
+        process: TaskProcess | None = None
+        try:
+            process = execution.process = await self._take_process()
+            process.last_seen = time.monotonic()
+            result = process.start(StartAttempt(context=context, payload=execution.assignment.payload))
+            try:
+                answer = await asyncio.wait_for(result, execution.remaining_seconds())
+            except TimeoutError:
+                await process.terminate(self.settings.cancel_grace)
+                outcome = AttemptOutcome.TIMED_OUT
+                error = TaskRunError(type="MaxDurationExceeded",
+                                     message=f"run exceeded its max_duration of {context.max_duration:g}s")
+            else:
+                outcome = AttemptOutcome.OK if answer.ok else AttemptOutcome.ERROR
+                output, error, retryable = answer.output, answer.error, answer.retryable
+        except ProcessExited as exc:
+            reason = execution.stop_reason or str(exc)
+            error = TaskRunError(type="TaskProcessCrashed", message=reason)
+        except asyncio.CancelledError:
+            if process is not None:
+                await process.terminate(self.settings.cancel_grace)
+            raise
+        finally:
+            self.executions.pop(context.run_id, None)
+            self._slot_freed.set()
+            if process is not None:
+                process.result = None
+                process.runs_done += 1
+                if process.alive and process.version == self.version and not process.retired:
+                    self.idle.append(process)
+                elif process.alive:
+                    asyncio.create_task(process.shutdown())
+        duration_ms = int((time.monotonic() - execution.started) * 1000)
+        self._pending.completions.append(AttemptCompletion(
+            run_id=context.run_id, attempt=context.attempt, outcome=outcome, output=output, error=error,
+            retryable=retryable, duration_ms=duration_ms))
+        self._flush_now.set()
+
+    # --- background loops ----------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        report, self._pending = self._pending, WorkerReport()
+        if report.logs or report.metadata or report.completions:
+            try:
+                await self.backend.report(report)
+            except Exception as exc:
+                log.warning("report failed, will retry: %s", exc)
+                self._pending.logs[:0] = report.logs
+                self._pending.metadata[:0] = report.metadata
+                self._pending.completions[:0] = report.completions
+                await asyncio.sleep(0.5)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_now.wait(), 0.1)
+            self._flush_now.clear()
+            await self._flush()
+
+    async def _lease_loop(self) -> None:
+        """Renew the leases of running attempts; stop those the runtime says are over (canceled)."""
+        interval = min(1.0, self.settings.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            executions = list(self.executions.values())
+            if not executions:
+                continue
+            try:
+                stop = await self.backend.heartbeat([e.leased for e in executions])
+            except Exception as exc:
+                log.warning("lease renewal failed: %s", exc)
+                continue
+            for run_id in stop:
+                execution = self.executions.get(run_id)
+                if execution is not None and execution.process is not None and execution.stop_reason is None:
+                    execution.stop_reason = "run was canceled"
+                    asyncio.create_task(execution.process.terminate(self.settings.cancel_grace))
+
+    async def _watchdog_loop(self) -> None:
+        """A busy process that sends nothing for `heartbeat_timeout` seconds is treated as crashed."""
+        while True:
+            await asyncio.sleep(min(1.0, self.settings.heartbeat_timeout / 4))
+            now = time.monotonic()
+            for execution in list(self.executions.values()):
+                process = execution.process
+                if process is not None and process.alive and now - process.last_seen > self.settings.heartbeat_timeout:
+                    execution.stop_reason = (f"task process sent no heartbeat for "
+                                             f"{self.settings.heartbeat_timeout:g}s and was killed")
+                    process.kill()

@@ -1,0 +1,56 @@
+"""Worker API (`/api/v1/worker`): what a supervisor on another node uses instead of the engine itself.
+
+A worker authenticates with its environment's secret key and only ever sees that environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from outlast.wire import (
+    API_PREFIX,
+    ClaimRequest,
+    ClaimResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    WorkerRegistration,
+    WorkerReport,
+)
+
+from .api import Env, State
+
+router = APIRouter(prefix=f"{API_PREFIX}/worker", tags=["worker"])
+
+
+@router.post("/register")
+def register(body: WorkerRegistration, env: Env, rt: State) -> dict[str, str]:
+    rt.engine.register_tasks([env], body.version, body.tasks)
+    return {"status": "registered", "env": env, "version": body.version}
+
+
+@router.post("/claim", response_model=ClaimResponse)
+async def claim(body: ClaimRequest, env: Env, rt: State) -> ClaimResponse:
+    """Long-poll: answer as soon as something is claimed, or after `wait` seconds with nothing."""
+    deadline = time.monotonic() + body.wait
+    while True:
+        assignments = await run_in_threadpool(rt.engine.claim, body.node_id, [env], body.task_ids, body.max_runs)
+        remaining = deadline - time.monotonic()
+        if assignments or remaining <= 0:
+            return ClaimResponse(assignments=assignments)
+        await rt.wakeup.wait(min(remaining, 1.0))
+        await asyncio.sleep(0)
+
+
+@router.post("/heartbeat", response_model=HeartbeatResponse)
+def heartbeat(body: HeartbeatRequest, env: Env, rt: State) -> HeartbeatResponse:
+    return HeartbeatResponse(stop=rt.engine.heartbeat(body.node_id, body.attempts))
+
+
+@router.post("/report")
+def report(body: WorkerReport, env: Env, rt: State) -> dict[str, str]:
+    rt.engine.report(body, env_ids=[env])
+    return {"status": "ok"}
