@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -23,15 +26,24 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        # SQLite allows one writer; its busy handler sleeps and retries, which costs milliseconds per
+        # contended write. Writers of this process queue on a mutex instead.
+        self._write_lock = threading.Lock() if self.url.startswith("sqlite") else None
         if self.is_sqlite:
             self.engine = sa.create_engine(self.url, connect_args={"timeout": 30, "check_same_thread": False})
             _tune_sqlite(self.engine)
         else:
             self.engine = sa.create_engine(self.url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
-    def begin(self) -> sa.engine.base.Engine._trans_ctx:  # type: ignore[name-defined]
-        """One transaction (on SQLite it takes the write lock up front, avoiding upgrade deadlocks)."""
-        return self.engine.begin()
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        """One write transaction (on SQLite it takes the write lock up front, avoiding upgrade deadlocks)."""
+        if self._write_lock is None:
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self._write_lock, self.engine.begin() as connection:
+            yield connection
 
     def connect(self) -> sa.Connection:
         return self.engine.connect()

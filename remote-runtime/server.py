@@ -34,14 +34,12 @@ def serve(settings: RuntimeSettings, project: Project | None = None, *, reload: 
           log_level: str = "warning") -> None:
     """Serve until interrupted. With `reload`, the project is re-imported whenever a .py file changes."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    state = RuntimeState(settings, project)
+    state = RuntimeState(settings, project, reload=reload)
     print_new_keys(state)
     if state.settings.dev_key and state.environments.authenticate(state.settings.dev_key) is None:
         console.print("[yellow]warning:[/yellow] OUTLAST_SECRET_KEY matches no environment of this runtime "
                       f"(its store at {settings.resolved_database_url} was seeded with another key)")
     app = create_app(state)
-    if reload and project is not None:
-        app.router.on_startup.append(lambda: _start_reloader(state))
     where = f"http://{settings.host}:{settings.port}"
     tasks = f", project {project.root}" if project else " (no project: tasks come from workers)"
     console.print(f"[bold green]outlast runtime[/bold green] on {where}{tasks}, store "
@@ -50,12 +48,6 @@ def serve(settings: RuntimeSettings, project: Project | None = None, *, reload: 
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
                             lifespan="on")
     uvicorn.Server(config).run()
-
-
-def _start_reloader(state: RuntimeState) -> None:
-    from .dev import reload_on_change
-
-    asyncio.get_running_loop().create_task(reload_on_change(state.supervisor))
 
 
 def run_worker(settings: RuntimeSettings, project: Project, api_url: str, secret_key: str, *,

@@ -21,9 +21,10 @@ log = logging.getLogger("outlast.runtime")
 
 
 class RuntimeState:
-    def __init__(self, settings: RuntimeSettings, project: Project | None = None) -> None:
+    def __init__(self, settings: RuntimeSettings, project: Project | None = None, *, reload: bool = False) -> None:
         self.settings = settings
         self.project = project
+        self.reload = reload
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.resolved_database_url)
         self.db.migrate()
@@ -39,6 +40,7 @@ class RuntimeState:
     async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
         self.wakeup.bind(asyncio.get_running_loop())
         maintenance = asyncio.create_task(self._maintenance())
+        reloader: asyncio.Task[None] | None = None
         if self.project is not None:
             from .supervisor import Supervisor
 
@@ -46,9 +48,15 @@ class RuntimeState:
             backend = LocalBackend(self.engine, self.wakeup, self.settings.node_id, env_ids)
             self.supervisor = Supervisor(backend, self.project, self.settings)
             await self.supervisor.start()
+            if self.reload:
+                from .dev import reload_on_change
+
+                reloader = asyncio.create_task(reload_on_change(self.supervisor))
         try:
             yield
         finally:
+            if reloader is not None:
+                reloader.cancel()
             if self.supervisor is not None:
                 await self.supervisor.stop()
             maintenance.cancel()

@@ -123,3 +123,4 @@ def _reachable(api_url: str) -> bool:
 
 def main() -> None:
     app()
+

@@ -1,0 +1,27 @@
+# Shared by the scripts: create .venv if needed and install the project with the given extras.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${OUTLAST_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+install_project() {  # $1: extras, e.g. "runtime" or "test"
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+  fi
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[$1]"
+}
+
+ensure_postgres() {  # the test suite runs every engine test on PostgreSQL too
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    return
+  fi
+  echo "PostgreSQL is not answering on 127.0.0.1:5432; starting it" >&2
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+  for _ in $(seq 1 30); do
+    pg_isready -q -h 127.0.0.1 -p 5432 && return
+    sleep 1
+  done
+  echo "PostgreSQL did not start" >&2
+  exit 1
+}

@@ -1,0 +1,175 @@
+"""Shared fixtures: a real runtime in a subprocess, on SQLite or PostgreSQL, and a client for it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from outlast import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECTS = Path(__file__).resolve().parent / "projects"
+PG_ADMIN_URL = os.environ.get("OUTLAST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+SECRET_KEY = "ol_dev_test_0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RuntimeProcess:
+    """`outlast runtime` in a subprocess; `restart()` keeps its store, `kill()` is SIGKILL."""
+
+    args: list[str]
+    env: dict[str, str]
+    url: str
+    scratch: Path
+    log_path: Path
+    process: subprocess.Popen | None = None
+    clients: list[Client] = field(default_factory=list)
+
+    def start(self) -> RuntimeProcess:
+        log = open(self.log_path, "a")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"runtime exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200 and self._tasks_ready():
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"runtime did not become healthy:\n{self.log()}")
+
+    def _tasks_ready(self) -> bool:
+        if "--project" not in self.args:
+            return True
+        response = httpx.get(self.url + "/api/v1/tasks", headers={"Authorization": f"Bearer {SECRET_KEY}"})
+        return response.status_code == 200 and len(response.json()) > 0
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def client(self, secret_key: str = SECRET_KEY) -> Client:
+        client = Client(api_url=self.url, secret_key=secret_key, timeout=30)
+        self.clients.append(client)
+        return client
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the runtime alone: its task processes notice the lost supervisor and exit."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def restart(self) -> RuntimeProcess:
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.stop()
+
+
+def _create_pg_database() -> str:
+    import psycopg
+
+    name = f"outlast_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def _drop_pg_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The database URL for a runtime: None (SQLite in its data dir) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    name = _create_pg_database()
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    _drop_pg_database(name)
+
+
+@pytest.fixture
+def make_runtime(tmp_path: Path, store: str | None) -> Iterator:
+    """Start runtimes against the same store: `make_runtime(project="basic", slots=2, env={...})`."""
+    started: list[RuntimeProcess] = []
+
+    def make(project: str | None = "basic", slots: int = 2, extra_env: dict[str, str] | None = None,
+             extra_args: list[str] | None = None) -> RuntimeProcess:
+        port = free_port()
+        scratch = tmp_path / "scratch"
+        scratch.mkdir(exist_ok=True)
+        args = [sys.executable, "-m", "outlast.cli", "runtime", "--port", str(port), "--slots", str(slots),
+                "--data-dir", str(tmp_path / "data"), "--node-id", f"node-{len(started)}"]
+        if store:
+            args += ["--database-url", store]
+        if project:
+            args += ["--project", str(PROJECTS / project)]
+        args += extra_args or []
+        env = {**os.environ, "OUTLAST_SECRET_KEY": SECRET_KEY, "OUTLAST_TEST_SCRATCH": str(scratch),
+               "OUTLAST_HEARTBEAT_INTERVAL": "0.5", "OUTLAST_CANCEL_GRACE": "2", **(extra_env or {})}
+        env.pop("OUTLAST_DATABASE_URL", None)
+        runtime = RuntimeProcess(args=args, env=env, url=f"http://127.0.0.1:{port}", scratch=scratch,
+                                 log_path=tmp_path / f"runtime-{len(started)}.log")
+        started.append(runtime)
+        return runtime.start()
+
+    yield make
+    for runtime in started:
+        runtime.close()
+
+
+@pytest.fixture
+def runtime(make_runtime) -> RuntimeProcess:
+    return make_runtime()
+
+
+@pytest.fixture
+def client(runtime: RuntimeProcess) -> Client:
+    return runtime.client()
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
+    """Poll until `predicate()` is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")

@@ -1,0 +1,148 @@
+"""`outlast runtime`, `outlast dev` (embedded and against a remote runtime) and `outlast worker`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from outlast import Client, RunStatus
+from tests.conftest import ROOT, SECRET_KEY, free_port, wait_for
+
+QUICKSTART = ROOT / "examples" / "quickstart"
+
+
+def _spawn(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "outlast.cli", *args], cwd=cwd, env=env,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)  # noqa: SIM115
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _wait_tasks(url: str, key: str, expected: str, process: subprocess.Popen, log: Path) -> None:
+    def ready() -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            response = httpx.get(url + "/api/v1/tasks", headers={"Authorization": f"Bearer {key}"}, timeout=2)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200 and expected in {t["id"] for t in response.json()}
+
+    wait_for(ready, timeout=60, message=f"task {expected} registered")
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "project"
+    shutil.copytree(QUICKSTART, target, ignore=shutil.ignore_patterns(".outlast", "__pycache__"))
+    return target
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTLAST_")}
+    env.update(extra)
+    return env
+
+
+def test_first_start_prints_keys_and_stores_only_hashes(tmp_path: Path):
+    port = free_port()
+    log = tmp_path / "runtime.log"
+    process = _spawn(["runtime", "--port", str(port), "--data-dir", str(tmp_path / "data")], tmp_path, _env(), log)
+    try:
+        wait_for(lambda: "prod  OUTLAST_SECRET_KEY=" in log.read_text(), timeout=30, message="keys printed")
+        keys = dict(line.split("OUTLAST_SECRET_KEY=")[0].split()[0:1] + [line.split("OUTLAST_SECRET_KEY=")[1].split()[0]]
+                    for line in log.read_text().splitlines() if "OUTLAST_SECRET_KEY=" in line)
+        assert set(keys) == {"dev", "prod"}
+        wait_for(lambda: _healthy(port), message="health")
+        for key in keys.values():
+            response = httpx.get(f"http://127.0.0.1:{port}/api/v1/runs", headers={"Authorization": f"Bearer {key}"})
+            assert response.status_code == 200
+        database = (tmp_path / "data" / "outlast.db").read_bytes()
+        assert not any(key.encode() in database for key in keys.values())
+    finally:
+        _stop(process)
+    # A second start prints no keys: they were shown once.
+    log2 = tmp_path / "runtime2.log"
+    process = _spawn(["runtime", "--port", str(port), "--data-dir", str(tmp_path / "data")], tmp_path, _env(), log2)
+    try:
+        wait_for(lambda: _healthy(port), message="health after restart")
+        assert "OUTLAST_SECRET_KEY=" not in log2.read_text()
+    finally:
+        _stop(process)
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_dev_embedded_runs_the_working_copy_and_reloads_on_change(project_copy: Path, tmp_path: Path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "dev.log"
+    process = _spawn(["dev", "--port", str(port)], project_copy, _env(OUTLAST_SECRET_KEY=SECRET_KEY), log)
+    try:
+        _wait_tasks(url, SECRET_KEY, "hello-world", process, log)
+        with Client(api_url=url, secret_key=SECRET_KEY) as client:
+            first = client.poll(client.trigger("hello-world", {"name": "Ada"}).id, timeout=30)
+            assert first.status is RunStatus.COMPLETED, first
+            assert first.output["message"] == "Hello, Ada!"
+            assert first.version and first.version.startswith("dev-") or first.version is None
+
+            tasks_file = project_copy / "tasks.py"
+            tasks_file.write_text(tasks_file.read_text().replace('f"Hello, {name}!"', 'f"Bonjour, {name}!"'))
+
+            def reloaded() -> bool:
+                run = client.poll(client.trigger("hello-world", {"name": "Ada"}).id, timeout=30)
+                return run.output["message"] == "Bonjour, Ada!"
+
+            wait_for(reloaded, timeout=60, interval=0.5, message="the edited code to run")
+        assert "reloaded" in log.read_text()
+    finally:
+        _stop(process)
+    # The embedded store lives in the project's .outlast directory.
+    assert sqlite3.connect(project_copy / ".outlast" / "outlast.db").execute("select count(*) from runs").fetchone()[0] >= 2
+
+
+def test_dev_against_a_remote_runtime_registers_and_runs_for_dev(project_copy: Path, tmp_path: Path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    runtime_log = tmp_path / "runtime.log"
+    runtime = _spawn(["runtime", "--port", str(port), "--data-dir", str(tmp_path / "data")], tmp_path,
+                     _env(OUTLAST_SECRET_KEY=SECRET_KEY), runtime_log)
+    worker = None
+    try:
+        wait_for(lambda: _healthy(port), message="runtime health")
+        worker_log = tmp_path / "worker.log"
+        worker = _spawn(["dev"], project_copy, _env(OUTLAST_SECRET_KEY=SECRET_KEY, OUTLAST_API_URL=url), worker_log)
+        _wait_tasks(url, SECRET_KEY, "resize-image", worker, worker_log)
+        with Client(api_url=url, secret_key=SECRET_KEY) as client:
+            run = client.poll(client.trigger("resize-image", {"url": "u", "width": 3}).id, timeout=30)
+        assert run.status is RunStatus.COMPLETED, worker_log.read_text()
+        assert run.output == {"url": "u", "width": 3, "steps": 3}
+        assert "outlast worker" in worker_log.read_text()
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(runtime)
+
+
+def test_runtime_refuses_a_project_without_tasks(tmp_path: Path):
+    result = subprocess.run([sys.executable, "-m", "outlast.cli", "runtime", "--project", str(tmp_path)],
+                            capture_output=True, text=True, env=_env(), timeout=60)
+    assert result.returncode == 2
+    assert "tasks module 'tasks' not found" in result.stderr
