@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outlast.wire import (
@@ -152,29 +154,60 @@ async def _engine_error(_request: Request, exc: EngineError) -> JSONResponse:
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
     details = []
     for error in exc.errors():
-        location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
-        details.append({"field": ".".join(location), "message": error.get("msg", ""), "type": error.get("type")})
+        loc = list(error.get("loc", ()))
+        source = loc.pop(0) if loc and loc[0] in ("body", "query", "path", "header") else None
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        if error.get("type") == "json_invalid":
+            # loc is ("body", <character offset>): name the body, and say where the JSON broke.
+            reason = (error.get("ctx") or {}).get("error") or message
+            at = f" at character {loc[0]}" if loc and isinstance(loc[0], int) else ""
+            loc, message = [], f"request body is not valid JSON: {reason}{at}"
+        field = ".".join(str(part) for part in loc) or source
+        details.append({"field": field, "message": message, "type": error.get("type")})
     first = details[0] if details else {"field": None, "message": "invalid request"}
     field = first["field"] or None
-    message = f"{field}: {first['message']}" if field else first["message"]
+    message = first["message"] if not field or first["type"] == "json_invalid" else f"{field}: {first['message']}"
     return _error_response(422, ErrorBody(error="invalid_request", message=message, field=field, details=details))
 
 
-class BodyLimit:
-    """Refuse request bodies over the limit with 413 before they are read into memory."""
+async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    # Routing errors (unknown path, wrong method) answer with the same body as every other error.
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    body = ErrorBody(error=codes.get(exc.status_code, "http_error"), message=str(exc.detail))
+    response = _error_response(exc.status_code, body)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
 
-    def __init__(self, app: ASGIApp, limit_for: Any) -> None:
+
+async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:
+    # Details stay in the runtime's log (Starlette logs the exception after this answer is sent).
+    return _error_response(500, ErrorBody(error="internal_error",
+                                          message=f"internal error ({type(exc).__name__}); see the runtime's log"))
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit with 413 before they are read into memory.
+
+    A trigger's body may hold one payload of `max_payload_bytes` plus its options; a batch's up to
+    ten times that. Each payload is still held to the payload limit by the endpoint itself.
+    """
+
+    def __init__(self, app: ASGIApp, max_payload_bytes: int) -> None:
         self.app = app
-        self.limit_for = limit_for
+        self.max_payload_bytes = max_payload_bytes
+
+    def _limit(self, path: str) -> int:
+        return self.max_payload_bytes * (10 if path.endswith("/batch-trigger") else 1) + 64 * 1024
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["path"])
+        limit = self._limit(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._refuse(send, limit)
+            await self._refuse(send, scope["path"], f"of {int(declared)} bytes")
             return
         received = 0
         too_large = False
@@ -188,19 +221,29 @@ class BodyLimit:
                 raise _BodyTooLarge
             return message
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _BodyTooLarge:
-            if too_large:
-                await self._refuse(send, limit)
+        async def guarded_send(message: Message) -> None:
+            # FastAPI turns an exception raised while it reads the body into its own 400 answer;
+            # once the body is known to be too large, that answer is replaced by the 413.
+            if not too_large:
+                await send(message)
 
-    @staticmethod
-    async def _refuse(send: Send, limit: int) -> None:
-        body = ErrorBody(error="payload_too_large", field="payload",
-                         message=f"request body exceeds the limit of {limit} bytes").model_dump_json().encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        with contextlib.suppress(_BodyTooLarge):
+            await self.app(scope, counting_receive, guarded_send)
+        if too_large:
+            await self._refuse(send, scope["path"], f"of more than {limit} bytes")
+
+    async def _refuse(self, send: Send, path: str, size: str) -> None:
+        limit = self.max_payload_bytes
+        if path.endswith("/batch-trigger"):
+            message = (f"request body {size} exceeds the batch limit of {self._limit(path)} "
+                       f"bytes (ten times the payload limit of {limit} bytes); split the batch")
+        else:
+            message = f"request body {size} exceeds the payload limit of {limit} bytes"
+        body = ErrorBody(error="payload_too_large", field="payload", message=message)
+        content = body.model_dump_json(exclude_none=True).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
 
 
 class _BodyTooLarge(Exception):
@@ -217,8 +260,7 @@ def create_app(runtime: RuntimeState) -> FastAPI:
     app.include_router(worker_router)
     app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    settings = runtime.settings
-    # A batch may carry up to 1,000 payloads; each is still held to the per-payload limit.
-    app.add_middleware(BodyLimit, limit_for=lambda path: settings.max_payload_bytes * (
-        10 if path.endswith("/batch-trigger") else 1) + 64 * 1024)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(BodyLimit, max_payload_bytes=runtime.settings.max_payload_bytes)
     return app

@@ -124,7 +124,7 @@ class RunEngine:
                  replayed_from: str | None) -> list[RunHandle]:
         prefix = "items.{}." if len(items) > 1 else ""
         with self.db.begin() as c:
-            manifests = self._manifests(c, env_id, {item.task for item in items})
+            manifests = self._manifests(c, env_id, items, prefix)
             for index, item in enumerate(items):
                 self._validate(env_id, manifests[item.task], item.payload, prefix.format(index))
             handles, ready, new_runs, tags, events = [], [], [], [], []
@@ -158,13 +158,16 @@ class RunEngine:
             queue.enqueue(c, ready)
         return handles
 
-    def _manifests(self, c: sa.Connection, env_id: str, task_ids: set[str]) -> dict[str, TaskManifest]:
+    def _manifests(self, c: sa.Connection, env_id: str, items: Sequence[BatchItem],
+                   prefix: str) -> dict[str, TaskManifest]:
+        task_ids = {item.task for item in items}
         rows = c.execute(sa.select(tasks.c.id, tasks.c.version, tasks.c.manifest)
                          .where(tasks.c.env_id == env_id, tasks.c.id.in_(task_ids))).all()
         found = {row.id: TaskManifest.model_validate(row.manifest) for row in rows}
-        for task_id in sorted(task_ids):
-            if task_id not in found:
-                raise UnknownTask(f"task {task_id!r} is not registered in environment {env_id!r}", field="task")
+        for index, item in enumerate(items):
+            if item.task not in found:
+                raise UnknownTask(f"task {item.task!r} is not registered in environment {env_id!r}",
+                                  field=prefix.format(index) + "task")
         return found
 
     def _validate(self, env_id: str, manifest: TaskManifest, payload: Any, prefix: str) -> None:
@@ -177,7 +180,12 @@ class RunEngine:
             validator = self._validators[key] = cls(manifest.payload_schema)
         error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
         if error is not None:
-            field = prefix + ".".join(["payload", *(str(p) for p in error.absolute_path)])
+            path = [str(p) for p in error.absolute_path]
+            if error.validator == "required" and isinstance(error.instance, dict):
+                # Name the missing property itself, as the SDK's client-side check does.
+                missing = [name for name in error.validator_value if name not in error.instance]
+                path += missing[:1]
+            field = prefix + ".".join(["payload", *path])
             raise InvalidPayload(f"payload for task {manifest.id!r} is invalid: {field}: {error.message}",
                                  field=field)
 

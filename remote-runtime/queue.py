@@ -38,7 +38,7 @@ class ReadyRun:
         return (self.env_id, self.queue, self.concurrency_key or "")
 
 
-def upsert(connection: sa.Connection, table: sa.Table):  # noqa: ANN201 - dialect insert
+def upsert(connection: sa.Connection, table: sa.Table):  # a dialect's insert, for on_conflict_*
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
 

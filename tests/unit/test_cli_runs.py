@@ -8,9 +8,10 @@ from typing import Any
 import httpx
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from outlast._client import Client
 from outlast.cli.runs import register
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

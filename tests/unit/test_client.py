@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from outlast import _client, _runs, _tasks_api
 from outlast._client import AsyncClient, Client, default_async_client, default_client, trigger_options
 from outlast._config import from_env
