@@ -126,7 +126,7 @@ class RunEngine:
         with self.db.begin() as c:
             manifests = self._manifests(c, env_id, items, prefix)
             for index, item in enumerate(items):
-                self._validate(env_id, manifests[item.task], item.payload, prefix.format(index))
+                self._validate(env_id, manifests[item.task][0], item.payload, prefix.format(index))
             handles, ready, new_runs, tags, events = [], [], [], [], []
             keyed: dict[tuple[str, str], str] = {}  # idempotency keys used earlier in this batch
             for item in items:
@@ -136,7 +136,7 @@ class RunEngine:
                 if cached:
                     handles.append(RunHandle(id=cached, task=item.task, is_cached=True))
                     continue
-                row = self._new_run(env_id, item, manifests[item.task], now, replayed_from)
+                row = self._new_run(env_id, item, *manifests[item.task], now, replayed_from)
                 if key:
                     keyed[(item.task, key)] = row["id"]
                 new_runs.append(row)
@@ -159,11 +159,11 @@ class RunEngine:
         return handles
 
     def _manifests(self, c: sa.Connection, env_id: str, items: Sequence[BatchItem],
-                   prefix: str) -> dict[str, TaskManifest]:
+                   prefix: str) -> dict[str, tuple[TaskManifest, str]]:
         task_ids = {item.task for item in items}
         rows = c.execute(sa.select(tasks.c.id, tasks.c.version, tasks.c.manifest)
                          .where(tasks.c.env_id == env_id, tasks.c.id.in_(task_ids))).all()
-        found = {row.id: TaskManifest.model_validate(row.manifest) for row in rows}
+        found = {row.id: (TaskManifest.model_validate(row.manifest), row.version) for row in rows}
         for index, item in enumerate(items):
             if item.task not in found:
                 raise UnknownTask(f"task {item.task!r} is not registered in environment {env_id!r}",
@@ -202,7 +202,7 @@ class RunEngine:
         c.execute(runs.update().where(runs.c.id == row.id).values(idempotency_key=None))  # key expired
         return None
 
-    def _new_run(self, env_id: str, item: BatchItem, manifest: TaskManifest, now: float,
+    def _new_run(self, env_id: str, item: BatchItem, manifest: TaskManifest, version: str, now: float,
                  replayed_from: str | None) -> dict[str, Any]:
         options = item.options
         delay_until = _timestamp(options.delay, now)
@@ -225,7 +225,7 @@ class RunEngine:
             "priority": options.priority,
             "idempotency_key": options.idempotency_key,
             "idempotency_expires_at": now + idempotency_ttl if options.idempotency_key else None,
-            "version": options.version,
+            "version": options.version or version,
             "machine": options.machine or manifest.machine,
             "max_duration": options.max_duration or manifest.max_duration,
             "ttl": options.ttl,
@@ -347,16 +347,23 @@ class RunEngine:
             if not chosen:
                 return []
             ids = [r.run_id for r in chosen]
-            c.execute(runs.update().where(runs.c.id.in_(ids)).values(
+            # A ready row can outlive its run's QUEUED status (a cancel racing a delay's end): such
+            # runs are skipped here and their concurrency slot given back.
+            c.execute(runs.update().where(runs.c.id.in_(ids), runs.c.status == S.QUEUED.value).values(
                 status=S.EXECUTING.value, attempts=runs.c.attempts + 1, node_id=node_id,
                 lease_expires_at=now + self.lease_seconds, updated_at=now,
                 started_at=sa.func.coalesce(runs.c.started_at, now), expires_at=None))
             rows = c.execute(sa.select(runs).where(runs.c.id.in_(ids))).all()
-            c.execute(run_events.insert(), [
-                self._event(r.id, now, "status", S.EXECUTING, attempt=r.attempts,
-                            message=f"attempt {r.attempts} started on {node_id}") for r in rows])
-        by_id = {r.id: r for r in rows}
-        return [_assignment(by_id[run_id]) for run_id in ids]
+            started = [r for r in rows if r.status == S.EXECUTING and r.node_id == node_id and r.updated_at == now]
+            stale = [_key(r) for r in rows if r not in started]
+            if stale:
+                queue.release(c, stale)
+            if started:
+                c.execute(run_events.insert(), [
+                    self._event(r.id, now, "status", S.EXECUTING, attempt=r.attempts,
+                                message=f"attempt {r.attempts} started on {node_id}") for r in started])
+        by_id = {r.id: r for r in started}
+        return [_assignment(by_id[run_id]) for run_id in ids if run_id in by_id]
 
     def heartbeat(self, node_id: str, attempts: Sequence[LeasedAttempt]) -> list[str]:
         """Extend the leases of live attempts; return the runs the worker must stop (canceled, lost)."""
@@ -375,32 +382,35 @@ class RunEngine:
                 or row.attempts != a.attempt or row.node_id != node_id]
 
     def report(self, report: WorkerReport, *, env_ids: Iterable[str] | None = None) -> None:
-        """Apply a worker's buffered logs, metadata changes and attempt completions, in that order."""
+        """Apply a worker's buffered logs, metadata changes and attempt completions, in that order.
+
+        `env_ids` restricts a remote worker to its own environment's runs.
+        """
         now = self.clock()
-        run_ids = {r.run_id for r in report.logs} | {m.run_id for m in report.metadata} | {
-            c.run_id for c in report.completions}
-        if not run_ids:
+        if not (report.logs or report.metadata or report.completions):
             return
         with self.db.begin() as c:
-            stmt = sa.select(runs.c.id).where(runs.c.id.in_(run_ids))
             if env_ids is not None:
-                stmt = stmt.where(runs.c.env_id.in_(list(env_ids)))
-            known = set(c.execute(stmt).scalars())
-            logs = [self._event(r.run_id, r.time.timestamp(), "log", message=r.message, attempt=r.attempt,
-                                level=r.level, data=r.attributes) for r in report.logs if r.run_id in known]
-            if logs:
-                c.execute(run_events.insert(), logs)
+                run_ids = {r.run_id for r in report.logs} | {m.run_id for m in report.metadata} | {
+                    done.run_id for done in report.completions}
+                known = set(c.execute(sa.select(runs.c.id).where(
+                    runs.c.id.in_(run_ids), runs.c.env_id.in_(list(env_ids)))).scalars())
+                report = WorkerReport(logs=[r for r in report.logs if r.run_id in known],
+                                      metadata=[m for m in report.metadata if m.run_id in known],
+                                      completions=[d for d in report.completions if d.run_id in known])
+            if report.logs:
+                c.execute(run_events.insert(), [
+                    self._event(r.run_id, r.time.timestamp(), "log", message=r.message, attempt=r.attempt,
+                                level=r.level, data=r.attributes) for r in report.logs])
             for update in report.metadata:
-                if update.run_id in known:
-                    self._apply_metadata(c, update.run_id, update.ops, now)
-            for completion in report.completions:
-                if completion.run_id in known:
-                    self._complete(c, completion, now)
+                self._apply_metadata(c, update.run_id, update.ops, now)
+            if report.completions:
+                self._complete(c, report.completions, now)
         if report.completions:
             self._wake()  # a finished attempt frees a concurrency slot
 
     def _apply_metadata(self, c: sa.Connection, run_id: str, ops: Sequence[Any], now: float) -> None:
-        current = c.execute(sa.select(runs.c.metadata).where(runs.c.id == run_id).with_for_update()).scalar_one()
+        current = c.execute(sa.select(runs.c.metadata).where(runs.c.id == run_id).with_for_update()).scalar()
         current = dict(current or {})
         for op in ops:
             try:
@@ -409,41 +419,47 @@ class RunEngine:
                 continue
         c.execute(runs.update().where(runs.c.id == run_id).values(metadata=current, updated_at=now))
 
-    def _complete(self, c: sa.Connection, completion: AttemptCompletion, now: float) -> S | None:
-        """End an attempt; returns the run's new status, or None when the completion is stale."""
-        row = c.execute(sa.select(runs).where(runs.c.id == completion.run_id).with_for_update()).first()
-        if row is None or row.status != S.EXECUTING or row.attempts != completion.attempt:
-            return None
-        queue.release(c, [_key(row)])
-        values: dict[str, Any] = {"execution_ms": row.execution_ms + completion.duration_ms, "node_id": None,
-                                  "lease_expires_at": None, "updated_at": now}
-        error = completion.error.model_dump() if completion.error else None
-        outcome = completion.outcome
-        if outcome is AttemptOutcome.OK:
-            status, message = S.COMPLETED, f"attempt {row.attempts} completed"
-            values.update(output=completion.output, error=None)
-        elif outcome is AttemptOutcome.TIMED_OUT:
-            status, message = S.TIMED_OUT, f"exceeded max_duration of {row.max_duration:g}s"
-            values["error"] = error
-        elif completion.retryable and row.attempts < row.max_attempts:
+    def _complete(self, c: sa.Connection, completions: Sequence[AttemptCompletion], now: float) -> None:
+        """End attempts: success, retry with backoff, or a final failure. Stale completions are ignored."""
+        by_id = {done.run_id: done for done in completions}
+        rows = c.execute(sa.select(runs).where(runs.c.id.in_(list(by_id))).with_for_update()).all()
+        updates, events, retries, released = [], [], [], []
+        for row in rows:
+            done = by_id[row.id]
+            if row.status != S.EXECUTING or row.attempts != done.attempt:
+                continue  # canceled meanwhile, or an older attempt's late answer
+            released.append(_key(row))
+            status, message, delay = self._outcome(row, done)
+            error = done.error.model_dump() if done.error else None
+            updates.append({
+                "b_id": row.id, "b_status": status.value, "b_output": done.output if status is S.COMPLETED else None,
+                "b_error": error, "b_execution_ms": row.execution_ms + done.duration_ms,
+                "b_completed_at": now if status.is_final else None, "b_updated_at": now,
+            })
+            events.append(self._event(row.id, now, "status", status, attempt=row.attempts, message=message,
+                                      level=None if status in (S.COMPLETED, S.QUEUED) else "error",
+                                      data={"error": error} if error else None))
+            if delay is not None:
+                retries.append(self._ready(row, now + delay))
+        if not updates:
+            return
+        queue.release(c, released)
+        c.execute(_COMPLETE_ATTEMPT, updates)
+        c.execute(run_events.insert(), events)
+        queue.enqueue(c, retries)
+
+    @staticmethod
+    def _outcome(row: sa.Row, done: AttemptCompletion) -> tuple[S, str, float | None]:
+        """The run's next status, the timeline message, and the retry delay if it is retried."""
+        if done.outcome is AttemptOutcome.OK:
+            return S.COMPLETED, f"attempt {row.attempts} completed", None
+        if done.outcome is AttemptOutcome.TIMED_OUT:
+            return S.TIMED_OUT, f"exceeded max_duration of {row.max_duration:g}s", None
+        failure = f"attempt {row.attempts} {_failure(done.outcome, done.error)}"
+        if done.retryable and row.attempts < row.max_attempts:
             delay = backoff_delay(RetryPolicy.model_validate(row.retry), row.attempts)
-            status = S.QUEUED
-            message = f"attempt {row.attempts} {_failure(outcome, completion.error)}; retrying in {delay:.2f}s"
-            values["error"] = error
-            queue.enqueue(c, [self._ready(row, now + delay)])
-        else:
-            status = S.CRASHED if outcome is AttemptOutcome.CRASHED else S.FAILED
-            message = f"attempt {row.attempts} {_failure(outcome, completion.error)}"
-            values["error"] = error
-        if status.is_final:
-            values["completed_at"] = now
-        values["status"] = status.value
-        c.execute(runs.update().where(runs.c.id == row.id).values(**values))
-        c.execute(run_events.insert(), [self._event(
-            row.id, now, "status", status, attempt=row.attempts, message=message,
-            level="error" if status not in (S.COMPLETED, S.QUEUED) else None,
-            data={"error": error} if error else None)])
-        return status
+            return S.QUEUED, f"{failure}; retrying in {delay:.2f}s", delay
+        return (S.CRASHED if done.outcome is AttemptOutcome.CRASHED else S.FAILED), failure, None
 
     def recover_node(self, node_id: str) -> int:
         """A node restarted: the attempts it was running are gone; end them as crashed (and retry)."""
@@ -500,6 +516,18 @@ class RunEngine:
             c.execute(run_events.insert(), [self._event(run_id, now, "status", S.EXPIRED,
                                                         message="ttl elapsed before the run started")
                                             for run_id in expired])
+
+
+_COMPLETE_ATTEMPT = runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
+    status=sa.bindparam("b_status"),
+    output=sa.bindparam("b_output", type_=runs.c.output.type),
+    error=sa.bindparam("b_error", type_=runs.c.error.type),
+    execution_ms=sa.bindparam("b_execution_ms"),
+    completed_at=sa.bindparam("b_completed_at"),
+    updated_at=sa.bindparam("b_updated_at"),
+    node_id=None,
+    lease_expires_at=None,
+)
 
 
 def _failure(outcome: AttemptOutcome, error: TaskRunError | None) -> str:
