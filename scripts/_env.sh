@@ -25,3 +25,9 @@ ensure_postgres() {  # the test suite runs every engine test on PostgreSQL too
   echo "PostgreSQL did not start" >&2
   exit 1
 }
+
+install_criu() {  # checkpointing needs CRIU >= 4.2; on hosts where it cannot run, waits stay in memory
+  if [ "$(uname -s)" = "Linux" ]; then
+    sh "$ROOT/scripts/install-criu.sh" || echo "CRIU could not be installed; checkpointing stays off" >&2
+  fi
+}

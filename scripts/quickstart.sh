@@ -3,6 +3,7 @@
 # example task, print its result, and leave the runtime running (Ctrl-C stops it).
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 install_project runtime
+install_criu
 cd "$ROOT/examples/quickstart"
 
 PORT="${OUTLAST_PORT:-7070}"

@@ -32,7 +32,7 @@ SlotsOption = Annotated[int, typer.Option(help="Attempts this node runs at once.
 
 
 def _settings(data_dir: Path, database_url: str | None, host: str, port: int | None, slots: int,
-              node_id: str | None):  # noqa: ANN202 - RuntimeSettings is imported lazily
+              node_id: str | None):
     from outlast.runtime import RuntimeSettings
 
     settings = RuntimeSettings(data_dir=data_dir, database_url=database_url, host=host,
@@ -42,7 +42,7 @@ def _settings(data_dir: Path, database_url: str | None, host: str, port: int | N
     return settings
 
 
-def _project(path: Path | None):  # noqa: ANN202
+def _project(path: Path | None):
     from outlast._errors import ConfigurationError
     from outlast._project import load_project
 
@@ -110,6 +110,20 @@ def worker(
 
     settings = _settings(Path(".outlast"), None, "127.0.0.1", None, slots, node_id)
     run_worker(settings, _project(project), api_url, secret_key)
+
+
+@app.command()
+def doctor() -> None:
+    """Check whether this machine can checkpoint waiting runs (CRIU), and say exactly why not."""
+    from outlast.runtime.checkpoint.doctor import report
+
+    failed = False
+    for name, ok, detail in report():
+        failed |= not ok
+        typer.secho(f"{'ok ' if ok else 'FAIL'} {name}: {detail}", fg="green" if ok else "red")
+    if failed:
+        typer.echo("Checkpointing is off on this machine: waiting runs keep their process alive instead.")
+    raise typer.Exit(1 if failed else 0)
 
 
 def _reachable(api_url: str) -> bool:
