@@ -125,7 +125,7 @@ run_queue = sa.Table(
     sa.Column("rank", sa.Integer, nullable=False),  # -priority: one ascending index serves the order
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("available_at", Time, nullable=False),
-    sa.Index("ix_run_queue_order", "env_id", "rank", "seq"),
+    sa.Index("ix_run_queue_order", "env_id", "rank", "seq", "run_id"),
     sa.Index("ix_run_queue_seq", "env_id", "seq"),
 )
 

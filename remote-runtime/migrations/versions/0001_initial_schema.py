@@ -49,7 +49,7 @@ def upgrade() -> None:
     sa.Column('available_at', sa.Double(), nullable=False),
     sa.PrimaryKeyConstraint('run_id')
     )
-    op.create_index('ix_run_queue_order', 'run_queue', ['env_id', 'rank', 'seq'], unique=False)
+    op.create_index('ix_run_queue_order', 'run_queue', ['env_id', 'rank', 'seq', 'run_id'], unique=False)
     op.create_index('ix_run_queue_seq', 'run_queue', ['env_id', 'seq'], unique=False)
 
     op.create_table('runs',
