@@ -33,7 +33,7 @@ class Database:
             self.engine = sa.create_engine(self.url, connect_args={"timeout": 30, "check_same_thread": False})
             _tune_sqlite(self.engine)
         else:
-            self.engine = sa.create_engine(self.url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            self.engine = sa.create_engine(self.url, pool_size=10, max_overflow=20, pool_recycle=1800)
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[sa.Connection]:
@@ -62,7 +62,7 @@ class Database:
 
 def _tune_sqlite(engine: sa.Engine) -> None:
     @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # noqa: ANN001
+    def _on_connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -72,5 +72,5 @@ def _tune_sqlite(engine: sa.Engine) -> None:
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
-    def _on_begin(connection):  # noqa: ANN001
+    def _on_begin(connection):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
