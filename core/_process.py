@@ -7,6 +7,7 @@ attempt runs at a time; the process may be reused for the next attempt of the sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import io
 import logging
@@ -16,6 +17,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from typing import Any, TextIO
 
@@ -96,10 +98,11 @@ class _TimelineLogHandler(logging.Handler):
 
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, frames: FrameSocket, interval: float) -> None:
+    def __init__(self, frames: FrameSocket, interval: float, grace: float) -> None:
         super().__init__(name="outlast-heartbeat", daemon=True)
         self.frames = frames
         self.interval = interval
+        self.grace = grace
         self.run_id: str | None = None
         self._wake = threading.Event()
 
@@ -112,7 +115,15 @@ class _Heartbeat(threading.Thread):
                 try:
                     self.frames.send(Heartbeat(run_id=run_id))
                 except OSError:
+                    self._supervisor_lost()
                     return
+
+    def _supervisor_lost(self) -> None:
+        """The supervisor died mid-attempt: the runtime will retry the run elsewhere, so stop this attempt
+        as a cancel would (SIGTERM, the task's `finally` blocks run), and exit for good after the grace."""
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(self.grace)
+        os._exit(1)
 
 
 def import_tasks(modules: list[str]) -> None:
@@ -131,10 +142,10 @@ def _error(exc: BaseException) -> TaskRunError:
 
 
 class TaskProcess:
-    def __init__(self, frames: FrameSocket, heartbeat_interval: float) -> None:
+    def __init__(self, frames: FrameSocket, heartbeat_interval: float, grace: float = 5.0) -> None:
         self.frames = frames
         self.channel = _Channel(frames)
-        self.heartbeat = _Heartbeat(frames, heartbeat_interval)
+        self.heartbeat = _Heartbeat(frames, heartbeat_interval, grace)
         self.loop = asyncio.new_event_loop()
         self.streams = [_TimelineStream(sys.stdout, "info"), _TimelineStream(sys.stderr, "error")]
         sys.stdout, sys.stderr = self.streams  # type: ignore[assignment]
@@ -147,6 +158,19 @@ class TaskProcess:
             if message is None or isinstance(message, Shutdown):
                 return
             self.frames.send(self.run_attempt(message))
+
+    def _run_coroutine(self, coroutine: Any) -> Any:
+        task = self.loop.create_task(coroutine)
+        try:
+            return self.loop.run_until_complete(task)
+        except BaseException:
+            # SIGTERM (SystemExit) interrupted the loop while the task awaited: cancel the task and let it
+            # unwind on the loop, so its `finally` blocks run, awaits included, before the process exits.
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    self.loop.run_until_complete(task)
+            raise
 
     def run_attempt(self, start: StartAttempt) -> Result:
         context = start.context
@@ -162,7 +186,7 @@ class TaskProcess:
             payload = declared.prepare_payload(start.payload)
             output = declared(payload, context)
             if asyncio.iscoroutine(output):
-                output = self.loop.run_until_complete(output)
+                output = self._run_coroutine(output)
             output = _json.dump_python(output, mode="json")
             return Result(run_id=context.run_id, attempt=context.attempt, ok=True, output=output)
         except Exception as exc:
@@ -197,7 +221,8 @@ def main() -> None:
         sys.exit(3)
     hello.tasks = [t.manifest for t in registered_tasks().values()]
     frames.send(hello)
-    TaskProcess(frames, float(os.environ.get("OUTLAST_HEARTBEAT_INTERVAL", "2"))).serve()
+    TaskProcess(frames, float(os.environ.get("OUTLAST_HEARTBEAT_INTERVAL", "2")),
+                float(os.environ.get("OUTLAST_CANCEL_GRACE", "5"))).serve()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
@@ -428,8 +428,8 @@ class Result(_Model):
     retryable: bool = True
 
 
-ToSupervisor = Annotated[Union[Hello, Heartbeat, Log, Metadata, Result], Field(discriminator="type")]
-ToTaskProcess = Annotated[Union[StartAttempt, Shutdown], Field(discriminator="type")]
+ToSupervisor = Annotated[Hello | Heartbeat | Log | Metadata | Result, Field(discriminator="type")]
+ToTaskProcess = Annotated[StartAttempt | Shutdown, Field(discriminator="type")]
 to_supervisor: TypeAdapter[ToSupervisor] = TypeAdapter(ToSupervisor)
 to_task_process: TypeAdapter[ToTaskProcess] = TypeAdapter(ToTaskProcess)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -78,10 +79,8 @@ class TaskProcess:
             await self.popen.wait()
 
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             self.popen.kill()
-        except ProcessLookupError:
-            pass
 
     async def shutdown(self, grace: float = 5.0) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -108,7 +107,8 @@ def describe_exit(returncode: int | None) -> str:
     return f"task process exited with code {returncode}"
 
 
-async def spawn(project: Project, version: str, socket_path: Path, heartbeat_interval: float) -> TaskProcess:
+async def spawn(project: Project, version: str, socket_path: Path, heartbeat_interval: float,
+                cancel_grace: float = 5.0) -> TaskProcess:
     """Start `python -m outlast._process` for the project; it connects back and says hello."""
     process_id = f"p{os.getpid()}-{next(_counter)}"
     env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_VARIABLES}
@@ -119,6 +119,7 @@ async def spawn(project: Project, version: str, socket_path: Path, heartbeat_int
         "OUTLAST_PROJECT_DIR": str(project.root),
         "OUTLAST_TASK_MODULES": ",".join(project.modules),
         "OUTLAST_HEARTBEAT_INTERVAL": str(heartbeat_interval),
+        "OUTLAST_CANCEL_GRACE": str(cancel_grace),  # how long it unwinds if its supervisor dies mid-attempt
         "PYTHONUNBUFFERED": "1",
     })
     popen = await asyncio.create_subprocess_exec(

@@ -14,7 +14,9 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from outlast._framing import read_frame
 from outlast._project import Project
@@ -78,6 +80,7 @@ class Supervisor:
         self._server: asyncio.AbstractServer | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._attempts: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()  # referenced, so the loop cannot drop them
         self._slot_freed = asyncio.Event()
         self._flush_now = asyncio.Event()
         self._pending = WorkerReport()
@@ -112,7 +115,7 @@ class Supervisor:
                 if old.version != version:
                     self.idle.remove(old)
                     old.retired = True
-                    asyncio.create_task(old.shutdown())
+                    self._in_background(old.shutdown())
         self.idle.append(process)
         self._fill_pool()
         return [t.id for t in hello.tasks]
@@ -133,10 +136,16 @@ class Supervisor:
 
     # --- processes -----------------------------------------------------------------------
 
+    def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _spawn(self, version: str) -> TaskProcess:
-        process = await spawn(self.project, version, self.socket_path, self.settings.heartbeat_interval)
+        process = await spawn(self.project, version, self.socket_path, self.settings.heartbeat_interval,
+                              self.settings.cancel_grace)
         self.processes[process.process_id] = process
-        asyncio.create_task(self._reap(process))
+        self._in_background(self._reap(process))
         return process
 
     async def _reap(self, process: TaskProcess) -> None:
@@ -154,7 +163,7 @@ class Supervisor:
             return
         current = [p for p in self.processes.values() if p.version == self.version and not p.retired]
         for _ in range(self.slots - len(current)):
-            asyncio.create_task(self._warm())
+            self._in_background(self._warm())
 
     async def _warm(self) -> None:
         process = await self._spawn(self.version)
@@ -230,7 +239,9 @@ class Supervisor:
         try:
             process = execution.process = await self._take_process()
             process.last_seen = time.monotonic()
-            result = process.start(StartAttempt(context=context, payload=execution.assignment.payload))
+            # ctx.version names the code that actually runs the attempt (the run may not be locked to one).
+            started = context.model_copy(update={"version": process.version})
+            result = process.start(StartAttempt(context=started, payload=execution.assignment.payload))
             try:
                 answer = await asyncio.wait_for(result, execution.remaining_seconds())
             except TimeoutError:
@@ -257,7 +268,7 @@ class Supervisor:
                 if process.alive and process.version == self.version and not process.retired:
                     self.idle.append(process)
                 elif process.alive:
-                    asyncio.create_task(process.shutdown())
+                    self._in_background(process.shutdown())
         duration_ms = int((time.monotonic() - execution.started) * 1000)
         self._pending.completions.append(AttemptCompletion(
             run_id=context.run_id, attempt=context.attempt, outcome=outcome, output=output, error=error,
@@ -302,7 +313,7 @@ class Supervisor:
                 execution = self.executions.get(run_id)
                 if execution is not None and execution.process is not None and execution.stop_reason is None:
                     execution.stop_reason = "run was canceled"
-                    asyncio.create_task(execution.process.terminate(self.settings.cancel_grace))
+                    self._in_background(execution.process.terminate(self.settings.cancel_grace))
 
     async def _watchdog_loop(self) -> None:
         """A busy process that sends nothing for `heartbeat_timeout` seconds is treated as crashed."""

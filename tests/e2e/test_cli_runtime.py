@@ -20,7 +20,7 @@ QUICKSTART = ROOT / "examples" / "quickstart"
 
 def _spawn(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "outlast.cli", *args], cwd=cwd, env=env,
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)  # noqa: SIM115
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -101,7 +101,7 @@ def test_dev_embedded_runs_the_working_copy_and_reloads_on_change(project_copy: 
             first = client.poll(client.trigger("hello-world", {"name": "Ada"}).id, timeout=30)
             assert first.status is RunStatus.COMPLETED, first
             assert first.output["message"] == "Hello, Ada!"
-            assert first.version and first.version.startswith("dev-") or first.version is None
+            assert (first.version and first.version.startswith("dev-")) or first.version is None
 
             tasks_file = project_copy / "tasks.py"
             tasks_file.write_text(tasks_file.read_text().replace('f"Hello, {name}!"', 'f"Bonjour, {name}!"'))

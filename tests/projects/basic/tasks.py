@@ -203,3 +203,20 @@ def long_first_attempt(payload, ctx):
         _mark(f"long-{ctx.run_id}", f"finally {ctx.attempt}")
     _mark(f"long-{ctx.run_id}", f"done {ctx.attempt}")
     return ctx.attempt
+
+
+@task(id="async-cleanup")
+async def async_cleanup(payload, ctx):
+    """Its cleanup awaits, as closing an async client does."""
+    _mark(f"async-cleanup-{ctx.run_id}", "started")
+    try:
+        await asyncio.sleep(payload.get("seconds", 60))
+    finally:
+        await asyncio.sleep(0.05)
+        _mark(f"async-cleanup-{ctx.run_id}", "cleanup")
+    return "done"
+
+
+@task(id="jittered", retry={"max_attempts": 4, "min_delay": 0.2, "factor": 2})
+def jittered(payload):
+    raise ValueError("always")
