@@ -7,6 +7,7 @@ from `outlast.wire`, discriminated by its `type` field.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from typing import Any, TypeVar
@@ -65,10 +66,8 @@ class FrameSocket:
         return bytes(buffer)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._sock.close()
 
 

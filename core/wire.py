@@ -20,7 +20,7 @@ MAX_BATCH_ITEMS = 1000
 MACHINE_PRESETS = ("micro", "small-1x", "small-2x", "medium-1x", "medium-2x", "large-1x", "large-2x")
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     DELAYED = "DELAYED"
     QUEUED = "QUEUED"
     EXECUTING = "EXECUTING"
@@ -341,7 +341,7 @@ class HeartbeatResponse(BaseModel):
     stop: list[str] = Field(default_factory=list, description="run ids the worker must terminate")
 
 
-class AttemptOutcome(str, enum.Enum):
+class AttemptOutcome(enum.StrEnum):
     OK = "ok"
     ERROR = "error"
     CRASHED = "crashed"

@@ -28,7 +28,7 @@ class Resize(BaseModel):
              max_duration=600)
 def resize_image(payload: Resize, ctx) -> dict:
     print(f"resizing {payload.url} to {payload.width}px")
-    for step in range(3):
+    for _ in range(3):
         metadata.increment("steps")
         time.sleep(0.05)
-    return {"url": payload.url, "width": payload.width, "steps": step + 1}
+    return {"url": payload.url, "width": payload.width, "steps": metadata.get("steps")}

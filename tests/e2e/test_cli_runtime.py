@@ -62,8 +62,9 @@ def test_first_start_prints_keys_and_stores_only_hashes(tmp_path: Path):
     process = _spawn(["runtime", "--port", str(port), "--data-dir", str(tmp_path / "data")], tmp_path, _env(), log)
     try:
         wait_for(lambda: "prod  OUTLAST_SECRET_KEY=" in log.read_text(), timeout=30, message="keys printed")
-        keys = dict(line.split("OUTLAST_SECRET_KEY=")[0].split()[0:1] + [line.split("OUTLAST_SECRET_KEY=")[1].split()[0]]
-                    for line in log.read_text().splitlines() if "OUTLAST_SECRET_KEY=" in line)
+        printed = [line.split("OUTLAST_SECRET_KEY=") for line in log.read_text().splitlines()
+                   if "OUTLAST_SECRET_KEY=" in line]
+        keys = {env.split()[0]: key.split()[0] for env, key in printed}
         assert set(keys) == {"dev", "prod"}
         wait_for(lambda: _healthy(port), message="health")
         for key in keys.values():
@@ -115,7 +116,8 @@ def test_dev_embedded_runs_the_working_copy_and_reloads_on_change(project_copy: 
     finally:
         _stop(process)
     # The embedded store lives in the project's .outlast directory.
-    assert sqlite3.connect(project_copy / ".outlast" / "outlast.db").execute("select count(*) from runs").fetchone()[0] >= 2
+    store = sqlite3.connect(project_copy / ".outlast" / "outlast.db")
+    assert store.execute("select count(*) from runs").fetchone()[0] >= 2
 
 
 def test_dev_against_a_remote_runtime_registers_and_runs_for_dev(project_copy: Path, tmp_path: Path):
