@@ -9,6 +9,7 @@ finished an attempt normally is reused for the next attempt of the same version.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import shutil
@@ -41,6 +42,8 @@ from .processes import ProcessExited, TaskProcess, describe_exit, spawn
 from .settings import RuntimeSettings
 
 log = logging.getLogger("outlast.supervisor")
+PREFETCH_MULTIPLIER = 4
+PREFETCH_BELOW_SECONDS = 0.05
 
 
 class IndexError_(Exception):
@@ -74,7 +77,9 @@ class Supervisor:
         self.version = ""
         self.processes: dict[str, TaskProcess] = {}
         self.idle: list[TaskProcess] = []
-        self.executions: dict[str, Execution] = {}
+        self.executions: dict[str, Execution] = {}  # every attempt this node holds a lease on
+        self.backlog: collections.deque[Execution] = collections.deque()  # claimed, waiting for a slot
+        self._recent_seconds: float | None = None  # moving average of attempt durations
         self._socket_dir = Path(tempfile.mkdtemp(prefix="outlast-"))  # short: AF_UNIX paths max 108 bytes
         self.socket_path = self._socket_dir / "control.sock"
         self._server: asyncio.AbstractServer | None = None
@@ -212,15 +217,29 @@ class Supervisor:
 
     # --- attempts ------------------------------------------------------------------------
 
+    @property
+    def running(self) -> int:
+        return len(self.executions) - len(self.backlog)
+
+    def _prefetch_limit(self) -> int:
+        """How many attempts to hold at once. Like Celery's prefetch, claiming a few ahead spreads one
+        claim transaction over several runs; only done while attempts are short, so a node never sits
+        on long runs that another node could start now."""
+        short = self._recent_seconds is not None and self._recent_seconds < PREFETCH_BELOW_SECONDS
+        return self.slots * PREFETCH_MULTIPLIER if short else self.slots
+
     async def _dispatch_loop(self) -> None:
         while True:
-            free = self.slots - len(self.executions)
-            if free <= 0:
-                self._slot_freed.clear()
+            self._slot_freed.clear()  # before looking at the slots, so no wake-up between is lost
+            self._start_backlog()
+            capacity = self._prefetch_limit() - len(self.executions)
+            if capacity <= 0:
                 await self._slot_freed.wait()
                 continue
+            busy = self.running >= self.slots or self.backlog
             try:
-                assignments = await self.backend.claim(free, wait=1.0)
+                # With a slot idle, long-poll for new work; with all busy, only top up the backlog.
+                assignments = await self.backend.claim(capacity, wait=0 if busy else 1.0)
             except Exception as exc:  # the runtime may be restarting; keep trying
                 log.warning("claim failed: %s", exc)
                 await asyncio.sleep(1.0)
@@ -228,9 +247,17 @@ class Supervisor:
             for assignment in assignments:
                 execution = Execution(assignment)
                 self.executions[execution.context.run_id] = execution
-                task = asyncio.create_task(self._execute(execution))
-                self._attempts.add(task)
-                task.add_done_callback(self._attempts.discard)
+                self.backlog.append(execution)
+            if busy and not assignments:
+                await self._slot_freed.wait()
+
+    def _start_backlog(self) -> None:
+        while self.backlog and self.running < self.slots:
+            execution = self.backlog.popleft()
+            execution.started = time.monotonic()
+            task = asyncio.create_task(self._execute(execution))
+            self._attempts.add(task)
+            task.add_done_callback(self._attempts.discard)
 
     async def _execute(self, execution: Execution) -> None:
         context = execution.context
@@ -259,6 +286,11 @@ class Supervisor:
             if process is not None:
                 await process.terminate(self.settings.cancel_grace)
             raise
+        except Exception as exc:  # e.g. no process could be started: the attempt crashed, and is retried
+            log.exception("attempt %s of %s failed in the supervisor", context.attempt, context.run_id)
+            if process is not None:
+                process.kill()
+            error = TaskRunError(type="SupervisorError", message=f"{type(exc).__name__}: {exc}")
         finally:
             self.executions.pop(context.run_id, None)
             self._slot_freed.set()
@@ -269,7 +301,9 @@ class Supervisor:
                     self.idle.append(process)
                 elif process.alive:
                     self._in_background(process.shutdown())
-        duration_ms = int((time.monotonic() - execution.started) * 1000)
+        seconds = time.monotonic() - execution.started
+        self._recent_seconds = seconds if self._recent_seconds is None else 0.8 * self._recent_seconds + 0.2 * seconds
+        duration_ms = int(seconds * 1000)
         self._pending.completions.append(AttemptCompletion(
             run_id=context.run_id, attempt=context.attempt, outcome=outcome, output=output, error=error,
             retryable=retryable, duration_ms=duration_ms))
@@ -311,6 +345,10 @@ class Supervisor:
                 continue
             for run_id in stop:
                 execution = self.executions.get(run_id)
+                if execution is not None and execution in self.backlog:  # canceled before it started
+                    self.backlog.remove(execution)
+                    del self.executions[run_id]
+                    continue
                 if execution is not None and execution.process is not None and execution.stop_reason is None:
                     execution.stop_reason = "run was canceled"
                     self._in_background(execution.process.terminate(self.settings.cancel_grace))
