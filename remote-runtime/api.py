@@ -46,16 +46,17 @@ class PayloadTooLarge(EngineError):
     code = "payload_too_large"
 
 
-def state(request: Request) -> RuntimeState:
+# Dependencies are coroutines: no I/O of note, and a sync one would cost a thread hop per request.
+async def state(request: Request) -> RuntimeState:
     return request.app.state.outlast
 
 
-def environment(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+async def environment(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
     """The environment of the request's secret key (`Authorization: Bearer <key>`)."""
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthorized("missing secret key: send 'Authorization: Bearer <OUTLAST_SECRET_KEY>'",
                            field="authorization")
-    env_id = state(request).environments.authenticate(authorization[7:].strip())
+    env_id = request.app.state.outlast.environments.authenticate(authorization[7:].strip())
     if env_id is None:
         raise Unauthorized("invalid secret key", field="authorization")
     return env_id

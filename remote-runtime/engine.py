@@ -349,11 +349,9 @@ class RunEngine:
             ids = [r.run_id for r in chosen]
             # A ready row can outlive its run's QUEUED status (a cancel racing a delay's end): such
             # runs are skipped here and their concurrency slot given back.
-            c.execute(runs.update().where(runs.c.id.in_(ids), runs.c.status == S.QUEUED.value).values(
-                status=S.EXECUTING.value, attempts=runs.c.attempts + 1, node_id=node_id,
-                lease_expires_at=now + self.lease_seconds, updated_at=now,
-                started_at=sa.func.coalesce(runs.c.started_at, now), expires_at=None))
-            rows = c.execute(sa.select(runs).where(runs.c.id.in_(ids))).all()
+            c.execute(_START_ATTEMPTS, {"ids": ids, "b_node": node_id, "b_lease": now + self.lease_seconds,
+                                        "b_now": now})
+            rows = c.execute(_SELECT_RUNS, {"ids": ids}).all()
             started = [r for r in rows if r.status == S.EXECUTING and r.node_id == node_id and r.updated_at == now]
             stale = [_key(r) for r in rows if r not in started]
             if stale:
@@ -422,7 +420,7 @@ class RunEngine:
     def _complete(self, c: sa.Connection, completions: Sequence[AttemptCompletion], now: float) -> None:
         """End attempts: success, retry with backoff, or a final failure. Stale completions are ignored."""
         by_id = {done.run_id: done for done in completions}
-        rows = c.execute(sa.select(runs).where(runs.c.id.in_(list(by_id))).with_for_update()).all()
+        rows = c.execute(_LOCK_RUNS, {"ids": list(by_id)}).all()
         updates, events, retries, released = [], [], [], []
         for row in rows:
             done = by_id[row.id]
@@ -518,6 +516,14 @@ class RunEngine:
                                             for run_id in expired])
 
 
+# Statements of the hot paths, built once (SQLAlchemy then only binds values).
+_SELECT_RUNS = sa.select(runs).where(runs.c.id.in_(sa.bindparam("ids", expanding=True)))
+_LOCK_RUNS = _SELECT_RUNS.with_for_update()
+_START_ATTEMPTS = runs.update().where(runs.c.id.in_(sa.bindparam("ids", expanding=True)),
+                                      runs.c.status == S.QUEUED.value).values(
+    status=S.EXECUTING.value, attempts=runs.c.attempts + 1, node_id=sa.bindparam("b_node"),
+    lease_expires_at=sa.bindparam("b_lease"), updated_at=sa.bindparam("b_now"),
+    started_at=sa.func.coalesce(runs.c.started_at, sa.bindparam("b_now")), expires_at=None)
 _COMPLETE_ATTEMPT = runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
     status=sa.bindparam("b_status"),
     output=sa.bindparam("b_output", type_=runs.c.output.type),

@@ -11,6 +11,7 @@ starve another tenant's single run.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -60,8 +61,7 @@ def enqueue(connection: sa.Connection, ready: Sequence[ReadyRun]) -> None:
         return
     floors: dict[str, int] = {}
     for env_id in {r.env_id for r in ready}:
-        lowest = connection.execute(sa.select(sa.func.min(run_queue.c.seq)).where(run_queue.c.env_id == env_id))
-        floors[env_id] = lowest.scalar() or 0
+        floors[env_id] = connection.execute(_LOWEST_SEQ, {"b_env": env_id}).scalar() or 0
     next_seq: dict[KeyTuple, int] = {}
     for key, count in Counter(r.key for r in ready).items():
         last = _reserve(connection, key, count, floors[key[0]])
@@ -80,15 +80,24 @@ def enqueue(connection: sa.Connection, ready: Sequence[ReadyRun]) -> None:
 def _reserve(connection: sa.Connection, key: KeyTuple, count: int, floor: int) -> int:
     """Advance the key's last sequence number by `count` (from at least `floor`); return the new last."""
     env_id, name, concurrency_key = key
-    start = sa.case((queue_keys.c.last_seq + 1 > floor + 1, queue_keys.c.last_seq + 1), else_=floor + 1)
-    stmt = (
-        upsert(connection, queue_keys)
-        .values(env_id=env_id, queue=name, concurrency_key=concurrency_key, last_seq=floor + count, running=0)
+    params = {"b_env": env_id, "b_queue": name, "b_key": concurrency_key, "b_insert_last": floor + count,
+              "b_floor_next": floor + 1, "b_count_less_one": count - 1}
+    return connection.execute(_reserve_statement(connection.dialect.name), params).scalar_one()
+
+
+@functools.cache
+def _reserve_statement(dialect_name: str) -> sa.Executable:
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    next_seq = queue_keys.c.last_seq + 1
+    start = sa.case((next_seq > sa.bindparam("b_floor_next"), next_seq), else_=sa.bindparam("b_floor_next"))
+    return (
+        dialect.insert(queue_keys)
+        .values(env_id=sa.bindparam("b_env"), queue=sa.bindparam("b_queue"), concurrency_key=sa.bindparam("b_key"),
+                last_seq=sa.bindparam("b_insert_last"), running=0)
         .on_conflict_do_update(index_elements=["env_id", "queue", "concurrency_key"],
-                               set_={"last_seq": start + count - 1})
+                               set_={"last_seq": start + sa.bindparam("b_count_less_one")})
         .returning(queue_keys.c.last_seq)
     )
-    return connection.execute(stmt).scalar_one()
 
 
 _joined = run_queue.outerjoin(
@@ -143,7 +152,7 @@ def claim(
         if len(chosen) == limit:
             break
     if chosen:
-        connection.execute(run_queue.delete().where(run_queue.c.run_id.in_([r.run_id for r in chosen])))
+        connection.execute(_DELETE_READY, {"ids": [r.run_id for r in chosen]})
         _add_running(connection, Counter(_key(r) for r in chosen))
     return chosen
 
@@ -169,21 +178,21 @@ def _key(row: sa.Row) -> KeyTuple:
 
 def _lock_running(connection: sa.Connection, key: KeyTuple) -> int:
     env_id, name, concurrency_key = key
-    stmt = (
-        sa.select(queue_keys.c.running)
-        .where(queue_keys.c.env_id == env_id, queue_keys.c.queue == name,
-               queue_keys.c.concurrency_key == concurrency_key)
-        .with_for_update()
-    )
-    return connection.execute(stmt).scalar() or 0
+    return connection.execute(_LOCK_RUNNING, {"b_env": env_id, "b_queue": name, "b_key": concurrency_key}).scalar() or 0
 
 
 def _add_running(connection: sa.Connection, counts: Counter[KeyTuple], sign: int = 1) -> None:
-    for (env_id, name, concurrency_key), count in counts.items():
-        connection.execute(
-            queue_keys.update()
-            .where(queue_keys.c.env_id == env_id, queue_keys.c.queue == name,
-                   queue_keys.c.concurrency_key == concurrency_key)
-            .values(running=sa.case((queue_keys.c.running + sign * count < 0, 0),
-                                    else_=queue_keys.c.running + sign * count))
-        )
+    if counts:
+        connection.execute(_ADD_RUNNING, [{"b_env": env_id, "b_queue": name, "b_key": key, "b_delta": sign * count}
+                                          for (env_id, name, key), count in counts.items()])
+
+
+_LOWEST_SEQ = sa.select(sa.func.min(run_queue.c.seq)).where(run_queue.c.env_id == sa.bindparam("b_env"))
+# Statements built once: the hot paths then skip SQLAlchemy's per-call expression building.
+_DELETE_READY = run_queue.delete().where(run_queue.c.run_id.in_(sa.bindparam("ids", expanding=True)))
+_KEY_MATCHES = sa.and_(queue_keys.c.env_id == sa.bindparam("b_env"), queue_keys.c.queue == sa.bindparam("b_queue"),
+                       queue_keys.c.concurrency_key == sa.bindparam("b_key"))
+_LOCK_RUNNING = sa.select(queue_keys.c.running).where(_KEY_MATCHES).with_for_update()
+_ADD_RUNNING = queue_keys.update().where(_KEY_MATCHES).values(
+    running=sa.case((queue_keys.c.running + sa.bindparam("b_delta") < 0, 0),
+                    else_=queue_keys.c.running + sa.bindparam("b_delta")))

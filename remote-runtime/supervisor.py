@@ -44,6 +44,7 @@ from .settings import RuntimeSettings
 log = logging.getLogger("outlast.supervisor")
 PREFETCH_MULTIPLIER = 4
 PREFETCH_BELOW_SECONDS = 0.05
+FLUSH_COALESCE_SECONDS = 0.003
 
 
 class IndexError_(Exception):
@@ -233,7 +234,9 @@ class Supervisor:
             self._slot_freed.clear()  # before looking at the slots, so no wake-up between is lost
             self._start_backlog()
             capacity = self._prefetch_limit() - len(self.executions)
-            if capacity <= 0:
+            # With every slot busy, top the backlog up only once it runs low, so that each claim
+            # takes several runs at once.
+            if capacity <= 0 or len(self.backlog) >= self.slots:
                 await self._slot_freed.wait()
                 continue
             busy = self.running >= self.slots or self.backlog
@@ -325,6 +328,8 @@ class Supervisor:
 
     async def _flush_loop(self) -> None:
         while True:
+            if self.running:
+                await asyncio.sleep(FLUSH_COALESCE_SECONDS)  # gather the completions of several attempts
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), 0.1)
             self._flush_now.clear()
