@@ -149,7 +149,10 @@ class TaskProcess:
         self.loop = asyncio.new_event_loop()
         self.streams = [_TimelineStream(sys.stdout, "info"), _TimelineStream(sys.stderr, "error")]
         sys.stdout, sys.stderr = self.streams  # type: ignore[assignment]
-        logging.getLogger().addHandler(_TimelineLogHandler())
+        root = logging.getLogger()
+        root.addHandler(_TimelineLogHandler())
+        if root.level == logging.WARNING and not root.handlers[:-1]:
+            root.setLevel(logging.INFO)  # unconfigured logging: let logging.info() reach the timeline too
 
     def serve(self) -> None:
         self.heartbeat.start()

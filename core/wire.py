@@ -346,6 +346,7 @@ class AttemptOutcome(enum.StrEnum):
     ERROR = "error"
     CRASHED = "crashed"
     TIMED_OUT = "timed_out"
+    RELEASED = "released"  # claimed but never started (the worker is stopping): back to the queue
 
 
 class AttemptCompletion(_Model):

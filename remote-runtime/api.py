@@ -202,7 +202,8 @@ class BodyLimit:
         return self.max_payload_bytes * (10 if path.endswith("/batch-trigger") else 1) + 64 * 1024
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        # Payload limits are for triggers; a worker's reports are bounded by the outputs it carries.
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH") or "/worker/" in scope["path"]:
             await self.app(scope, receive, send)
             return
         limit = self._limit(scope["path"])

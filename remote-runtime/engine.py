@@ -432,6 +432,8 @@ class RunEngine:
             updates.append({
                 "b_id": row.id, "b_status": status.value, "b_output": done.output if status is S.COMPLETED else None,
                 "b_error": error, "b_execution_ms": row.execution_ms + done.duration_ms,
+                # a released attempt never ran: it does not count against max_attempts
+                "b_attempts": row.attempts - (done.outcome is AttemptOutcome.RELEASED),
                 "b_completed_at": now if status.is_final else None, "b_updated_at": now,
             })
             events.append(self._event(row.id, now, "status", status, attempt=row.attempts, message=message,
@@ -451,6 +453,8 @@ class RunEngine:
         """The run's next status, the timeline message, and the retry delay if it is retried."""
         if done.outcome is AttemptOutcome.OK:
             return S.COMPLETED, f"attempt {row.attempts} completed", None
+        if done.outcome is AttemptOutcome.RELEASED:
+            return S.QUEUED, "returned to the queue unstarted by its stopping worker", 0.0
         if done.outcome is AttemptOutcome.TIMED_OUT:
             return S.TIMED_OUT, f"exceeded max_duration of {row.max_duration:g}s", None
         failure = f"attempt {row.attempts} {_failure(done.outcome, done.error)}"
@@ -529,6 +533,7 @@ _COMPLETE_ATTEMPT = runs.update().where(runs.c.id == sa.bindparam("b_id")).value
     output=sa.bindparam("b_output", type_=runs.c.output.type),
     error=sa.bindparam("b_error", type_=runs.c.error.type),
     execution_ms=sa.bindparam("b_execution_ms"),
+    attempts=sa.bindparam("b_attempts"),
     completed_at=sa.bindparam("b_completed_at"),
     updated_at=sa.bindparam("b_updated_at"),
     node_id=None,

@@ -27,7 +27,8 @@ def print_new_keys(state: RuntimeState) -> None:
     console.print("[bold]outlast:[/bold] created environments (keys are stored hashed; copy them now):")
     for env_id, key in state.new_keys.items():
         seeded = env_id == "dev" and key == state.settings.dev_key
-        console.print(f"  {env_id:5} OUTLAST_SECRET_KEY={key}" + ("  (from OUTLAST_SECRET_KEY)" if seeded else ""))
+        console.print(f"  {env_id:5} OUTLAST_SECRET_KEY={key}" + ("  (from OUTLAST_SECRET_KEY)" if seeded else ""),
+                      soft_wrap=True)  # never break a key across lines
 
 
 def serve(settings: RuntimeSettings, project: Project | None = None, *, reload: bool = False,

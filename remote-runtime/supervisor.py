@@ -130,6 +130,11 @@ class Supervisor:
         self._stopping = True
         for task in self._loops:
             task.cancel()
+        for execution in self.backlog:  # claimed ahead, never started: give them back at once
+            self._pending.completions.append(AttemptCompletion(
+                run_id=execution.context.run_id, attempt=execution.context.attempt,
+                outcome=AttemptOutcome.RELEASED))
+        self.backlog.clear()
         for task in list(self._attempts):
             task.cancel()
         await asyncio.gather(*self._loops, *self._attempts, return_exceptions=True)
