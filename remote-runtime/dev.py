@@ -7,7 +7,7 @@ from typing import Any
 import watchfiles
 from rich.console import Console
 
-from .supervisor import IndexError_
+from .supervisor import TasksImportFailed
 
 console = Console(stderr=True)
 
@@ -17,7 +17,7 @@ async def reload_on_change(supervisor: Any) -> None:
     async for _changes in watchfiles.awatch(root, watch_filter=watchfiles.PythonFilter()):
         try:
             task_ids = await supervisor.load_version()
-        except IndexError_ as exc:
+        except TasksImportFailed as exc:
             console.print(f"[red]outlast dev: could not import the tasks; still serving {supervisor.version}[/red]"
                           f"\n{exc}")
             continue

@@ -35,7 +35,6 @@ class TaskProcess:
     hello: Hello | None = None
     last_seen: float = field(default_factory=time.monotonic)
     result: asyncio.Future[Result] | None = None
-    runs_done: int = 0
     exit_reason: str | None = None
     retired: bool = False
 

@@ -47,7 +47,7 @@ PREFETCH_BELOW_SECONDS = 0.05
 FLUSH_COALESCE_SECONDS = 0.003
 
 
-class IndexError_(Exception):
+class TasksImportFailed(Exception):
     """The project's tasks could not be imported."""
 
 
@@ -103,7 +103,7 @@ class Supervisor:
     async def load_version(self) -> list[str]:
         """Import the project in a fresh process, register its tasks, and make it the current version.
 
-        Raises IndexError_ with the traceback when the import fails; the previous version stays.
+        Raises TasksImportFailed with the traceback when the import fails; the previous version stays.
         """
         version = self.project.content_version()
         process = await self._spawn(version)
@@ -111,9 +111,9 @@ class Supervisor:
             hello = await asyncio.wait_for(process.ready, 120)
         except (ProcessExited, TimeoutError) as exc:
             process.kill()
-            raise IndexError_(f"task process did not start: {exc}") from None
+            raise TasksImportFailed(f"task process did not start: {exc}") from None
         if hello.import_error:
-            raise IndexError_(hello.import_error)
+            raise TasksImportFailed(hello.import_error)
         await self.backend.register(version, hello.tasks)
         previous, self.version = self.version, version
         if previous and previous != version:
@@ -304,7 +304,6 @@ class Supervisor:
             self._slot_freed.set()
             if process is not None:
                 process.result = None
-                process.runs_done += 1
                 if process.alive and process.version == self.version and not process.retired:
                     self.idle.append(process)
                 elif process.alive:
