@@ -7,7 +7,6 @@ supervisor through `asyncio.to_thread`. Waiting claimers are woken through `add_
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -72,7 +71,7 @@ class RunEngine:
         self.clock = clock
         self._listeners: list[Callable[[], None]] = []
         self._validators: dict[tuple[str, str, str], jsonschema.protocols.Validator] = {}
-        self._lock = threading.Lock()
+        self._floors = queue.SequenceFloors()
 
     # --- wake-ups ------------------------------------------------------------------------
 
@@ -155,7 +154,7 @@ class RunEngine:
                 c.execute(run_events.insert(), events)
             if tags:
                 c.execute(run_tags.insert(), tags)
-            queue.enqueue(c, ready)
+            queue.enqueue(c, ready, self._floors)
         return handles
 
     def _manifests(self, c: sa.Connection, env_id: str, items: Sequence[BatchItem],
@@ -343,7 +342,7 @@ class RunEngine:
     def claim(self, node_id: str, env_ids: Iterable[str], task_ids: Iterable[str], limit: int) -> list[Assignment]:
         now = self.clock()
         with self.db.begin() as c:
-            chosen = queue.claim(c, env_ids=env_ids, task_ids=task_ids, limit=limit, now=now)
+            chosen = queue.claim(c, env_ids=env_ids, task_ids=task_ids, limit=limit, now=now, floors=self._floors)
             if not chosen:
                 return []
             ids = [r.run_id for r in chosen]
@@ -446,7 +445,7 @@ class RunEngine:
         queue.release(c, released)
         c.execute(_COMPLETE_ATTEMPT, updates)
         c.execute(run_events.insert(), events)
-        queue.enqueue(c, retries)
+        queue.enqueue(c, retries, self._floors)
 
     @staticmethod
     def _outcome(row: sa.Row, done: AttemptCompletion) -> tuple[S, str, float | None]:
@@ -503,7 +502,7 @@ class RunEngine:
             if due:
                 c.execute(run_events.insert(), [self._event(r.id, now, "status", S.QUEUED, message="delay elapsed")
                                                 for r in due])
-                queue.enqueue(c, [self._ready(r, now) for r in due])
+                queue.enqueue(c, [self._ready(r, now) for r in due], self._floors)
         return len(due)
 
     def _expire(self, now: float, batch: int) -> None:

@@ -12,6 +12,7 @@ starve another tenant's single run.
 from __future__ import annotations
 
 import functools
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -55,16 +56,41 @@ def ensure_queue(connection: sa.Connection, env_id: str, name: str) -> None:
     connection.execute(stmt.on_conflict_do_nothing(index_elements=["env_id", "name"]))
 
 
-def enqueue(connection: sa.Connection, ready: Sequence[ReadyRun]) -> None:
+class SequenceFloors:
+    """Per environment, the lowest sequence number still queued, as this process last saw it.
+
+    Reading it on every enqueue costs an index scan over the dead entries that claims leave
+    behind (until vacuum); an estimate re-read once a second and raised by every claim serves
+    fairness as well. It never goes down, as sequence numbers only grow.
+    """
+
+    def __init__(self, refresh_seconds: float = 1.0) -> None:
+        self.refresh_seconds = refresh_seconds
+        self._values: dict[str, tuple[int, float]] = {}
+
+    def get(self, connection: sa.Connection, env_id: str) -> int:
+        value, read_at = self._values.get(env_id, (0, -self.refresh_seconds))
+        if time.monotonic() - read_at >= self.refresh_seconds:
+            lowest = connection.execute(_LOWEST_SEQ, {"b_env": env_id}).scalar()
+            value = max(value, lowest or 0)
+            self._values[env_id] = (value, time.monotonic())
+        return value
+
+    def raise_to(self, env_id: str, seq: int) -> None:
+        value, read_at = self._values.get(env_id, (0, -self.refresh_seconds))
+        if seq > value:
+            self._values[env_id] = (seq, read_at)
+
+
+def enqueue(connection: sa.Connection, ready: Sequence[ReadyRun], floors: SequenceFloors | None = None) -> None:
     """Insert ready rows, reserving one sequence number per run from its key, in order."""
     if not ready:
         return
-    floors: dict[str, int] = {}
-    for env_id in {r.env_id for r in ready}:
-        floors[env_id] = connection.execute(_LOWEST_SEQ, {"b_env": env_id}).scalar() or 0
+    floors = floors or SequenceFloors(refresh_seconds=0)
+    lowest = {env_id: floors.get(connection, env_id) for env_id in {r.env_id for r in ready}}
     next_seq: dict[KeyTuple, int] = {}
     for key, count in Counter(r.key for r in ready).items():
-        last = _reserve(connection, key, count, floors[key[0]])
+        last = _reserve(connection, key, count, lowest[key[0]])
         next_seq[key] = last - count + 1
     rows = []
     for r in ready:
@@ -126,7 +152,8 @@ _CANDIDATES = (
 
 
 def claim(
-    connection: sa.Connection, *, env_ids: Iterable[str], task_ids: Iterable[str], limit: int, now: float
+    connection: sa.Connection, *, env_ids: Iterable[str], task_ids: Iterable[str], limit: int, now: float,
+    floors: SequenceFloors | None = None,
 ) -> list[sa.Row]:
     """Take up to `limit` ready rows the caller may run now; their counters are incremented."""
     env_ids, task_ids = list(env_ids), list(task_ids)
@@ -153,6 +180,9 @@ def claim(
             break
     if chosen:
         connection.execute(_DELETE_READY, {"ids": [r.run_id for r in chosen]})
+        if floors is not None:
+            for row in chosen:
+                floors.raise_to(row.env_id, row.seq)
         _add_running(connection, Counter(_key(r) for r in chosen))
     return chosen
 
