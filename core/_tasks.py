@@ -152,13 +152,7 @@ def task(
     machine: str | None = None,
 ) -> Callable[[Callable[..., R]], Task[R]]:
     """Declare a task. The function takes `(payload)` or `(payload, ctx)`, sync or async."""
-
-    def decorate(fn: Callable[..., R]) -> Task[R]:
-        declared = Task(fn, id=id, queue=queue, retry=retry, max_duration=max_duration, machine=machine)
-        _register(declared)
-        return declared
-
-    return decorate
+    return _declare(id=id, queue=queue, retry=retry, max_duration=max_duration, machine=machine)
 
 
 def schema_task(
@@ -171,10 +165,13 @@ def schema_task(
     machine: str | None = None,
 ) -> Callable[[Callable[..., R]], Task[R]]:
     """Like `task`, with the payload validated by a pydantic model before the run is created."""
+    return _declare(id=id, queue=queue, retry=retry, max_duration=max_duration, machine=machine,
+                    payload_model=schema)
 
+
+def _declare(**config: Any) -> Callable[[Callable[..., R]], Task[R]]:
     def decorate(fn: Callable[..., R]) -> Task[R]:
-        declared = Task(fn, id=id, queue=queue, retry=retry, max_duration=max_duration, machine=machine,
-                        payload_model=schema)
+        declared = Task(fn, **config)
         _register(declared)
         return declared
 
