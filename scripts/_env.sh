@@ -8,8 +8,14 @@ install_project() {  # $1: extras, e.g. "runtime" or "test"
   if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
   fi
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[$1]"
+  local log="$VENV/install.log"
+  # pip and the build backend are chatty even with --quiet: keep their output for a failure.
+  if ! { "$VENV/bin/python" -m pip install --quiet --upgrade pip &&
+         "$VENV/bin/python" -m pip install --quiet -e "$ROOT[$1]"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "installing outlast[$1] failed (log above, also in $log)" >&2
+    exit 1
+  fi
 }
 
 ensure_postgres() {  # the test suite runs every engine test on PostgreSQL too

@@ -8,13 +8,18 @@ cd "$ROOT/examples/quickstart"
 
 PORT="${OUTLAST_PORT:-7070}"
 export OUTLAST_API_URL="http://127.0.0.1:$PORT"
-# The key only has to be stable across restarts of this data dir; keep the first one we made.
-KEY_FILE=".outlast/quickstart-key"
-mkdir -p .outlast
-[ -f "$KEY_FILE" ] || echo "ol_dev_$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))')" > "$KEY_FILE"
+# The quickstart's store and its dev key live together: the key seeds the store on its first
+# start, so a store without its key file is started afresh.
+DATA_DIR=".outlast/quickstart"
+KEY_FILE="$DATA_DIR.key"
+if [ ! -f "$KEY_FILE" ]; then
+  rm -rf "$DATA_DIR"
+  mkdir -p .outlast
+  echo "ol_dev_$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))')" > "$KEY_FILE"
+fi
 export OUTLAST_SECRET_KEY="$(cat "$KEY_FILE")"
 
-"$VENV/bin/outlast" dev --port "$PORT" &
+"$VENV/bin/outlast" dev --port "$PORT" --data-dir "$DATA_DIR" &
 RUNTIME_PID=$!
 trap 'kill $RUNTIME_PID 2>/dev/null; wait $RUNTIME_PID 2>/dev/null' INT TERM EXIT
 
