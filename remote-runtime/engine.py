@@ -483,14 +483,19 @@ class RunEngine:
     def tick(self, batch: int = 500) -> None:
         """Promote due delayed runs, expire runs past their TTL, and reclaim attempts whose lease ran out."""
         now = self.clock()
-        promoted = self._promote_delayed(now, batch)
-        self._expire(now, batch)
+        # Look first, on a read connection: most ticks find nothing, and need no write lock.
         with self.db.connect() as c:
+            delayed_due = c.execute(sa.select(runs.c.id).where(
+                runs.c.status == S.DELAYED.value, runs.c.delay_until <= now).limit(1)).first() is not None
+            past_ttl = c.execute(sa.select(runs.c.id).where(
+                runs.c.status == S.QUEUED.value, runs.c.expires_at <= now).limit(batch)).scalars().all()
             lost = c.execute(sa.select(runs.c.id, runs.c.attempts).where(
                 runs.c.status == S.EXECUTING.value, runs.c.lease_expires_at <= now).limit(batch)).all()
-        self._crash(lost, "the worker stopped renewing its lease (node lost)")
-        if promoted:
+        if delayed_due and self._promote_delayed(now, batch):
             self._wake()
+        if past_ttl:
+            self._expire(now, past_ttl)
+        self._crash(lost, "the worker stopped renewing its lease (node lost)")
 
     def _promote_delayed(self, now: float, batch: int) -> int:
         with self.db.begin() as c:
@@ -505,10 +510,8 @@ class RunEngine:
                 queue.enqueue(c, [self._ready(r, now) for r in due], self._floors)
         return len(due)
 
-    def _expire(self, now: float, batch: int) -> None:
+    def _expire(self, now: float, candidates: Sequence[str]) -> None:
         with self.db.begin() as c:
-            candidates = c.execute(sa.select(runs.c.id).where(
-                runs.c.status == S.QUEUED.value, runs.c.expires_at <= now).limit(batch)).scalars().all()
             expired = queue.remove(c, candidates)  # only those no worker claimed meanwhile
             if not expired:
                 return
