@@ -35,6 +35,7 @@ from outlast.wire import (
 )
 
 from . import queue
+from .db import Database
 from .errors import Conflict, InvalidPayload, RunNotFound, UnknownTask
 from .ids import new_run_id
 from .queue import ReadyRun
@@ -65,7 +66,7 @@ def _timestamp(value: float | datetime | None, now: float) -> float | None:
 
 
 class RunEngine:
-    def __init__(self, db: Any, *, lease_seconds: float = 30.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, *, lease_seconds: float = 30.0, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.lease_seconds = lease_seconds
         self.clock = clock
@@ -347,14 +348,13 @@ class RunEngine:
                 return []
             ids = [r.run_id for r in chosen]
             # A ready row can outlive its run's QUEUED status (a cancel racing a delay's end): such
-            # runs are skipped here and their concurrency slot given back.
-            c.execute(_START_ATTEMPTS, {"ids": ids, "b_node": node_id, "b_lease": now + self.lease_seconds,
-                                        "b_now": now})
-            rows = c.execute(_SELECT_RUNS, {"ids": ids}).all()
-            started = [r for r in rows if r.status == S.EXECUTING and r.node_id == node_id and r.updated_at == now]
-            stale = [_key(r) for r in rows if r not in started]
-            if stale:
-                queue.release(c, stale)
+            # runs are not started, and their concurrency slot is given back.
+            started = c.execute(_START_ATTEMPTS, {"ids": ids, "b_node": node_id,
+                                                  "b_lease": now + self.lease_seconds, "b_now": now}).all()
+            started_ids = {r.id for r in started}
+            if len(started_ids) < len(ids):
+                queue.release(c, [(r.env_id, r.queue, r.concurrency_key) for r in chosen
+                                  if r.run_id not in started_ids])
             if started:
                 c.execute(run_events.insert(), [
                     self._event(r.id, now, "status", S.EXECUTING, attempt=r.attempts,
@@ -523,13 +523,13 @@ class RunEngine:
 
 
 # Statements of the hot paths, built once (SQLAlchemy then only binds values).
-_SELECT_RUNS = sa.select(runs).where(runs.c.id.in_(sa.bindparam("ids", expanding=True)))
-_LOCK_RUNS = _SELECT_RUNS.with_for_update()
+_LOCK_RUNS = sa.select(runs).where(runs.c.id.in_(sa.bindparam("ids", expanding=True))).with_for_update()
 _START_ATTEMPTS = runs.update().where(runs.c.id.in_(sa.bindparam("ids", expanding=True)),
                                       runs.c.status == S.QUEUED.value).values(
     status=S.EXECUTING.value, attempts=runs.c.attempts + 1, node_id=sa.bindparam("b_node"),
     lease_expires_at=sa.bindparam("b_lease"), updated_at=sa.bindparam("b_now"),
-    started_at=sa.func.coalesce(runs.c.started_at, sa.bindparam("b_now")), expires_at=None)
+    started_at=sa.func.coalesce(runs.c.started_at, sa.bindparam("b_now")), expires_at=None,
+).returning(*runs.c)
 _COMPLETE_ATTEMPT = runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
     status=sa.bindparam("b_status"),
     output=sa.bindparam("b_output", type_=runs.c.output.type),
