@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 
 import pydantic
 
-from . import _client
+from . import _client, _tasks_api
 from ._errors import InvalidRequestError, OutlastError
 from .wire import BatchHandle, BatchItem, QueueOptions, RetryPolicy, RunHandle, TaskManifest
 
@@ -94,15 +94,9 @@ class Task(Generic[R]):
         return await client.trigger(self.id, body, _client.trigger_options(**options))
 
     def _batch(self, items: Sequence[Any]) -> list[BatchItem]:
-        batch = []
-        for item in items:
-            if isinstance(item, dict) and set(item) <= {"payload", "options"} and "payload" in item:
-                opts = item.get("options") or {}
-                batch.append(BatchItem(task=self.id, payload=self._checked(item["payload"]),
-                                       options=_client.trigger_options(**opts)))
-            else:
-                batch.append(BatchItem(task=self.id, payload=self._checked(item)))
-        return batch
+        checked = [{**item, "payload": self._checked(item["payload"])} if _tasks_api.is_item(item)
+                   else self._checked(item) for item in items]
+        return _tasks_api.items_for(self.id, checked)
 
     def batch_trigger(self, items: Sequence[Any], *, client: _client.Client | None = None) -> BatchHandle:
         """Trigger one run per item (a payload, or `{"payload": ..., "options": {...}}`), in one request."""

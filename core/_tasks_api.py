@@ -32,10 +32,15 @@ def _options(options: Any) -> Any:
     return _clean_options(options) if isinstance(options, Mapping) else options
 
 
-def _items_for(task_id: str, items: Sequence[Any]) -> list[BatchItem]:
+def is_item(item: Any) -> bool:
+    """`{"payload": ..., "options": {...}}` is a batch item; anything else is a bare payload."""
+    return isinstance(item, Mapping) and "payload" in item and item.keys() <= _ITEM_KEYS
+
+
+def items_for(task_id: str, items: Sequence[Any]) -> list[BatchItem]:
     raw: list[Any] = []
     for item in items:
-        if isinstance(item, Mapping) and "payload" in item and item.keys() <= _ITEM_KEYS:
+        if is_item(item):
             entry = {"task": task_id, "payload": item["payload"]}
             if item.get("options") is not None:
                 entry["options"] = _options(item["options"])
@@ -68,7 +73,7 @@ def batch_trigger(task_id: str, items: Sequence[Any], *, client: Client | None =
     A dict whose only keys are "payload" and "options" is always read as the latter, so wrap such
     a payload: `{"payload": {"payload": 1}}`.
     """
-    return (client or default_client()).batch_trigger(_items_for(task_id, items))
+    return (client or default_client()).batch_trigger(items_for(task_id, items))
 
 
 def batch_trigger_many(
@@ -90,7 +95,7 @@ async def abatch_trigger(
     task_id: str, items: Sequence[Any], *, client: AsyncClient | None = None
 ) -> BatchHandle:
     """Start one run of `task_id` per item, in one request (see `batch_trigger`)."""
-    return await (client or default_async_client()).batch_trigger(_items_for(task_id, items))
+    return await (client or default_async_client()).batch_trigger(items_for(task_id, items))
 
 
 async def abatch_trigger_many(
