@@ -124,6 +124,27 @@ def store(request: pytest.FixtureRequest) -> Iterator[str | None]:
     _drop_pg_database(name)
 
 
+def runtime_process(tmp_path: Path, database_url: str | None, *, project: str | None = "basic", slots: int = 2,
+                    node_id: str = "node-0", log_name: str = "runtime.log", extra_env: dict[str, str] | None = None,
+                    extra_args: list[str] | None = None) -> RuntimeProcess:
+    """An `outlast runtime` command line for the tests (not started yet): data and scratch in `tmp_path`."""
+    port = free_port()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(exist_ok=True)
+    args = [sys.executable, "-m", "outlast.cli", "runtime", "--port", str(port), "--slots", str(slots),
+            "--data-dir", str(tmp_path / "data"), "--node-id", node_id]
+    if database_url:
+        args += ["--database-url", database_url]
+    if project:
+        args += ["--project", str(PROJECTS / project)]
+    args += extra_args or []
+    env = {**os.environ, "OUTLAST_SECRET_KEY": SECRET_KEY, "OUTLAST_TEST_SCRATCH": str(scratch),
+           "OUTLAST_HEARTBEAT_INTERVAL": "0.5", "OUTLAST_CANCEL_GRACE": "2", **(extra_env or {})}
+    env.pop("OUTLAST_DATABASE_URL", None)
+    return RuntimeProcess(args=args, env=env, url=f"http://127.0.0.1:{port}", scratch=scratch,
+                          log_path=tmp_path / log_name)
+
+
 @pytest.fixture
 def make_runtime(tmp_path: Path, store: str | None) -> Iterator:
     """Start runtimes against the same store: `make_runtime(project="basic", slots=2, env={...})`."""
@@ -131,21 +152,9 @@ def make_runtime(tmp_path: Path, store: str | None) -> Iterator:
 
     def make(project: str | None = "basic", slots: int = 2, extra_env: dict[str, str] | None = None,
              extra_args: list[str] | None = None) -> RuntimeProcess:
-        port = free_port()
-        scratch = tmp_path / "scratch"
-        scratch.mkdir(exist_ok=True)
-        args = [sys.executable, "-m", "outlast.cli", "runtime", "--port", str(port), "--slots", str(slots),
-                "--data-dir", str(tmp_path / "data"), "--node-id", f"node-{len(started)}"]
-        if store:
-            args += ["--database-url", store]
-        if project:
-            args += ["--project", str(PROJECTS / project)]
-        args += extra_args or []
-        env = {**os.environ, "OUTLAST_SECRET_KEY": SECRET_KEY, "OUTLAST_TEST_SCRATCH": str(scratch),
-               "OUTLAST_HEARTBEAT_INTERVAL": "0.5", "OUTLAST_CANCEL_GRACE": "2", **(extra_env or {})}
-        env.pop("OUTLAST_DATABASE_URL", None)
-        runtime = RuntimeProcess(args=args, env=env, url=f"http://127.0.0.1:{port}", scratch=scratch,
-                                 log_path=tmp_path / f"runtime-{len(started)}.log")
+        runtime = runtime_process(tmp_path, store, project=project, slots=slots, node_id=f"node-{len(started)}",
+                                  log_name=f"runtime-{len(started)}.log", extra_env=extra_env,
+                                  extra_args=extra_args)
         started.append(runtime)
         return runtime.start()
 

@@ -23,7 +23,7 @@ from outlast import (
     tasks,
 )
 from tests.conftest import SECRET_KEY
-from tests.e2e._shared import prod_key, shared_runtime_fixture
+from tests.e2e._shared import CountingTransport, prod_key, shared_runtime_fixture
 
 shared_runtime = shared_runtime_fixture()
 CLOSED = {"name": "closed", "concurrency_limit": 0}  # never claimed: its runs stay QUEUED
@@ -33,16 +33,6 @@ DEFAULT_LIMIT = 10 * 1024 * 1024
 class Order(BaseModel):  # the schema of the runtime's "place-order" task
     order_id: int
     email: str
-
-
-class CountingTransport(httpx.HTTPTransport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[httpx.Request] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return super().handle_request(request)
 
 
 @pytest.fixture

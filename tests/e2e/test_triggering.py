@@ -11,12 +11,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from outlast import AsyncClient, Client, RunStatus, Task, tasks
 from tests.conftest import SECRET_KEY, wait_for
-from tests.e2e._shared import shared_runtime_fixture
+from tests.e2e._shared import CountingTransport, shared_runtime_fixture
 
 shared_runtime = shared_runtime_fixture()
 
@@ -32,18 +31,6 @@ def client(shared_runtime) -> Client:
 def _echo_task() -> Task:
     # A `Task` object for the runtime's "echo" task, built without registering it in this process.
     return Task(lambda payload: payload, id="echo")
-
-
-class CountingTransport(httpx.HTTPTransport):
-    """Counts the HTTP requests a client sends."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[httpx.Request] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return super().handle_request(request)
 
 
 def test_trigger_by_task_object_and_by_id(client):
