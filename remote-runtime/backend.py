@@ -44,13 +44,11 @@ class WorkerBackend(Protocol):
 class LocalBackend:
     """The supervisor inside the runtime process calls the engine directly (in a worker thread)."""
 
-    def __init__(self, engine: RunEngine, wakeup: Wakeup, node_id: str, env_ids: Sequence[str],
-                 poll_interval: float = 1.0) -> None:
+    def __init__(self, engine: RunEngine, wakeup: Wakeup, node_id: str, env_ids: Sequence[str]) -> None:
         self.engine = engine
         self.wakeup = wakeup
         self.node_id = node_id
         self.env_ids = list(env_ids)
-        self.poll_interval = poll_interval
         self.task_ids: list[str] = []
 
     async def register(self, version: str, manifests: Sequence[TaskManifest]) -> None:
@@ -64,7 +62,7 @@ class LocalBackend:
             remaining = deadline - time.monotonic()
             if claimed or remaining <= 0:
                 return claimed
-            await self.wakeup.wait(min(remaining, self.poll_interval))
+            await self.wakeup.wait(remaining)
 
     async def heartbeat(self, attempts: Sequence[LeasedAttempt]) -> list[str]:
         return await asyncio.to_thread(self.engine.heartbeat, self.node_id, attempts)

@@ -38,6 +38,7 @@ from . import queue
 from .db import Database
 from .errors import Conflict, InvalidPayload, RunNotFound, UnknownTask
 from .ids import new_run_id
+from .notify import WORK_CHANNEL
 from .queue import ReadyRun
 from .schema import environments, run_events, run_tags, runs, tasks
 
@@ -83,6 +84,10 @@ class RunEngine:
     def _wake(self) -> None:
         for callback in self._listeners:
             callback()
+        if not self.db.is_sqlite:  # other runtimes on this database: see notify.PostgresListener
+            with self.db.engine.connect() as c:
+                c.execute(_NOTIFY_WORK)
+                c.commit()
 
     # --- tasks ---------------------------------------------------------------------------
 
@@ -522,6 +527,7 @@ class RunEngine:
                                             for run_id in expired])
 
 
+_NOTIFY_WORK = sa.text(f"SELECT pg_notify('{WORK_CHANNEL}', '')")
 # Statements of the hot paths, built once (SQLAlchemy then only binds values).
 _LOCK_RUNS = sa.select(runs).where(runs.c.id.in_(sa.bindparam("ids", expanding=True))).with_for_update()
 _START_ATTEMPTS = runs.update().where(runs.c.id.in_(sa.bindparam("ids", expanding=True)),

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+WORK_CHANNEL = "outlast_work"
+log = logging.getLogger("outlast.notify")
 
 
 class Wakeup:
@@ -38,3 +44,31 @@ class Wakeup:
             return False
         finally:
             self._event.clear()
+
+
+class PostgresListener(threading.Thread):
+    """LISTENs for the engine's NOTIFY, so that work triggered through another runtime on the same
+    database wakes this one's supervisor at once instead of at its next poll."""
+
+    def __init__(self, url: str, callback: Callable[[], None]) -> None:
+        super().__init__(name="outlast-listen", daemon=True)
+        self.url = url
+        self.callback = callback
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        import psycopg
+
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True) as connection:
+                    connection.execute(f"LISTEN {WORK_CHANNEL}")
+                    while not self._stop.is_set():
+                        for _ in connection.notifies(timeout=1.0):
+                            self.callback()
+            except psycopg.Error as exc:  # the database restarts: polling covers the gap
+                log.warning("LISTEN connection lost (%s); reconnecting", exc)
+                self._stop.wait(1.0)
+
+    def stop(self) -> None:
+        self._stop.set()

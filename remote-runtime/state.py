@@ -14,7 +14,7 @@ from .backend import LocalBackend
 from .db import Database
 from .engine import RunEngine
 from .environments import Environments
-from .notify import Wakeup
+from .notify import PostgresListener, Wakeup
 from .settings import RuntimeSettings
 
 log = logging.getLogger("outlast.runtime")
@@ -40,6 +40,11 @@ class RuntimeState:
     async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
         self.wakeup.bind(asyncio.get_running_loop())
         maintenance = asyncio.create_task(self._maintenance())
+        listener = None
+        if not self.db.is_sqlite:
+            listener = PostgresListener(self.db.url.replace("postgresql+psycopg://", "postgresql://"),
+                                        self.wakeup.notify)
+            listener.start()
         reloader: asyncio.Task[None] | None = None
         if self.project is not None:
             from .supervisor import Supervisor
@@ -59,6 +64,8 @@ class RuntimeState:
                 reloader.cancel()
             if self.supervisor is not None:
                 await self.supervisor.stop()
+            if listener is not None:
+                listener.stop()
             maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await maintenance

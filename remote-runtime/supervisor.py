@@ -247,7 +247,7 @@ class Supervisor:
             busy = self.running >= self.slots or self.backlog
             try:
                 # With a slot idle, long-poll for new work; with all busy, only top up the backlog.
-                assignments = await self.backend.claim(capacity, wait=0 if busy else 1.0)
+                assignments = await self.backend.claim(capacity, wait=0 if busy else self.settings.poll_interval)
             except Exception as exc:  # the runtime may be restarting; keep trying
                 log.warning("claim failed: %s", exc)
                 await asyncio.sleep(1.0)
