@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -51,3 +52,17 @@ class CountingTransport(httpx.HTTPTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         return super().handle_request(request)
+
+
+def lines(path: Path) -> list[str]:
+    """The lines of a marker file a test task appends to; none while it does not exist."""
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def process_gone(pid: int) -> bool:
+    """True once the process has exited (a zombie counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True

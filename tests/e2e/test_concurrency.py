@@ -7,16 +7,13 @@ from pathlib import Path
 from outlast import RunStatus, trigger_options
 from outlast.wire import BatchItem
 from tests.conftest import wait_for
-
-
-def _lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
+from tests.e2e._shared import lines
 
 
 def _spans(path: Path, key_field: int) -> dict[str, tuple[str, float, float]]:
     """run id -> (key, start, end) from "start|end <key> <run id> <time>" lines."""
     starts, spans = {}, {}
-    for line in _lines(path):
+    for line in lines(path):
         parts = line.split()
         kind, key, run_id, when = parts[0], parts[key_field], parts[-2], float(parts[-1])
         if kind == "start":
@@ -42,7 +39,7 @@ def test_queue_concurrency_limit_lets_one_run_at_a_time(make_runtime):
     handles = [client.trigger("one-at-a-time", {"seconds": 0.3}) for _ in range(4)]
     _all_complete(client, handles)
     events = []
-    for line in _lines(runtime.scratch / "limited"):
+    for line in lines(runtime.scratch / "limited"):
         kind, run_id, when = line.split()
         events.append((float(when), kind, run_id))
     assert sorted(r for _, kind, r in events if kind == "start") == sorted(h.id for h in handles)
@@ -84,7 +81,7 @@ def test_higher_priority_runs_first_when_slots_are_scarce(make_runtime):
     later = client.trigger("ordered", {"name": "low3"})
     (runtime.scratch / "open-hold").touch()
     _all_complete(client, [blocker, *low, high, negative, later])
-    starts = _lines(runtime.scratch / "starts")
+    starts = lines(runtime.scratch / "starts")
     assert starts == ["gate-hold", "high", "low0", "low1", "low2", "low3", "negative"]
 
 
@@ -98,6 +95,6 @@ def test_a_burst_from_one_key_does_not_starve_another(make_runtime):
     single = client.trigger("fair-work", {"tenant": "B"}, trigger_options(concurrency_key="B"))
     (runtime.scratch / "open-hold").touch()
     _all_complete(client, [blocker, *burst, single])
-    starts = [line for line in _lines(runtime.scratch / "starts") if not line.startswith("gate-")]
+    starts = [line for line in lines(runtime.scratch / "starts") if not line.startswith("gate-")]
     assert len(starts) == 31
     assert starts.index("B") < 3, f"B started after {starts.index('B')} runs of A's burst"

@@ -5,23 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 from outlast import OutlastError, RunStatus, trigger_options
 from outlast.wire import BatchItem
 from tests.conftest import wait_for
-
-
-def _lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def _process_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # a zombie has exited
-    except FileNotFoundError:
-        return True
+from tests.e2e._shared import lines, process_gone
 
 
 class Triggerer(threading.Thread):
@@ -50,7 +38,7 @@ def test_sigkill_mid_load_loses_no_trigger_and_completes_each_run_once(make_runt
     triggerer = Triggerer(runtime.client())
     triggerer.start()
     completed = runtime.scratch / "completed"
-    wait_for(lambda: len(_lines(completed)) >= 5, message="some runs to complete before the kill")
+    wait_for(lambda: len(lines(completed)) >= 5, message="some runs to complete before the kill")
 
     runtime.kill()
     time.sleep(0.5)  # triggers sent now fail: the runtime did not accept them
@@ -72,7 +60,7 @@ def test_sigkill_mid_load_loses_no_trigger_and_completes_each_run_once(make_runt
     runs = {run_id: client.poll(run_id, interval=0.2, timeout=90) for run_id in stored}
 
     successes: Counter[tuple[str, int]] = Counter()
-    for line in _lines(completed):
+    for line in lines(completed):
         run_id, attempt = line.split()
         successes[(run_id, int(attempt))] += 1
     # Every run completed, and the attempt the runtime recorded as the successful one really ran, once.
@@ -99,16 +87,16 @@ def test_an_attempt_interrupted_by_a_runtime_kill_is_retried_after_restart(make_
     client = runtime.client()
     handle = client.trigger("long-first-attempt", {"seconds": 60})
     marker = runtime.scratch / f"long-{handle.id}"
-    started = wait_for(lambda: [line for line in _lines(marker) if line.startswith("start 1")],
+    started = wait_for(lambda: [line for line in lines(marker) if line.startswith("start 1")],
                        message="attempt 1 to start")
     pid = int(started[0].split()[2])
 
     runtime.kill()
     # The orphaned task process notices that its supervisor is gone and stops running the attempt
     # (its finally block runs), instead of running on beside the retry.
-    wait_for(lambda: _process_gone(pid), timeout=20, message="the orphaned task process to exit")
-    assert "finally 1" in _lines(marker)
-    assert "done 1" not in _lines(marker)
+    wait_for(lambda: process_gone(pid), timeout=20, message="the orphaned task process to exit")
+    assert "finally 1" in lines(marker)
+    assert "done 1" not in lines(marker)
 
     runtime.start()
     run = client.poll(handle.id, interval=0.2, timeout=60)
@@ -118,7 +106,7 @@ def test_an_attempt_interrupted_by_a_runtime_kill_is_retried_after_restart(make_
     events = client.run_events(handle.id)
     assert any("attempt 1 crashed" in e.message and "restarted" in e.message for e in events), \
         [e.message for e in events]
-    assert _lines(marker)[-1] == "done 2"
+    assert lines(marker)[-1] == "done 2"
 
 
 def test_delayed_and_queued_runs_survive_a_kill(make_runtime):
@@ -136,5 +124,5 @@ def test_delayed_and_queued_runs_survive_a_kill(make_runtime):
     for handle in [*queued, delayed, blocker]:
         run = client.poll(handle.id, interval=0.2, timeout=60)
         assert run.status is RunStatus.COMPLETED, (handle.id, run.status, run.error)
-    assert sorted(line.split()[0] for line in _lines(runtime.scratch / "completed")) == \
+    assert sorted(line.split()[0] for line in lines(runtime.scratch / "completed")) == \
         sorted(h.id for h in [*queued, delayed])

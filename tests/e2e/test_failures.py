@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
 
 from outlast import RunStatus, trigger_options
 from tests.conftest import wait_for
-from tests.e2e._shared import shared_runtime_fixture
+from tests.e2e._shared import lines, process_gone, shared_runtime_fixture
 
 # Tests that need no runtime of their own share one per store: `runtime` and `client` below.
 shared_runtime = shared_runtime_fixture()
@@ -26,20 +25,8 @@ def client(shared_runtime):
     return shared_runtime.client()
 
 
-def _lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
-
-
 def _status_messages(client, run_id: str) -> list[str]:
     return [e.message for e in client.run_events(run_id) if e.kind == "status"]
-
-
-def _process_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # a zombie has exited
-    except FileNotFoundError:
-        return True
 
 
 def _finishes(client, run_id: str, timeout: float = 30):
@@ -56,7 +43,7 @@ def test_retries_until_an_attempt_succeeds(runtime, client):
     assert run.attempts == 3
     assert run.output == {"attempt": 3}
     assert run.error is None
-    attempts = [int(line.split()[0]) for line in _lines(runtime.scratch / f"flaky-{handle.id}")]
+    attempts = [int(line.split()[0]) for line in lines(runtime.scratch / f"flaky-{handle.id}")]
     assert attempts == [1, 2, 3]
 
 
@@ -72,7 +59,7 @@ def test_backoff_grows_between_attempts_then_fails_with_the_last_error(runtime, 
     # randomize=False: delay(n) = min_delay * factor ** (n - 1) exactly, i.e. 0.5s then 1.5s.
     retrying = [m for m in _status_messages(client, handle.id) if "retrying in" in m]
     assert [re.search(r"retrying in ([\d.]+)s", m).group(1) for m in retrying] == ["0.50", "1.50"]
-    times = [float(line.split()[1]) for line in _lines(runtime.scratch / f"backoff-{handle.id}")]
+    times = [float(line.split()[1]) for line in lines(runtime.scratch / f"backoff-{handle.id}")]
     assert len(times) == 3
     first_gap, second_gap = times[1] - times[0], times[2] - times[1]
     assert first_gap >= 0.45 and second_gap >= 1.45, (first_gap, second_gap)
@@ -158,17 +145,17 @@ def test_cancel_terminates_the_task_process_and_runs_its_cleanup(make_runtime):
                awaiting.id: (runtime.scratch / f"async-cleanup-{awaiting.id}", "started", "cleanup"),
                sync.id: (runtime.scratch / f"long-{sync.id}", None, "finally 1")}
     for run_id, (marker, started, _) in markers.items():
-        wait_for(lambda m=marker, s=started: _lines(m) and (s is None or s in _lines(m)),
+        wait_for(lambda m=marker, s=started: lines(m) and (s is None or s in lines(m)),
                  message=f"{run_id} to start")
     for run_id in markers:
         assert client.cancel_run(run_id).status is RunStatus.CANCELED
     for run_id, (marker, _, cleanup) in markers.items():
-        wait_for(lambda m=marker, c=cleanup: c in _lines(m), timeout=15, message=f"the finally block of {run_id}")
+        wait_for(lambda m=marker, c=cleanup: c in lines(m), timeout=15, message=f"the finally block of {run_id}")
         run = client.retrieve_run(run_id)
         assert run.status is RunStatus.CANCELED
         assert run.output is None and run.attempts == 1
         assert any("cancel" in m for m in _status_messages(client, run_id))
-    assert "done 1" not in _lines(markers[sync.id][0])
+    assert "done 1" not in lines(markers[sync.id][0])
     # The slots are free again.
     handles = [client.trigger("noop", {}) for _ in range(3)]
     assert all(_finishes(client, h.id).status is RunStatus.COMPLETED for h in handles)
@@ -177,13 +164,13 @@ def test_cancel_terminates_the_task_process_and_runs_its_cleanup(make_runtime):
 def test_cancel_kills_a_process_that_ignores_sigterm(runtime, client):
     handle = client.trigger("stubborn", {})
     marker = runtime.scratch / f"stubborn-{handle.id}"
-    started = wait_for(lambda: [line for line in _lines(marker) if line.startswith("started")],
+    started = wait_for(lambda: [line for line in lines(marker) if line.startswith("started")],
                        message="the stubborn task to start")
     pid = int(started[0].split()[1])
     client.cancel_run(handle.id)
-    wait_for(lambda: "sigterm" in _lines(marker), timeout=15, message="SIGTERM first")
-    assert not _process_gone(pid)
-    wait_for(lambda: _process_gone(pid), timeout=20, message="SIGKILL after the grace period")
+    wait_for(lambda: "sigterm" in lines(marker), timeout=15, message="SIGTERM first")
+    assert not process_gone(pid)
+    wait_for(lambda: process_gone(pid), timeout=20, message="SIGKILL after the grace period")
     assert client.retrieve_run(handle.id).status is RunStatus.CANCELED
 
 
@@ -227,7 +214,7 @@ def test_a_process_that_exits_crashes_the_attempt_and_is_retried(runtime, client
     run = _finishes(client, handle.id)
     assert run.status is RunStatus.CRASHED
     assert run.attempts == 2
-    assert _lines(runtime.scratch / f"crash-{handle.id}") == ["1", "2"]
+    assert lines(runtime.scratch / f"crash-{handle.id}") == ["1", "2"]
     assert "exited with code 13" in run.error.message
     messages = _status_messages(client, handle.id)
     assert any("attempt 1 crashed" in m and "code 13" in m for m in messages), messages
@@ -252,7 +239,7 @@ def test_a_frozen_process_is_killed_by_the_heartbeat_watchdog(make_runtime):
     run = _finishes(client, handle.id, timeout=60)
     assert run.status is RunStatus.CRASHED
     assert run.attempts == 2
-    assert _lines(runtime.scratch / f"crash-{handle.id}") == ["1", "2"]
+    assert lines(runtime.scratch / f"crash-{handle.id}") == ["1", "2"]
     assert "heartbeat" in run.error.message
     assert any("heartbeat" in m for m in _status_messages(client, handle.id))
     assert _finishes(client, client.trigger("noop", {}).id).status is RunStatus.COMPLETED
