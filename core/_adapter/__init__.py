@@ -1,0 +1,27 @@
+"""The framework-neutral core of the adapters (FastAPI, Flask, Django, Lambda, Supabase, Vercel).
+
+Framework adapters convert their requests to `AdapterRequest`, call `AdapterEndpoints.handle`,
+and convert the `AdapterResponse` back. Receivers mount extra routes with
+`AdapterEndpoints.add_route` and check signatures with `verify_signature`.
+"""
+
+from ._endpoints import AdapterEndpoints, Handler, WebhookRoute, headers_of
+from ._http import AdapterRequest, AdapterResponse, error_response, json_response
+from ._settings import DEFAULT_PREFIX, AdapterSettings
+from ._webhooks import WebhookSignatureError, sign_webhook, verify_signature
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "AdapterEndpoints",
+    "AdapterRequest",
+    "AdapterResponse",
+    "AdapterSettings",
+    "Handler",
+    "WebhookRoute",
+    "WebhookSignatureError",
+    "error_response",
+    "headers_of",
+    "json_response",
+    "sign_webhook",
+    "verify_signature",
+]

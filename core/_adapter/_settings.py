@@ -1,0 +1,78 @@
+"""Adapter settings from a framework's config (Flask `app.config`, Django `settings`) or the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from outlast._client import AsyncClient, Client
+from outlast._config import ClientSettings, from_env
+from outlast._errors import ConfigurationError
+
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_WEBHOOK_TOLERANCE", "AdapterSettings"]
+
+DEFAULT_PREFIX = "/outlast"
+DEFAULT_WEBHOOK_TOLERANCE = 300.0  # seconds a signed webhook stays acceptable
+DEFAULT_ADAPTER_TIMEOUT = 5.0  # a web request must not wait long for a trigger
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    client: ClientSettings
+    prefix: str = DEFAULT_PREFIX
+    webhook_secret: str | None = None
+    webhook_previous_secret: str | None = None
+    webhook_tolerance: float = DEFAULT_WEBHOOK_TOLERANCE
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any], **overrides: Any) -> AdapterSettings:
+        """Settings from `OUTLAST_*` keys of `config`, then the same environment variables.
+
+        Keys: OUTLAST_API_URL, OUTLAST_SECRET_KEY, OUTLAST_TIMEOUT (seconds; 5 by default for
+        adapters, since a trigger runs inside a web request), OUTLAST_PREFIX, OUTLAST_WEBHOOK_SECRET,
+        OUTLAST_WEBHOOK_SECRET_PREVIOUS (the old key while rotating), OUTLAST_WEBHOOK_TOLERANCE.
+        Keyword overrides (`api_url=`, `secret_key=`, `prefix=`, ...) win over both.
+        """
+
+        def get(name: str) -> Any:
+            key = name.lower()
+            if overrides.get(key) is not None:
+                return overrides[key]
+            value = config.get(f"OUTLAST_{name}")
+            return value if value not in (None, "") else os.environ.get(f"OUTLAST_{name}") or None
+
+        unknown = set(overrides) - {"api_url", "secret_key", "timeout", "prefix", "webhook_secret",
+                                    "webhook_secret_previous", "webhook_tolerance"}
+        if unknown:
+            raise ConfigurationError(f"unknown outlast setting(s): {', '.join(sorted(unknown))}")
+        timeout = get("TIMEOUT")
+        client = from_env(get("API_URL"), get("SECRET_KEY"), _seconds(timeout, "OUTLAST_TIMEOUT")
+                          if timeout is not None else DEFAULT_ADAPTER_TIMEOUT)
+        prefix = "/" + str(get("PREFIX") or DEFAULT_PREFIX).strip("/")
+        tolerance = get("WEBHOOK_TOLERANCE")
+        return cls(
+            client=client,
+            prefix="" if prefix == "/" else prefix,
+            webhook_secret=get("WEBHOOK_SECRET"),
+            webhook_previous_secret=get("WEBHOOK_SECRET_PREVIOUS"),
+            webhook_tolerance=DEFAULT_WEBHOOK_TOLERANCE if tolerance is None
+            else _seconds(tolerance, "OUTLAST_WEBHOOK_TOLERANCE"),
+        )
+
+    def make_client(self) -> Client:
+        return Client(self.client.api_url, self.client.secret_key, timeout=self.client.timeout)
+
+    def make_async_client(self) -> AsyncClient:
+        return AsyncClient(self.client.api_url, self.client.secret_key, timeout=self.client.timeout)
+
+
+def _seconds(value: Any, name: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    return seconds
