@@ -140,3 +140,50 @@ queue_keys = sa.Table(
     sa.Column("last_seq", sa.BigInteger, nullable=False, default=0),
     sa.Column("running", sa.Integer, nullable=False, default=0),
 )
+
+# --- waits ---------------------------------------------------------------------------------------
+# A waitpoint is something a run can wait for: a point in time, another run finishing, or a token
+# that a human or a third party completes. `run_waits` links each waiting run to the waitpoints
+# that block it; the run goes back to the queue once all of them are complete.
+waitpoints = sa.Table(
+    "waitpoints",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("env_id", sa.String(32), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # datetime | run | token
+    sa.Column("status", sa.String(16), nullable=False),  # PENDING | COMPLETED
+    sa.Column("complete_after", Time),  # a datetime's end, a token's timeout
+    sa.Column("child_run_id", sa.String(40)),
+    sa.Column("output", sa.JSON),
+    sa.Column("timed_out", sa.Boolean, nullable=False, default=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("idempotency_key", sa.String(512)),
+    sa.Column("callback_hash", sa.String(64)),  # sha256 of a token's completion-URL secret
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("completed_at", Time),
+    sa.Index("ix_waitpoints_due", "complete_after", sqlite_where=sa.text("status = 'PENDING'"),
+             postgresql_where=sa.text("status = 'PENDING'")),
+    sa.Index("ix_waitpoints_child", "child_run_id"),
+    sa.Index("uq_waitpoints_idempotency", "env_id", "idempotency_key", unique=True),
+)
+
+run_waits = sa.Table(
+    "run_waits",
+    metadata,
+    sa.Column("run_id", sa.String(40), primary_key=True),
+    sa.Column("waitpoint_id", sa.String(40), primary_key=True),
+    sa.Index("ix_run_waits_waitpoint", "waitpoint_id"),
+)
+
+# Where the process image of a WAITING (checkpointed) run is, and how it got there.
+run_checkpoints = sa.Table(
+    "run_checkpoints",
+    metadata,
+    sa.Column("run_id", sa.String(40), primary_key=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),  # criu | kept_alive
+    sa.Column("image_key", sa.String(256)),
+    sa.Column("node_id", sa.String(128)),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)
