@@ -31,12 +31,15 @@ from ._errors import (
     PayloadTooLargeError,
     RuntimeUnavailableError,
 )
+from ._trace import with_trace
 from .wire import (
     API_PREFIX,
     BatchHandle,
     BatchItem,
     BatchTriggerRequest,
     ErrorBody,
+    PublicToken,
+    PublicTokenRequest,
     QueueOptions,
     RescheduleRequest,
     Run,
@@ -213,12 +216,18 @@ class _Requests:
 
     def trigger(self, task_id: str, payload: Any, options: TriggerOptions | None) -> httpx.Request:
         path = f"/tasks/{_require_id(task_id, 'task_id')}/trigger"
-        body = TriggerRequest(payload=payload, options=options or TriggerOptions())
+        body = TriggerRequest(payload=payload, options=_traced(options or TriggerOptions()))
         return self.build("POST", path, body=body)
 
     def batch_trigger(self, items: Sequence[BatchItem]) -> httpx.Request:
         body = _validate(BatchTriggerRequest, {"items": list(items)})
+        for item in body.items:
+            item.options = _traced(item.options)
         return self.build("POST", "/tasks/batch-trigger", body=body)
+
+    def public_token(self, runs: Sequence[str], tags: Sequence[str], ttl: DurationArg) -> httpx.Request:
+        body = _validate(PublicTokenRequest, {"runs": list(runs), "tags": _texts(tags), "ttl": ttl})
+        return self.build("POST", "/auth/public-tokens", body=body)
 
     def retrieve_run(self, run_id: str) -> httpx.Request:
         return self.build("GET", f"/runs/{_require_id(run_id, 'run_id')}")
@@ -260,7 +269,14 @@ class _Requests:
         return self.build("POST", path, body=_validate(RescheduleRequest, {"delay": delay}))
 
 
+def _traced(options: TriggerOptions) -> TriggerOptions:
+    # The web request being served (see _trace.py) is named in the run's metadata.
+    metadata = with_trace(options.metadata)
+    return options if metadata is None else options.model_copy(update={"metadata": metadata})
+
+
 _RUN = TypeAdapter(Run)
+_PUBLIC_TOKEN = TypeAdapter(PublicToken)
 _RUN_LIST = TypeAdapter(RunList)
 _RUN_HANDLE = TypeAdapter(RunHandle)
 _BATCH_HANDLE = TypeAdapter(BatchHandle)
@@ -439,6 +455,11 @@ class Client(_BaseClient):
         """Move a delayed run's start: a duration from now, or a point in time."""
         return _parse(self._send(self._requests.reschedule_run(run_id, delay)), _RUN)
 
+    def create_public_token(self, runs: str | Sequence[str] = (), *, tags: str | Sequence[str] = (),
+                            ttl: DurationArg = 900) -> PublicToken:
+        """A short-lived token that lets a browser read these runs (or runs with any of these tags), nothing else."""
+        return _parse(self._send(self._requests.public_token(_texts(runs), _texts(tags), ttl)), _PUBLIC_TOKEN)
+
     def poll(self, run_id: str, *, interval: float = 0.5, timeout: float | None = None) -> Run:
         """Retrieve the run every `interval` seconds until it is final; `TimeoutError` after `timeout`."""
         _check_interval(interval)
@@ -535,6 +556,11 @@ class AsyncClient(_BaseClient):
     async def reschedule_run(self, run_id: str, delay: DurationArg | datetime) -> Run:
         """Move a delayed run's start: a duration from now, or a point in time."""
         return _parse(await self._send(self._requests.reschedule_run(run_id, delay)), _RUN)
+
+    async def create_public_token(self, runs: str | Sequence[str] = (), *, tags: str | Sequence[str] = (),
+                                  ttl: DurationArg = 900) -> PublicToken:
+        """A short-lived token that lets a browser read these runs (or runs with any of these tags), nothing else."""
+        return _parse(await self._send(self._requests.public_token(_texts(runs), _texts(tags), ttl)), _PUBLIC_TOKEN)
 
     async def poll(self, run_id: str, *, interval: float = 0.5, timeout: float | None = None) -> Run:
         """Retrieve the run every `interval` seconds until it is final; `TimeoutError` after `timeout`."""

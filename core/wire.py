@@ -435,3 +435,103 @@ to_supervisor: TypeAdapter[ToSupervisor] = TypeAdapter(ToSupervisor)
 to_task_process: TypeAdapter[ToTaskProcess] = TypeAdapter(ToTaskProcess)
 
 FRAME_HEADER_BYTES = 4  # big-endian length of the JSON body that follows
+
+
+# --- public access tokens (browsers read one run without the secret key) ------------------------
+
+PUBLIC_TOKEN_PREFIX = "olpt_"
+MAX_PUBLIC_TOKEN_TTL = 24 * 3600.0
+
+
+class PublicTokenRequest(_Model):
+    """`POST /auth/public-tokens`: a token that may read these runs, or runs carrying any of these tags."""
+
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    runs: list[str] = Field(default_factory=list, max_length=100, validate_default=True)  # after tags: sees them
+    ttl: float = Field(default=900.0, gt=0, le=MAX_PUBLIC_TOKEN_TTL)
+
+    _ttl = field_validator("ttl", mode="before")(_duration_field)
+
+    @field_validator("runs")
+    @classmethod
+    def _scoped(cls, runs: list[str], info: Any) -> list[str]:
+        if not runs and not info.data.get("tags"):
+            raise ValueError("a public token needs at least one run id in runs or one tag in tags")
+        return runs
+
+
+class PublicToken(BaseModel):
+    token: str
+    expires_at: datetime
+    runs: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+
+
+# --- schedules ---------------------------------------------------------------------------------
+
+
+class ScheduleType(enum.StrEnum):
+    DECLARATIVE = "DECLARATIVE"  # declared in code with @schedules.task; follows the task's deploys
+    IMPERATIVE = "IMPERATIVE"  # created through the API, the SDK or the CLI
+
+
+class ScheduleCreate(_Model):
+    task: str = Field(min_length=1, max_length=128)
+    cron: str = Field(min_length=1, max_length=256)
+    timezone: str = Field("UTC", max_length=64)
+    external_id: str | None = Field(None, min_length=1, max_length=256)
+    deduplication_key: str | None = Field(None, min_length=1, max_length=256,
+                                          description="a second create with the same key updates that schedule")
+    catch_up: CatchUp = CatchUp.LAST
+    active: bool = True
+
+    _timezone = field_validator("timezone")(_timezone)
+
+
+class ScheduleUpdate(_Model):
+    """Fields to change; those left out keep their value."""
+
+    task: str | None = Field(None, min_length=1, max_length=128)
+    cron: str | None = Field(None, min_length=1, max_length=256)
+    timezone: str | None = Field(None, max_length=64)
+    external_id: str | None = Field(None, min_length=1, max_length=256)
+    catch_up: CatchUp | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else _timezone(value)
+
+
+class Schedule(BaseModel):
+    id: str
+    type: ScheduleType
+    task: str
+    cron: str
+    timezone: str
+    external_id: str | None = None
+    deduplication_key: str | None = None
+    catch_up: CatchUp = CatchUp.LAST
+    active: bool
+    next_run: datetime | None = Field(None, description="the next tick, while active")
+    last_timestamp: datetime | None = Field(None, description="the last tick that fired")
+    upcoming: list[datetime] = Field(default_factory=list, description="the next ticks, in UTC")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ScheduleList(BaseModel):
+    data: list[Schedule]
+    next_cursor: str | None = None
+
+
+class ScheduledPayload(BaseModel):
+    """The payload of a run started by a schedule."""
+
+    type: ScheduleType
+    timestamp: datetime = Field(description="the tick this run is for (not when it started)")
+    last_timestamp: datetime | None = Field(None, description="the schedule's previous tick that fired")
+    timezone: str
+    schedule_id: str
+    external_id: str | None = None
+    upcoming: list[datetime] = Field(default_factory=list, description="the next 5 ticks")

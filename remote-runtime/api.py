@@ -19,6 +19,8 @@ from outlast.wire import (
     BatchItem,
     BatchTriggerRequest,
     ErrorBody,
+    PublicToken,
+    PublicTokenRequest,
     RescheduleRequest,
     Run,
     RunEvent,
@@ -31,6 +33,7 @@ from outlast.wire import (
 )
 
 from .errors import EngineError
+from .public_tokens import PublicTokens, allows, is_public_token
 from .state import RuntimeState
 
 _json = TypeAdapter(Any)
@@ -62,7 +65,19 @@ async def environment(request: Request, authorization: Annotated[str | None, Hea
     return env_id
 
 
+async def run_reader(request: Request, run_id: str, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The environment of a secret key, or of a public token whose scope covers `run_id`."""
+    credential = (authorization or "")[7:].strip()
+    if not is_public_token(credential):
+        return await environment(request, authorization)
+    claims = request.app.state.public_tokens.verify(credential)
+    if not allows(claims, run_id, lambda: request.app.state.outlast.engine.retrieve(claims["env"], run_id).tags):
+        raise Unauthorized("this public token does not cover that run", field="authorization")
+    return claims["env"]
+
+
 Env = Annotated[str, Depends(environment)]
+ReadEnv = Annotated[str, Depends(run_reader)]
 State = Annotated[RuntimeState, Depends(state)]
 router = APIRouter(prefix=API_PREFIX)
 
@@ -112,12 +127,12 @@ def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=Run, tags=["runs"])
-def retrieve_run(run_id: str, env: Env, rt: State) -> Run:
+def retrieve_run(run_id: str, env: ReadEnv, rt: State) -> Run:
     return rt.engine.retrieve(env, run_id)
 
 
 @router.get("/runs/{run_id}/events", response_model=list[RunEvent], tags=["runs"])
-def run_events(run_id: str, env: Env, rt: State, after: int = 0) -> list[RunEvent]:
+def run_events(run_id: str, env: ReadEnv, rt: State, after: int = 0) -> list[RunEvent]:
     return rt.engine.events(env, run_id, after=after)
 
 
@@ -134,6 +149,17 @@ def replay_run(run_id: str, env: Env, rt: State) -> RunHandle:
 @router.post("/runs/{run_id}/reschedule", response_model=Run, tags=["runs"])
 def reschedule_run(run_id: str, body: RescheduleRequest, env: Env, rt: State) -> Run:
     return rt.engine.reschedule(env, run_id, body.delay)
+
+
+@router.post("/auth/public-tokens", response_model=PublicToken, tags=["auth"])
+def create_public_token(body: PublicTokenRequest, env: Env, rt: State, request: Request) -> PublicToken:
+    """A short-lived token a browser may use to read these runs (or runs with these tags), and nothing else."""
+    for index, run_id in enumerate(body.runs):
+        try:
+            rt.engine.retrieve(env, run_id)
+        except EngineError as exc:
+            raise type(exc)(exc.message, field=f"runs.{index}") from None
+    return request.app.state.public_tokens.mint(env, body)
 
 
 @router.get("/health", tags=["runtime"])
@@ -253,13 +279,16 @@ class _BodyTooLarge(Exception):
 
 
 def create_app(runtime: RuntimeState) -> FastAPI:
+    from .schedules_api import router as schedules_router
     from .worker_api import router as worker_router
 
     app = FastAPI(title="outlast runtime", version="1", lifespan=runtime.lifespan,
                   openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs", redoc_url=None)
     app.state.outlast = runtime
+    app.state.public_tokens = PublicTokens(runtime.db)
     app.include_router(router)
     app.include_router(worker_router)
+    app.include_router(schedules_router)
     app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

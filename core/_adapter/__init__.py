@@ -6,6 +6,7 @@ and convert the `AdapterResponse` back. Receivers mount extra routes with
 """
 
 from ._endpoints import AdapterEndpoints, Handler, WebhookRoute, headers_of
+from ._facade import AppClient, AsyncAppClient
 from ._http import AdapterRequest, AdapterResponse, error_response, json_response
 from ._settings import DEFAULT_PREFIX, AdapterSettings
 from ._webhooks import WebhookSignatureError, sign_webhook, verify_signature
@@ -16,6 +17,8 @@ __all__ = [
     "AdapterRequest",
     "AdapterResponse",
     "AdapterSettings",
+    "AppClient",
+    "AsyncAppClient",
     "Handler",
     "WebhookRoute",
     "WebhookSignatureError",
