@@ -18,6 +18,7 @@ from outlast._adapter import (
     AppClient,
     AsyncAppClient,
     Handler,
+    error_response,
 )
 from outlast._errors import RuntimeUnavailableError
 from outlast._tasks import Task
@@ -62,7 +63,7 @@ class Outlast:
         outlast = Outlast(app, webhooks={"orders": process_order})
 
         @app.post("/orders")
-        async def create(order: Order, client: OutlastClient = Depends(outlast.client)):
+        async def create(order: Order, client: Annotated[OutlastClient, Depends(outlast.client)]):
             handle = await client.trigger(process_order, order)      # or client.trigger("process-order", ...)
 
     Settings come from the keyword arguments, then `OUTLAST_*` environment variables (see
@@ -118,11 +119,11 @@ class Outlast:
     # --- dependencies ----------------------------------------------------------------------
 
     async def client(self) -> AsyncAppClient:
-        """Dependency for `async def` routes: `client: OutlastClient = Depends(outlast.client)`."""
+        """Dependency for `async def` routes: `client: Annotated[OutlastClient, Depends(outlast.client)]`."""
         return AsyncAppClient(self.endpoints.async_client())
 
     def sync_client(self) -> AppClient:
-        """Dependency for plain `def` routes: `client: SyncOutlastClient = Depends(outlast.sync_client)`."""
+        """Dependency for `def` routes: `client: Annotated[SyncOutlastClient, Depends(outlast.sync_client)]`."""
         return AppClient(self.endpoints.client())
 
     # --- more endpoints --------------------------------------------------------------------
@@ -139,8 +140,6 @@ class Outlast:
 
 async def _unavailable(_request: Request, exc: Exception) -> Response:
     # A route that triggers while the runtime is down answers 503 (retry later), not a bare 500.
-    from outlast._adapter import error_response
-
     return to_response(error_response(503, "runtime_unavailable", str(exc)))
 
 

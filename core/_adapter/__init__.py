@@ -5,6 +5,7 @@ and convert the `AdapterResponse` back. Receivers mount extra routes with
 `AdapterEndpoints.add_route` and check signatures with `verify_signature`.
 """
 
+from ._bridge import SyncBridge
 from ._endpoints import AdapterEndpoints, Handler, WebhookRoute, headers_of
 from ._facade import AppClient, AsyncAppClient
 from ._http import AdapterRequest, AdapterResponse, error_response, json_response
@@ -20,6 +21,7 @@ __all__ = [
     "AppClient",
     "AsyncAppClient",
     "Handler",
+    "SyncBridge",
     "WebhookRoute",
     "WebhookSignatureError",
     "error_response",
