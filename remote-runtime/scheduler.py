@@ -1,0 +1,433 @@
+"""Cron schedules: storing them, computing their ticks, and firing each tick exactly once.
+
+Ticks are computed by croniter on aware datetimes in the schedule's zone. When a wall-clock time
+repeats (the autumn change), a schedule with fixed hours fires at its first occurrence only; one
+whose hour field is `*` keeps its real-time rhythm through both. A time that does not exist (the
+spring change) fires at the first time after the gap, as croniter does.
+
+Firing, per due schedule: trigger the run with the idempotency key `schedule:<id>:<tick>` (a
+unique key of the store), then move `next_run_at` on with a compare-and-set. A crash in between
+refires the same tick, which the key turns into the same run; on PostgreSQL the due rows are also
+locked (SKIP LOCKED) so that replicas share the work instead of repeating it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from croniter import CroniterError, croniter
+
+from outlast._schedules import cron_problem, schedule_tag
+from outlast.wire import (
+    BatchItem,
+    CatchUp,
+    Schedule,
+    ScheduleCreate,
+    ScheduleList,
+    ScheduleType,
+    ScheduleUpdate,
+    TaskManifest,
+    TriggerOptions,
+)
+
+from . import queue
+from .engine import RunEngine
+from .errors import Conflict, EngineError, UnknownTask
+from .ids import new_run_id
+from .schema import schedules, tasks
+
+log = logging.getLogger("outlast.runtime.scheduler")
+
+UPCOMING = 5
+# A tick no older than this is on time even for `catch_up="skip"` (the loop is late, not the runtime down).
+SKIP_GRACE = 60.0
+BATCH = 500
+
+
+class InvalidSchedule(EngineError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class ScheduleNotFound(EngineError):
+    status_code = 404
+    code = "schedule_not_found"
+
+
+# --- ticks ------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fixed_hours(cron: str) -> bool:
+    # Hour field not `*`: such a schedule names wall-clock times, which a repeated hour must not double.
+    return croniter(cron).expanded[1] != ["*"]
+
+
+def _repeated(moment: datetime) -> bool:
+    """True for the second occurrence of an ambiguous wall-clock time (after clocks went back)."""
+    naive = moment.replace(tzinfo=None)
+    first = naive.replace(tzinfo=moment.tzinfo, fold=0).utcoffset()
+    second = naive.replace(tzinfo=moment.tzinfo, fold=1).utcoffset()
+    return first != second and moment.utcoffset() == second
+
+
+def _walk(cron: str, timezone: str, start: float, *, backwards: bool = False) -> Iterator[float]:
+    zone = _zone(timezone)
+    it = croniter(cron, datetime.fromtimestamp(start, zone))
+    skip_repeats = _fixed_hours(cron)
+    step = it.get_prev if backwards else it.get_next
+    while True:
+        moment = step(datetime)
+        if skip_repeats and _repeated(moment):
+            continue
+        yield moment.timestamp()
+
+
+@functools.lru_cache(maxsize=65536)
+def ticks_after(cron: str, timezone: str, after: float, count: int = UPCOMING) -> tuple[float, ...]:
+    """The first `count` ticks strictly after `after` (UNIX seconds)."""
+    walk = _walk(cron, timezone, after)
+    return tuple(next(walk) for _ in range(count))
+
+
+def next_tick(cron: str, timezone: str, after: float) -> float:
+    return ticks_after(cron, timezone, after)[0]  # shares the cache with the payloads' `upcoming`
+
+
+def latest_tick(cron: str, timezone: str, now: float) -> float:
+    """The last tick at or before `now`."""
+    candidate = next(_walk(cron, timezone, now, backwards=True))
+    following = next_tick(cron, timezone, candidate)
+    return following if following <= now else candidate
+
+
+def check(cron: str, timezone: str, now: float, prefix: str = "") -> float:
+    """Validate an expression and zone; returns the first tick after `now`."""
+    problem = cron_problem(cron)
+    if problem:
+        raise InvalidSchedule(problem, field=prefix + "cron")
+    try:
+        _zone(timezone)
+    except (ValueError, KeyError):
+        raise InvalidSchedule(f"unknown time zone {timezone!r}", field=prefix + "timezone") from None
+    try:
+        return next_tick(cron, timezone, now)
+    except CroniterError:
+        raise InvalidSchedule(f"cron expression {cron!r} never fires", field=prefix + "cron") from None
+
+
+def _iso(value: float | None) -> str | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC).isoformat()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+# --- the scheduler ----------------------------------------------------------------------------
+
+
+class Scheduler:
+    def __init__(self, engine: RunEngine, *, clock: Callable[[], float] | None = None, batch: int = BATCH) -> None:
+        self.engine = engine
+        self.db = engine.db
+        self.clock = clock or engine.clock
+        self.batch = batch
+        engine.register_hooks.append(self.sync_declarative)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def _row(self, c: sa.Connection, env_id: str, schedule_id: str) -> sa.Row:
+        row = c.execute(sa.select(schedules).where(schedules.c.id == schedule_id,
+                                                   schedules.c.env_id == env_id)).first()
+        if row is None:
+            raise ScheduleNotFound(f"schedule {schedule_id!r} not found", field="schedule_id")
+        return row
+
+    def to_schedule(self, row: Any, now: float | None = None) -> Schedule:
+        now = self.clock() if now is None else now
+        upcoming = ticks_after(row.cron, row.timezone, now) if row.active else ()
+        return Schedule(
+            id=row.id, type=ScheduleType(row.type), task=row.task_id, cron=row.cron, timezone=row.timezone,
+            external_id=row.external_id,
+            deduplication_key=row.deduplication_key if row.type == ScheduleType.IMPERATIVE else None,
+            catch_up=CatchUp(row.catch_up), active=row.active, next_run=_dt(row.next_run_at),
+            last_timestamp=_dt(row.last_tick_at), upcoming=[_dt(t) for t in upcoming],
+            created_at=_dt(row.created_at), updated_at=_dt(row.updated_at),
+        )
+
+    def retrieve(self, env_id: str, schedule_id: str) -> Schedule:
+        with self.db.connect() as c:
+            return self.to_schedule(self._row(c, env_id, schedule_id))
+
+    def list(self, env_id: str, *, task: str | None = None, external_id: str | None = None,
+             type: ScheduleType | None = None, active: bool | None = None, limit: int = 50,
+             cursor: str | None = None) -> ScheduleList:
+        stmt = sa.select(schedules).where(schedules.c.env_id == env_id).order_by(schedules.c.id.desc())
+        if task is not None:
+            stmt = stmt.where(schedules.c.task_id == task)
+        if external_id is not None:
+            stmt = stmt.where(schedules.c.external_id == external_id)
+        if type is not None:
+            stmt = stmt.where(schedules.c.type == type.value)
+        if active is not None:
+            stmt = stmt.where(schedules.c.active == active)
+        if cursor:
+            stmt = stmt.where(schedules.c.id < cursor)
+        with self.db.connect() as c:
+            rows = c.execute(stmt.limit(limit + 1)).all()
+        now = self.clock()
+        page = [self.to_schedule(row, now) for row in rows[:limit]]
+        return ScheduleList(data=page, next_cursor=page[-1].id if len(rows) > limit else None)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _require_task(self, c: sa.Connection, env_id: str, task_id: str) -> None:
+        found = c.execute(sa.select(tasks.c.id).where(tasks.c.env_id == env_id, tasks.c.id == task_id)).first()
+        if found is None:
+            raise UnknownTask(f"task {task_id!r} is not registered in environment {env_id!r}", field="task")
+
+    def create(self, env_id: str, body: ScheduleCreate) -> Schedule:
+        """Create, or with a deduplication key already in use, update that schedule (its active flag stays)."""
+        try:
+            return self._create(env_id, body)
+        except sa.exc.IntegrityError:
+            return self._create(env_id, body)  # a concurrent create with the same key won: update it
+
+    def _create(self, env_id: str, body: ScheduleCreate) -> Schedule:
+        now = self.clock()
+        first = check(body.cron, body.timezone, now)
+        with self.db.begin() as c:
+            self._require_task(c, env_id, body.task)
+            existing = None
+            if body.deduplication_key:
+                existing = c.execute(sa.select(schedules).where(
+                    schedules.c.env_id == env_id, schedules.c.type == ScheduleType.IMPERATIVE.value,
+                    schedules.c.deduplication_key == body.deduplication_key).with_for_update()).first()
+            if existing is not None:
+                changes = body.model_dump(include={"task", "cron", "timezone", "external_id", "catch_up"})
+                row = self._apply(c, existing, ScheduleUpdate(**changes), now)
+                return self.to_schedule(row, now)
+            values = {"id": new_run_id(now).replace("run_", "sched_", 1), "env_id": env_id,
+                      "type": ScheduleType.IMPERATIVE.value, "task_id": body.task, "cron": body.cron,
+                      "timezone": body.timezone, "external_id": body.external_id,
+                      "deduplication_key": body.deduplication_key, "catch_up": body.catch_up.value,
+                      "active": body.active, "next_run_at": first if body.active else None,
+                      "last_tick_at": None, "created_at": now, "updated_at": now}
+            c.execute(schedules.insert().values(**values))
+            return self.to_schedule(c.execute(sa.select(schedules).where(schedules.c.id == values["id"])).one(), now)
+
+    def _apply(self, c: sa.Connection, row: sa.Row, body: ScheduleUpdate, now: float) -> sa.Row:
+        values: dict[str, Any] = {"updated_at": now}
+        if body.task is not None and body.task != row.task_id:
+            self._require_task(c, row.env_id, body.task)
+            values["task_id"] = body.task
+        if body.external_id is not None:
+            values["external_id"] = body.external_id
+        if body.catch_up is not None:
+            values["catch_up"] = body.catch_up.value
+        cron = body.cron if body.cron is not None else row.cron
+        timezone = body.timezone if body.timezone is not None else row.timezone
+        if (cron, timezone) != (row.cron, row.timezone):
+            first = check(cron, timezone, now)
+            values.update(cron=cron, timezone=timezone, next_run_at=first if row.active else None)
+        c.execute(schedules.update().where(schedules.c.id == row.id).values(**values))
+        return c.execute(sa.select(schedules).where(schedules.c.id == row.id)).one()
+
+    def update(self, env_id: str, schedule_id: str, body: ScheduleUpdate) -> Schedule:
+        now = self.clock()
+        with self.db.begin() as c:
+            row = self._row(c, env_id, schedule_id)
+            self._imperative(row, "updated")
+            return self.to_schedule(self._apply(c, row, body, now), now)
+
+    def set_active(self, env_id: str, schedule_id: str, active: bool) -> Schedule:
+        """(De)activate; an activated schedule resumes at its next tick, without catching up."""
+        now = self.clock()
+        with self.db.begin() as c:
+            row = self._row(c, env_id, schedule_id)
+            if row.active != active:
+                next_at = next_tick(row.cron, row.timezone, now) if active else None
+                c.execute(schedules.update().where(schedules.c.id == row.id).values(
+                    active=active, next_run_at=next_at, updated_at=now))
+                row = self._row(c, env_id, schedule_id)
+            return self.to_schedule(row, now)
+
+    def delete(self, env_id: str, schedule_id: str) -> Schedule:
+        now = self.clock()
+        with self.db.begin() as c:
+            row = self._row(c, env_id, schedule_id)
+            self._imperative(row, "deleted")
+            c.execute(schedules.delete().where(schedules.c.id == row.id))
+            return self.to_schedule(row, now).model_copy(update={"active": False, "next_run": None, "upcoming": []})
+
+    @staticmethod
+    def _imperative(row: sa.Row, verb: str) -> None:
+        if row.type == ScheduleType.DECLARATIVE.value:
+            raise Conflict(f"schedule {row.id} is declared in the code of task {row.task_id!r}; it can only be "
+                           f"{verb} there (activate/deactivate work)", field="schedule_id")
+
+    # --- declarative schedules ------------------------------------------------------------------
+
+    def sync_declarative(self, c: sa.Connection, env_ids: Sequence[str], version: str,
+                         manifests: Sequence[TaskManifest]) -> None:
+        """Called in the transaction that registers a version's tasks: its schedules become the declared ones."""
+        now = self.clock()
+        declared = {}
+        for manifest in manifests:
+            if manifest.schedule is None:
+                continue
+            try:
+                first = check(manifest.schedule.cron, manifest.schedule.timezone, now)
+            except InvalidSchedule as exc:
+                log.error("task %s of version %s: schedule ignored: %s", manifest.id, version, exc.message)
+                continue
+            declared[manifest.id] = (manifest.schedule, first)
+        kind = ScheduleType.DECLARATIVE.value
+        for env_id in env_ids:
+            existing = {row.task_id: row for row in c.execute(sa.select(schedules).where(
+                schedules.c.env_id == env_id, schedules.c.type == kind))}
+            gone = [row.id for task_id, row in existing.items() if task_id not in declared]
+            if gone:
+                c.execute(schedules.delete().where(schedules.c.id.in_(gone)))
+            for task_id, (spec, first) in declared.items():
+                row = existing.get(task_id)
+                if row is None:
+                    stmt = queue.upsert(c, schedules).values(
+                        id=new_run_id(now).replace("run_", "sched_", 1), env_id=env_id, type=kind, task_id=task_id,
+                        cron=spec.cron, timezone=spec.timezone, external_id=None, deduplication_key=task_id,
+                        catch_up=spec.catch_up.value, active=True, next_run_at=first, last_tick_at=None,
+                        created_at=now, updated_at=now)
+                    c.execute(stmt.on_conflict_do_nothing(index_elements=["env_id", "type", "deduplication_key"]))
+                elif (row.cron, row.timezone, row.catch_up) != (spec.cron, spec.timezone, spec.catch_up.value):
+                    c.execute(schedules.update().where(schedules.c.id == row.id).values(
+                        cron=spec.cron, timezone=spec.timezone, catch_up=spec.catch_up.value, updated_at=now,
+                        next_run_at=first if row.active else None))
+
+    # --- firing -------------------------------------------------------------------------------
+
+    def tick(self) -> int:
+        """Fire every due tick; returns how many runs were triggered."""
+        now = self.clock()
+        with self.db.connect() as c:  # most loops find nothing due: one index probe, no write
+            if c.execute(_ANY_DUE, {"now": now}).first() is None:
+                return 0
+        fired = 0
+        while True:
+            count, full = self._fire_batch(now)
+            fired += count
+            if not full:
+                return fired
+
+    def seconds_until_due(self) -> float | None:
+        with self.db.connect() as c:
+            first = c.execute(sa.select(sa.func.min(schedules.c.next_run_at))).scalar()
+        return None if first is None else max(0.0, first - self.clock())
+
+    @contextlib.contextmanager
+    def _claim(self, now: float) -> Iterator[tuple[list[sa.Row], sa.Connection | None]]:
+        """Due schedules; on PostgreSQL locked (SKIP LOCKED) in a transaction held while they fire."""
+        due = sa.select(schedules).where(schedules.c.next_run_at <= now).order_by(schedules.c.next_run_at) \
+            .limit(self.batch)
+        if self.db.is_sqlite:
+            with self.db.connect() as c:
+                rows = c.execute(due).all()
+            yield rows, None
+            return
+        with self.db.engine.begin() as c:
+            yield c.execute(due.with_for_update(skip_locked=True)).all(), c
+
+    def _fire_batch(self, now: float) -> tuple[int, bool]:
+        with self._claim(now) as (rows, connection):
+            if not rows:
+                return 0, False
+            plans = [(row, *self._plan(row, now)) for row in rows]
+            fired = self._trigger([(row, tick) for row, tick, _ in plans if tick is not None])
+            moves = [{"b_id": row.id, "b_old": row.next_run_at, "b_next": next_at,
+                      "b_last": tick if tick is not None and row.id in fired else row.last_tick_at}
+                     for row, tick, next_at in plans]
+            if connection is not None:
+                connection.execute(_ADVANCE, moves)
+            else:
+                with self.db.begin() as c:
+                    c.execute(_ADVANCE, moves)
+        return len(fired), len(rows) == self.batch
+
+    @staticmethod
+    def _plan(row: sa.Row, now: float) -> tuple[float | None, float]:
+        """The tick to fire now (None: skip) and the next one after it."""
+        following = next_tick(row.cron, row.timezone, row.next_run_at)  # cached: schedules share expressions
+        if following > now:  # on time, the usual case
+            latest = row.next_run_at
+        else:  # the runtime was down (or the loop very late) across several ticks: the last of them
+            latest = latest_tick(row.cron, row.timezone, now)
+            following = next_tick(row.cron, row.timezone, latest)
+        if row.catch_up == CatchUp.SKIP.value and now - latest > SKIP_GRACE:
+            return None, following
+        return latest, following
+
+    def _trigger(self, due: Sequence[tuple[sa.Row, float]]) -> set[str]:
+        """Trigger one run per (schedule, tick), batched per environment; returns the schedule ids fired."""
+        by_env: dict[str, list[tuple[sa.Row, BatchItem]]] = defaultdict(list)
+        for row, tick in due:
+            by_env[row.env_id].append((row, self._item(row, tick)))
+        fired: set[str] = set()
+        for env_id, entries in by_env.items():
+            try:
+                self.engine.trigger(env_id, [item for _, item in entries])
+                fired.update(row.id for row, _ in entries)
+            except EngineError:
+                # One bad schedule (its task gone, say) must not hold back the others: one by one.
+                for row, item in entries:
+                    try:
+                        self.engine.trigger(env_id, [item])
+                        fired.add(row.id)
+                    except EngineError as exc:
+                        log.warning("schedule %s skipped a tick of task %s: %s", row.id, row.task_id, exc.message)
+        return fired
+
+    @staticmethod
+    def _item(row: sa.Row, tick: float) -> BatchItem:
+        payload = {
+            "type": row.type, "timestamp": _iso(tick), "last_timestamp": _iso(row.last_tick_at),
+            "timezone": row.timezone, "schedule_id": row.id, "external_id": row.external_id,
+            "upcoming": [_iso(t) for t in ticks_after(row.cron, row.timezone, tick)],
+        }
+        options = TriggerOptions(idempotency_key=f"schedule:{row.id}:{tick:.0f}", tags=[schedule_tag(row.id)])
+        return BatchItem(task=row.task_id, payload=payload, options=options)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def run(self, max_sleep: float = 1.0) -> None:
+        """Fire due ticks, then sleep until the next one (at most `max_sleep`, to see other replicas' changes)."""
+        while True:
+            wait = max_sleep
+            try:
+                await asyncio.to_thread(self.tick)
+                until = await asyncio.to_thread(self.seconds_until_due)
+                if until is not None:
+                    wait = min(max_sleep, until)
+            except Exception:
+                log.exception("scheduler tick failed")
+            await asyncio.sleep(max(wait, 0.005))
+
+
+_ANY_DUE = sa.select(schedules.c.id).where(schedules.c.next_run_at <= sa.bindparam("now")).limit(1)
+# Compare-and-set: a replica that fired the same tick first has already moved next_run_at on.
+_ADVANCE = schedules.update().where(schedules.c.id == sa.bindparam("b_id"),
+                                    schedules.c.next_run_at == sa.bindparam("b_old")).values(
+    next_run_at=sa.bindparam("b_next"), last_tick_at=sa.bindparam("b_last"))
