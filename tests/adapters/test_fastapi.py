@@ -127,7 +127,7 @@ def test_runtime_down_is_a_clear_error_not_a_hang():
     seen: list[BaseException] = []
 
     @app.post("/go")
-    async def go(client: OutlastClient = Depends(outlast.client)  # noqa: B008 - a local route: Annotated needs a global):
+    async def go(client: OutlastClient = Depends(outlast.client)):  # noqa: B008 - Annotated would need a global
         try:
             return await client.trigger("fastapi-welcome-email", {"email": "x", "name": "y"})
         except RuntimeUnavailableError as exc:
