@@ -9,7 +9,8 @@ from outlast.adapters.fastapi import Outlast, OutlastClient, SyncOutlastClient
 
 app = FastAPI()
 # Lifespan-managed client, /outlast/{runs,webhooks,health} and trace ids copied into runs' metadata.
-outlast = Outlast(app, webhooks={"orders": handle_order_event})
+# `tasks` are what /outlast/health checks the runtime has (default: every task this process declares).
+outlast = Outlast(app, tasks=[send_welcome_email], webhooks={"orders": handle_order_event})
 
 
 @app.post("/signup", status_code=202)

@@ -7,7 +7,8 @@ from tasks import build_report, handle_payment_event
 
 from outlast.adapters.flask import Outlast
 
-outlast = Outlast(webhooks={"payments": handle_payment_event})
+# `tasks` are what /outlast/health checks the runtime has (default: every task this process declares).
+outlast = Outlast(tasks=[build_report], webhooks={"payments": handle_payment_event})
 
 
 def create_app() -> Flask:
