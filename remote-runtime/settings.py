@@ -33,6 +33,8 @@ class RuntimeSettings:
     # How long an idle supervisor waits for a wake-up before it asks for work again.
     poll_interval: float = field(default_factory=lambda: _env_float("OUTLAST_POLL_INTERVAL", 1.0))
     tick_interval: float = 0.25
+    # Where checkpoint images go: a directory, file:///path or s3://bucket/prefix (default <data_dir>/checkpoints).
+    checkpoint_store: str | None = field(default_factory=lambda: os.environ.get("OUTLAST_CHECKPOINT_STORE") or None)
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,7 +1,8 @@
 """Checkpoint/restore of waiting task processes with CRIU (Linux only).
 
 `criu` holds the primitives (find/check the binary, dump, restore, spawn a process as PID 1 of
-its own PID namespace); `doctor` says whether they work on this host and why not.
+its own PID namespace); `doctor` says whether they work on this host and why not; `store` keeps
+image directories between a dump and a restore (local directory or S3).
 """
 
 from .criu import (
@@ -14,14 +15,30 @@ from .criu import (
     restore,
     spawn_in_pid_namespace,
 )
+from .store import (
+    CheckpointMissing,
+    CheckpointStore,
+    CheckpointStoreError,
+    LocalCheckpointStore,
+    S3CheckpointStore,
+    StoredCheckpoint,
+    open_store,
+)
 
 __all__ = [
     "CheckpointError",
+    "CheckpointMissing",
+    "CheckpointStore",
+    "CheckpointStoreError",
     "CriuStatus",
     "DumpResult",
+    "LocalCheckpointStore",
+    "S3CheckpointStore",
+    "StoredCheckpoint",
     "check",
     "dump",
     "find_criu",
+    "open_store",
     "restore",
     "spawn_in_pid_namespace",
 ]
