@@ -26,6 +26,7 @@ from pydantic import TypeAdapter
 from . import _context
 from ._errors import AbortTaskRunError
 from ._framing import FrameSocket
+from ._offload import resolve_payload
 from ._tasks import registered_tasks
 from .wire import (
     Heartbeat,
@@ -186,7 +187,7 @@ class TaskProcess:
         _context.bind(context, self.channel)
         self.heartbeat.run_id = context.run_id
         try:
-            payload = declared.prepare_payload(start.payload)
+            payload = declared.prepare_payload(resolve_payload(start.payload))  # S3-offloaded: fetched
             output = declared(payload, context)
             if asyncio.iscoroutine(output):
                 output = self._run_coroutine(output)

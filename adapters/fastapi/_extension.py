@@ -120,11 +120,11 @@ class Outlast:
 
     async def client(self) -> AsyncAppClient:
         """Dependency for `async def` routes: `client: Annotated[OutlastClient, Depends(outlast.client)]`."""
-        return AsyncAppClient(self.endpoints.async_client())
+        return self.endpoints.async_app_client()
 
     def sync_client(self) -> AppClient:
         """Dependency for `def` routes: `client: Annotated[SyncOutlastClient, Depends(outlast.sync_client)]`."""
-        return AppClient(self.endpoints.client())
+        return self.endpoints.app_client()
 
     # --- more endpoints --------------------------------------------------------------------
 

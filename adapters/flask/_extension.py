@@ -36,7 +36,7 @@ class OutlastState:
     @property
     def client(self) -> AppClient:
         """The app's client (thread-safe): `client.trigger(task_or_id, payload, **options)`."""
-        return AppClient(self.endpoints.client())
+        return self.endpoints.app_client()
 
     def handle(self, adapter_request: AdapterRequest) -> AdapterResponse:
         return self.bridge.call(self.endpoints.handle(adapter_request))

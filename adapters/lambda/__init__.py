@@ -1,0 +1,21 @@
+"""Outlast for AWS Lambda: `handler = outlast_lambda_handler(app)` serves HTTP through Mangum and
+turns SQS, S3, SNS and EventBridge events into task runs (`@on_sqs("queue", task=...)` and friends)."""
+
+from ._handler import EventTriggerError, LambdaHandler, UnroutedEventError, event_kind, outlast_lambda_handler
+from ._routes import EventRoutes, Rule, on_eventbridge, on_s3, on_schedule, on_sns, on_sqs, routes
+
+__all__ = [
+    "EventRoutes",
+    "EventTriggerError",
+    "LambdaHandler",
+    "Rule",
+    "UnroutedEventError",
+    "event_kind",
+    "on_eventbridge",
+    "on_s3",
+    "on_schedule",
+    "on_sns",
+    "on_sqs",
+    "outlast_lambda_handler",
+    "routes",
+]

@@ -24,8 +24,10 @@ from typing import Any
 
 from outlast._client import AsyncClient, Client
 from outlast._errors import APIError, ConfigurationError, OutlastError, RuntimeUnavailableError
+from outlast._offload import Offloader
 from outlast._tasks import Task
 
+from ._facade import AppClient, AsyncAppClient
 from ._http import AdapterRequest, AdapterResponse, error_response
 from ._settings import AdapterSettings
 
@@ -93,6 +95,7 @@ class AdapterEndpoints:
         self.webhooks: dict[str, WebhookRoute] = {}
         self._client: Client | None = None
         self._client_lock = threading.Lock()
+        self._offloader: Offloader | None = None
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -181,6 +184,22 @@ class AdapterEndpoints:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+    @property
+    def offloader(self) -> Offloader | None:
+        """Stores large trigger payloads in S3 when `offload_bucket` is set (see outlast._offload)."""
+        if self.settings.offload_bucket is None:
+            return None
+        if self._offloader is None:
+            self._offloader = Offloader(self.settings.offload_bucket, threshold=self.settings.offload_threshold)
+        return self._offloader
+
+    def app_client(self) -> AppClient:
+        """The sync client routes use: takes task objects or ids, offloads large payloads."""
+        return AppClient(self.client(), self.offloader)
+
+    def async_app_client(self) -> AsyncAppClient:
+        return AsyncAppClient(self.async_client(), self.offloader)
 
     # --- webhooks ----------------------------------------------------------------------------
 

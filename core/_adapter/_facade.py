@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from outlast import _tasks_api
 from outlast._client import AsyncClient, Client, DurationArg
+from outlast._offload import Offloader
 from outlast._tasks import Task
 from outlast.wire import BatchHandle, PublicToken, RunHandle
 
 __all__ = ["AppClient", "AsyncAppClient"]
+
+
+def _offloadable(task: Task[Any] | str) -> bool:
+    # The runtime checks a schema task's payload against its schema, which a reference would fail.
+    return not (isinstance(task, Task) and task.payload_model is not None)
+
+
+def _plain(task: Task[Any] | str, payload: Any) -> Any:
+    return task._checked(payload) if isinstance(task, Task) else payload
+
+
+def _task_id(task: Task[Any] | str) -> str:
+    return task.id if isinstance(task, Task) else task
 
 
 class AppClient:
@@ -19,10 +34,14 @@ class AppClient:
     Every other `Client` method (`retrieve_run`, `poll`, `list_runs`, ...) is there too.
     """
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, offloader: Offloader | None = None) -> None:
         self.raw = client
+        self.offloader = offloader
 
     def trigger(self, task: Task[Any] | str, payload: Any = None, **options: Any) -> RunHandle:
+        if self.offloader is not None and _offloadable(task):
+            payload = self.offloader.offload(_plain(task, payload))
+            return _tasks_api.trigger(_task_id(task), payload, client=self.raw, **options)
         if isinstance(task, Task):
             return task.trigger(payload, client=self.raw, **options)
         return _tasks_api.trigger(task, payload, client=self.raw, **options)
@@ -44,10 +63,14 @@ class AppClient:
 class AsyncAppClient:
     """The async twin of `AppClient`, for `async def` routes."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncClient, offloader: Offloader | None = None) -> None:
         self.raw = client
+        self.offloader = offloader
 
     async def trigger(self, task: Task[Any] | str, payload: Any = None, **options: Any) -> RunHandle:
+        if self.offloader is not None and _offloadable(task):
+            payload = await asyncio.to_thread(self.offloader.offload, _plain(task, payload))
+            return await _tasks_api.atrigger(_task_id(task), payload, client=self.raw, **options)
         if isinstance(task, Task):
             return await task.atrigger(payload, client=self.raw, **options)
         return await _tasks_api.atrigger(task, payload, client=self.raw, **options)

@@ -10,6 +10,7 @@ from typing import Any
 from outlast._client import AsyncClient, Client
 from outlast._config import ClientSettings, from_env
 from outlast._errors import ConfigurationError
+from outlast._offload import DEFAULT_THRESHOLD as DEFAULT_OFFLOAD_THRESHOLD
 
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_WEBHOOK_TOLERANCE", "AdapterSettings"]
 
@@ -25,6 +26,8 @@ class AdapterSettings:
     webhook_secret: str | None = None
     webhook_previous_secret: str | None = None
     webhook_tolerance: float = DEFAULT_WEBHOOK_TOLERANCE
+    offload_bucket: str | None = None
+    offload_threshold: int = DEFAULT_OFFLOAD_THRESHOLD
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any], **overrides: Any) -> AdapterSettings:
@@ -32,7 +35,8 @@ class AdapterSettings:
 
         Keys: OUTLAST_API_URL, OUTLAST_SECRET_KEY, OUTLAST_TIMEOUT (seconds; 5 by default for
         adapters, since a trigger runs inside a web request), OUTLAST_PREFIX, OUTLAST_WEBHOOK_SECRET,
-        OUTLAST_WEBHOOK_SECRET_PREVIOUS (the old key while rotating), OUTLAST_WEBHOOK_TOLERANCE.
+        OUTLAST_WEBHOOK_SECRET_PREVIOUS (the old key while rotating), OUTLAST_WEBHOOK_TOLERANCE,
+        OUTLAST_OFFLOAD_BUCKET (payloads over OUTLAST_OFFLOAD_THRESHOLD bytes, 256 KiB, go through S3).
         Keyword overrides (`api_url=`, `secret_key=`, `prefix=`, ...) win over both.
         """
 
@@ -44,7 +48,8 @@ class AdapterSettings:
             return value if value not in (None, "") else os.environ.get(f"OUTLAST_{name}") or None
 
         unknown = set(overrides) - {"api_url", "secret_key", "timeout", "prefix", "webhook_secret",
-                                    "webhook_secret_previous", "webhook_tolerance"}
+                                    "webhook_secret_previous", "webhook_tolerance", "offload_bucket",
+                                    "offload_threshold"}
         if unknown:
             raise ConfigurationError(f"unknown outlast setting(s): {', '.join(sorted(unknown))}")
         timeout = get("TIMEOUT")
@@ -52,6 +57,7 @@ class AdapterSettings:
                           if timeout is not None else DEFAULT_ADAPTER_TIMEOUT)
         prefix = "/" + str(get("PREFIX") or DEFAULT_PREFIX).strip("/")
         tolerance = get("WEBHOOK_TOLERANCE")
+        threshold = get("OFFLOAD_THRESHOLD")
         return cls(
             client=client,
             prefix="" if prefix == "/" else prefix,
@@ -59,6 +65,9 @@ class AdapterSettings:
             webhook_previous_secret=get("WEBHOOK_SECRET_PREVIOUS"),
             webhook_tolerance=DEFAULT_WEBHOOK_TOLERANCE if tolerance is None
             else _seconds(tolerance, "OUTLAST_WEBHOOK_TOLERANCE"),
+            offload_bucket=get("OFFLOAD_BUCKET"),
+            offload_threshold=DEFAULT_OFFLOAD_THRESHOLD if threshold is None
+            else int(_seconds(threshold, "OUTLAST_OFFLOAD_THRESHOLD")),
         )
 
     def make_client(self) -> Client:
