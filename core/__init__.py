@@ -5,7 +5,9 @@ Declare tasks with `@task`, trigger them from any process with `my_task.trigger(
 """
 
 from . import _runs as runs
+from . import _schedules as schedules
 from . import _tasks_api as tasks
+from . import _wait as wait
 from ._client import AsyncClient, Client, trigger_options
 from ._context import logger, metadata
 from ._errors import (
@@ -22,7 +24,19 @@ from ._errors import (
     RuntimeUnavailableError,
 )
 from ._tasks import Task, queue, schema_task, task
-from .wire import BatchHandle, RetryPolicy, Run, RunContext, RunEvent, RunHandle, RunStatus, TriggerOptions
+from ._wait import BatchRunResult, TaskRunResult, TokenResult, WaitpointTimeoutError
+from .wire import (
+    BatchHandle,
+    RetryPolicy,
+    Run,
+    RunContext,
+    RunEvent,
+    RunHandle,
+    RunStatus,
+    TriggerOptions,
+    Waitpoint,
+    WaitToken,
+)
 
 __version__ = "0.1.0"
 
@@ -32,6 +46,7 @@ __all__ = [
     "AsyncClient",
     "AuthenticationError",
     "BatchHandle",
+    "BatchRunResult",
     "Client",
     "ConfigurationError",
     "ConflictError",
@@ -48,13 +63,20 @@ __all__ = [
     "RunStatus",
     "RuntimeUnavailableError",
     "Task",
+    "TaskRunResult",
+    "TokenResult",
     "TriggerOptions",
+    "WaitToken",
+    "Waitpoint",
+    "WaitpointTimeoutError",
     "logger",
     "metadata",
     "queue",
     "runs",
+    "schedules",
     "schema_task",
     "task",
     "tasks",
     "trigger_options",
+    "wait",
 ]

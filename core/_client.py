@@ -37,6 +37,8 @@ from .wire import (
     BatchHandle,
     BatchItem,
     BatchTriggerRequest,
+    CompleteTokenRequest,
+    CreateTokenRequest,
     ErrorBody,
     PublicToken,
     PublicTokenRequest,
@@ -49,6 +51,8 @@ from .wire import (
     RunStatus,
     TriggerOptions,
     TriggerRequest,
+    Waitpoint,
+    WaitToken,
 )
 
 __all__ = [
@@ -268,6 +272,16 @@ class _Requests:
         path = f"/runs/{_require_id(run_id, 'run_id')}/reschedule"
         return self.build("POST", path, body=_validate(RescheduleRequest, {"delay": delay}))
 
+    def create_token(self, request: CreateTokenRequest) -> httpx.Request:
+        return self.build("POST", "/waitpoints/tokens", body=request)
+
+    def complete_token(self, token_id: str, data: Any) -> httpx.Request:
+        path = f"/waitpoints/tokens/{_require_id(token_id, 'token_id')}/complete"
+        return self.build("POST", path, body=CompleteTokenRequest(data=data))
+
+    def retrieve_waitpoint(self, waitpoint_id: str) -> httpx.Request:
+        return self.build("GET", f"/waitpoints/{_require_id(waitpoint_id, 'waitpoint_id')}")
+
 
 def _traced(options: TriggerOptions) -> TriggerOptions:
     # The web request being served (see _trace.py) is named in the run's metadata.
@@ -275,6 +289,8 @@ def _traced(options: TriggerOptions) -> TriggerOptions:
     return options if metadata is None else options.model_copy(update={"metadata": metadata})
 
 
+_WAIT_TOKEN = TypeAdapter(WaitToken)
+_WAITPOINT = TypeAdapter(Waitpoint)
 _RUN = TypeAdapter(Run)
 _PUBLIC_TOKEN = TypeAdapter(PublicToken)
 _RUN_LIST = TypeAdapter(RunList)
@@ -455,6 +471,17 @@ class Client(_BaseClient):
         """Move a delayed run's start: a duration from now, or a point in time."""
         return _parse(self._send(self._requests.reschedule_run(run_id, delay)), _RUN)
 
+    def create_token(self, request: CreateTokenRequest) -> WaitToken:
+        """A waitpoint token (see `outlast.wait.create_token`)."""
+        return _parse(self._send(self._requests.create_token(request)), _WAIT_TOKEN)
+
+    def complete_token(self, token_id: str, data: Any = None) -> Waitpoint:
+        """Complete a waitpoint token with `data`; the runs waiting for it continue."""
+        return _parse(self._send(self._requests.complete_token(token_id, data)), _WAITPOINT)
+
+    def retrieve_waitpoint(self, waitpoint_id: str) -> Waitpoint:
+        return _parse(self._send(self._requests.retrieve_waitpoint(waitpoint_id)), _WAITPOINT)
+
     def create_public_token(self, runs: str | Sequence[str] = (), *, tags: str | Sequence[str] = (),
                             ttl: DurationArg = 900) -> PublicToken:
         """A short-lived token that lets a browser read these runs (or runs with any of these tags), nothing else."""
@@ -556,6 +583,17 @@ class AsyncClient(_BaseClient):
     async def reschedule_run(self, run_id: str, delay: DurationArg | datetime) -> Run:
         """Move a delayed run's start: a duration from now, or a point in time."""
         return _parse(await self._send(self._requests.reschedule_run(run_id, delay)), _RUN)
+
+    async def create_token(self, request: CreateTokenRequest) -> WaitToken:
+        """A waitpoint token (see `outlast.wait.create_token`)."""
+        return _parse(await self._send(self._requests.create_token(request)), _WAIT_TOKEN)
+
+    async def complete_token(self, token_id: str, data: Any = None) -> Waitpoint:
+        """Complete a waitpoint token with `data`; the runs waiting for it continue."""
+        return _parse(await self._send(self._requests.complete_token(token_id, data)), _WAITPOINT)
+
+    async def retrieve_waitpoint(self, waitpoint_id: str) -> Waitpoint:
+        return _parse(await self._send(self._requests.retrieve_waitpoint(waitpoint_id)), _WAITPOINT)
 
     async def create_public_token(self, runs: str | Sequence[str] = (), *, tags: str | Sequence[str] = (),
                                   ttl: DurationArg = 900) -> PublicToken:

@@ -25,9 +25,10 @@ class RunChannel(Protocol):
 
 
 class _ActiveRun:
-    def __init__(self, context: RunContext, channel: RunChannel) -> None:
+    def __init__(self, context: RunContext, channel: RunChannel, checkpoint_after: float) -> None:
         self.context = context
         self.channel = channel
+        self.checkpoint_after = checkpoint_after
         self.metadata: dict[str, Any] = dict(context.metadata)
 
 
@@ -35,9 +36,9 @@ class _ActiveRun:
 _active: _ActiveRun | None = None
 
 
-def bind(context: RunContext, channel: RunChannel) -> None:
+def bind(context: RunContext, channel: RunChannel, checkpoint_after: float = 5.0) -> None:
     global _active
-    _active = _ActiveRun(context, channel)
+    _active = _ActiveRun(context, channel, checkpoint_after)
 
 
 def unbind() -> None:
@@ -47,6 +48,11 @@ def unbind() -> None:
 
 def current_run() -> RunContext | None:
     return _active.context if _active else None
+
+
+def active_run() -> _ActiveRun | None:
+    """The attempt this task process runs now, with its channel to the supervisor (None outside a run)."""
+    return _active
 
 
 def emit_log(level: str, message: str, attributes: dict[str, Any] | None = None) -> bool:

@@ -14,9 +14,7 @@ import logging
 import os
 import pkgutil
 import signal
-import socket
 import sys
-import threading
 import time
 import traceback
 from typing import Any, TextIO
@@ -24,38 +22,19 @@ from typing import Any, TextIO
 from pydantic import TypeAdapter
 
 from . import _context
+from ._channel import RESUME_SIGNAL, ControlChannel, HeartbeatThread, connect
 from ._errors import AbortTaskRunError
-from ._framing import FrameSocket
 from ._offload import resolve_payload
 from ._tasks import registered_tasks
 from .wire import (
-    Heartbeat,
     Hello,
-    Log,
-    LogRecord,
-    Metadata,
-    MetadataUpdate,
     Result,
     Shutdown,
     StartAttempt,
     TaskRunError,
-    to_task_process,
 )
 
 _json = TypeAdapter(Any)
-
-
-class _Channel:
-    """The task side of the control channel."""
-
-    def __init__(self, frames: FrameSocket) -> None:
-        self.frames = frames
-
-    def send_log(self, record: LogRecord) -> None:
-        self.frames.send(Log(record=record))
-
-    def send_metadata(self, update: MetadataUpdate) -> None:
-        self.frames.send(Metadata(update=update))
 
 
 class _TimelineStream(io.TextIOBase):
@@ -98,33 +77,12 @@ class _TimelineLogHandler(logging.Handler):
         _context.emit_log(level, self.format(record), {"logger": record.name})
 
 
-class _Heartbeat(threading.Thread):
-    def __init__(self, frames: FrameSocket, interval: float, grace: float) -> None:
-        super().__init__(name="outlast-heartbeat", daemon=True)
-        self.frames = frames
-        self.interval = interval
-        self.grace = grace
-        self.run_id: str | None = None
-        self._wake = threading.Event()
-
-    def run(self) -> None:
-        while True:
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            run_id = self.run_id
-            if run_id is not None:
-                try:
-                    self.frames.send(Heartbeat(run_id=run_id))
-                except OSError:
-                    self._supervisor_lost()
-                    return
-
-    def _supervisor_lost(self) -> None:
-        """The supervisor died mid-attempt: the runtime will retry the run elsewhere, so stop this attempt
-        as a cancel would (SIGTERM, the task's `finally` blocks run), and exit for good after the grace."""
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(self.grace)
-        os._exit(1)
+def _supervisor_lost(grace: float) -> None:
+    """The supervisor died mid-attempt: the runtime will retry the run elsewhere, so stop this attempt
+    as a cancel would (SIGTERM, the task's `finally` blocks run), and exit for good after the grace."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(grace)
+    os._exit(1)
 
 
 def import_tasks(modules: list[str]) -> None:
@@ -143,10 +101,10 @@ def _error(exc: BaseException) -> TaskRunError:
 
 
 class TaskProcess:
-    def __init__(self, frames: FrameSocket, heartbeat_interval: float, grace: float = 5.0) -> None:
-        self.frames = frames
-        self.channel = _Channel(frames)
-        self.heartbeat = _Heartbeat(frames, heartbeat_interval, grace)
+    def __init__(self, channel: ControlChannel, heartbeat_interval: float, checkpoint_after: float = 5.0) -> None:
+        self.channel = channel
+        self.heartbeat = HeartbeatThread(channel, heartbeat_interval)
+        self.checkpoint_after = checkpoint_after
         self.loop = asyncio.new_event_loop()
         self.streams = [_TimelineStream(sys.stdout, "info"), _TimelineStream(sys.stderr, "error")]
         sys.stdout, sys.stderr = self.streams  # type: ignore[assignment]
@@ -156,12 +114,13 @@ class TaskProcess:
             root.setLevel(logging.INFO)  # unconfigured logging: let logging.info() reach the timeline too
 
     def serve(self) -> None:
+        self.channel.start()
         self.heartbeat.start()
         while True:
-            message = self.frames.recv(to_task_process)
+            message = self.channel.inbox.get()
             if message is None or isinstance(message, Shutdown):
                 return
-            self.frames.send(self.run_attempt(message))
+            self.channel.send(self.run_attempt(message))
 
     def _run_coroutine(self, coroutine: Any) -> Any:
         task = self.loop.create_task(coroutine)
@@ -184,8 +143,8 @@ class TaskProcess:
                 run_id=context.run_id, attempt=context.attempt, ok=False, retryable=False,
                 error=TaskRunError(type="TaskNotFound", message=f"task {context.task!r} is not in this version"),
             )
-        _context.bind(context, self.channel)
-        self.heartbeat.run_id = context.run_id
+        _context.bind(context, self.channel, declared.manifest.checkpoint_after or self.checkpoint_after)
+        self.channel.run_id = context.run_id
         try:
             payload = declared.prepare_payload(resolve_payload(start.payload))  # S3-offloaded: fetched
             output = declared(payload, context)
@@ -199,8 +158,19 @@ class TaskProcess:
         finally:
             for stream in self.streams:
                 stream.end_attempt()
-            self.heartbeat.run_id = None
+            self.channel.run_id = None
+            self.channel.end_attempt()
             _context.unbind()
+
+
+def _setup_django() -> None:
+    """A Django project's tasks use its models: set Django up first when DJANGO_SETTINGS_MODULE says so."""
+    from importlib.util import find_spec
+
+    if os.environ.get("DJANGO_SETTINGS_MODULE") and find_spec("django") is not None:
+        import django
+
+        django.setup()
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -210,14 +180,16 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
+    # Blocked in every thread (they inherit the mask): only the control thread's sigwait takes it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {RESUME_SIGNAL})
     project_dir = os.environ["OUTLAST_PROJECT_DIR"]
     sys.path.insert(0, project_dir)
     os.chdir(project_dir)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(os.environ["OUTLAST_CONTROL_SOCKET"])
-    frames = FrameSocket(sock)
-    hello = Hello(process_id=os.environ["OUTLAST_PROCESS_ID"], pid=os.getpid())
+    frames = connect(os.environ["OUTLAST_CONTROL_SOCKET"])
+    process_id = os.environ["OUTLAST_PROCESS_ID"]
+    hello = Hello(process_id=process_id, pid=os.getpid())
     try:
+        _setup_django()
         import_tasks([m for m in os.environ.get("OUTLAST_TASK_MODULES", "tasks").split(",") if m])
     except BaseException as exc:
         hello.import_error = "".join(traceback.format_exception(exc))
@@ -225,8 +197,11 @@ def main() -> None:
         sys.exit(3)
     hello.tasks = [t.manifest for t in registered_tasks().values()]
     frames.send(hello)
-    TaskProcess(frames, float(os.environ.get("OUTLAST_HEARTBEAT_INTERVAL", "2")),
-                float(os.environ.get("OUTLAST_CANCEL_GRACE", "5"))).serve()
+    grace = float(os.environ.get("OUTLAST_CANCEL_GRACE", "5"))
+    channel = ControlChannel(frames, process_id, os.environ.get("OUTLAST_RESUME_DIR"),
+                             on_supervisor_lost=lambda: _supervisor_lost(grace))
+    TaskProcess(channel, float(os.environ.get("OUTLAST_HEARTBEAT_INTERVAL", "2")),
+                float(os.environ.get("OUTLAST_CHECKPOINT_AFTER", "5"))).serve()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 
 import pydantic
 
-from . import _client, _tasks_api
+from . import _client, _tasks_api, _wait
 from ._errors import InvalidRequestError, OutlastError
 from .wire import BatchHandle, BatchItem, QueueOptions, RetryPolicy, RunHandle, TaskManifest
 
@@ -39,6 +39,7 @@ class Task(Generic[R]):
         max_duration: float | None = None,
         machine: str | None = None,
         payload_model: type[pydantic.BaseModel] | None = None,
+        checkpoint_after: float | None = None,
     ) -> None:
         self.fn = fn
         self.id = id
@@ -54,6 +55,7 @@ class Task(Generic[R]):
             max_duration=max_duration,
             machine=machine,
             payload_schema=payload_model.model_json_schema() if payload_model else None,
+            checkpoint_after=checkpoint_after,
         )
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", id)
@@ -107,6 +109,20 @@ class Task(Generic[R]):
     ) -> BatchHandle:
         return await (client or _client.default_async_client()).batch_trigger(self._batch(items))
 
+    # --- inside a task: trigger children and wait for them ------------------------------
+
+    def trigger_and_wait(self, payload: Any = None, **options: Any) -> Any:
+        """Run this task as a child of the current run and wait for its result (a `TaskRunResult`).
+
+        Awaitable in async code, blocking in sync code. The child runs the parent's version.
+        """
+        item = BatchItem(task=self.id, payload=self._checked(payload), options=_client.trigger_options(**options))
+        return _wait.wait_for_runs([item], single=True)
+
+    def batch_trigger_and_wait(self, items: Sequence[Any]) -> Any:
+        """Run one child per item and wait for all of them (a `BatchRunResult`, in item order)."""
+        return _wait.wait_for_runs(self._batch(items), single=False)
+
 
 def _jsonable(payload: Any) -> Any:
     try:
@@ -144,9 +160,15 @@ def task(
     retry: dict[str, Any] | RetryPolicy | None = None,
     max_duration: float | None = None,
     machine: str | None = None,
+    checkpoint_after: float | None = None,
 ) -> Callable[[Callable[..., R]], Task[R]]:
-    """Declare a task. The function takes `(payload)` or `(payload, ctx)`, sync or async."""
-    return _declare(id=id, queue=queue, retry=retry, max_duration=max_duration, machine=machine)
+    """Declare a task. The function takes `(payload)` or `(payload, ctx)`, sync or async.
+
+    `checkpoint_after`: seconds a wait stays in memory before the process is checkpointed
+    (default: the runtime's OUTLAST_CHECKPOINT_AFTER, 5 s).
+    """
+    return _declare(id=id, queue=queue, retry=retry, max_duration=max_duration, machine=machine,
+                    checkpoint_after=checkpoint_after)
 
 
 def schema_task(
@@ -157,10 +179,11 @@ def schema_task(
     retry: dict[str, Any] | RetryPolicy | None = None,
     max_duration: float | None = None,
     machine: str | None = None,
+    checkpoint_after: float | None = None,
 ) -> Callable[[Callable[..., R]], Task[R]]:
     """Like `task`, with the payload validated by a pydantic model before the run is created."""
     return _declare(id=id, queue=queue, retry=retry, max_duration=max_duration, machine=machine,
-                    payload_model=schema)
+                    payload_model=schema, checkpoint_after=checkpoint_after)
 
 
 def _declare(**config: Any) -> Callable[[Callable[..., R]], Task[R]]:

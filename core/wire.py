@@ -98,6 +98,33 @@ class QueueOptions(_Model):
     concurrency_limit: int | None = Field(None, ge=0, le=100_000)
 
 
+class CatchUp(enum.StrEnum):
+    """What a schedule does with ticks missed while no runtime was up: fire the latest once, or skip."""
+
+    LAST = "last"
+    SKIP = "skip"
+
+
+def _timezone(value: str) -> str:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}: use an IANA name such as 'Europe/Paris' or 'UTC'") from None
+    return value
+
+
+class ScheduleSpec(_Model):
+    """A declarative schedule, as a task's manifest carries it (`@schedules.task(cron=...)`)."""
+
+    cron: str = Field(min_length=1, max_length=256)
+    timezone: str = Field("UTC", max_length=64)
+    catch_up: CatchUp = CatchUp.LAST
+
+    _timezone = field_validator("timezone")(_timezone)
+
+
 class TaskManifest(_Model):
     """What a worker tells the runtime about one task it can run."""
 
@@ -109,6 +136,9 @@ class TaskManifest(_Model):
     max_duration: float | None = Field(None, gt=0)
     machine: str | None = None
     payload_schema: dict[str, Any] | None = None
+    schedule: ScheduleSpec | None = None
+    checkpoint_after: float | None = Field(
+        None, ge=0, description="seconds a wait stays in memory before the process is checkpointed")
 
 
 # --- triggering ------------------------------------------------------------------------------
@@ -299,6 +329,129 @@ class MetadataOp(_Model):
     value: Any = None
 
 
+# --- waits (a run waits for time, other runs, or tokens) ----------------------------------------
+
+
+class WaitpointKind(enum.StrEnum):
+    DATETIME = "datetime"
+    RUN = "run"
+    TOKEN = "token"
+
+
+class WaitSpec(_Model):
+    """What one `wait.*` call inside a task waits for."""
+
+    kind: WaitpointKind
+    until: datetime | None = None  # DATETIME
+    items: list[BatchItem] = Field(default_factory=list)  # RUN: the children to trigger and wait for
+    token_id: str | None = None  # TOKEN
+
+
+class WaitpointResult(BaseModel):
+    """A completed waitpoint: a child run's outcome, a token's data (or its timeout), or a time reached."""
+
+    id: str
+    kind: WaitpointKind
+    ok: bool = True
+    output: Any = None
+    error: TaskRunError | None = None
+    timed_out: bool = False
+    run_id: str | None = None  # the child run, for RUN waitpoints
+    status: RunStatus | None = None  # the child's final status
+
+
+class WaitpointState(BaseModel):
+    id: str
+    result: WaitpointResult | None = None  # None while pending
+
+
+class CreateTokenRequest(_Model):
+    timeout: float | datetime | None = Field(None, description="seconds (or '24h') from now, or a point in time")
+    tags: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=400)
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> Any:
+        if value is None or isinstance(value, datetime) or (isinstance(value, str) and "T" in value):
+            return value
+        return parse_duration(value)
+
+
+class CompleteTokenRequest(_Model):
+    data: Any = None
+
+
+class WaitToken(BaseModel):
+    """A waitpoint token: wait for it in a task; complete it with its id or by POSTing to `url`."""
+
+    id: str
+    url: str
+    timeout_at: datetime | None = None
+    tags: list[str] = Field(default_factory=list)
+    is_cached: bool = False
+
+
+class Waitpoint(BaseModel):
+    id: str
+    kind: WaitpointKind
+    status: Literal["PENDING", "COMPLETED"]
+    output: Any = None
+    timed_out: bool = False
+    tags: list[str] = Field(default_factory=list)
+    child_run_id: str | None = None
+    timeout_at: datetime | None = None
+    created_at: datetime
+    completed_at: datetime | None = None
+
+
+class CheckpointMode(enum.StrEnum):
+    CRIU = "criu"  # the process image is on disk; the process is gone
+    KEPT_ALIVE = "kept_alive"  # no checkpointing here: the process waits in memory on its node
+
+
+class WaitRequest(_Model):
+    node_id: str
+    run_id: str
+    attempt: int
+    key: str = Field(min_length=1, max_length=64, description="unique per call within the attempt")
+    spec: WaitSpec
+
+
+class SuspendRequest(_Model):
+    node_id: str
+    run_id: str
+    attempt: int
+    mode: CheckpointMode
+    waiting: list[str] = Field(description="the waitpoints the task still waits for")
+    image_key: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    duration_ms: int = 0
+
+
+class ResumeRequest(_Model):
+    node_id: str
+    run_id: str
+    attempt: int
+
+
+class TokenCall(_Model):
+    """A task process creates or completes a token through its supervisor (it holds no API key)."""
+
+    run_id: str = ""  # set by the supervisor
+    key: str | None = None
+    create: CreateTokenRequest | None = None
+    complete_id: str | None = None
+    data: Any = None
+
+
+class ResumeInfo(BaseModel):
+    mode: CheckpointMode
+    image_key: str | None = None
+    results: list[WaitpointResult] = Field(default_factory=list)
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
 # --- worker API (a supervisor on another node <-> the runtime) -------------------------------
 
 
@@ -316,11 +469,12 @@ class ClaimRequest(_Model):
 
 
 class Assignment(BaseModel):
-    """One claimed attempt: the context and the payload to run it with."""
+    """One claimed attempt: the context and the payload to run it with (or the checkpoint to resume)."""
 
     context: RunContext
     payload: Any = None
     execution_ms: int = 0
+    resume: ResumeInfo | None = None
 
 
 class ClaimResponse(BaseModel):
@@ -330,6 +484,7 @@ class ClaimResponse(BaseModel):
 class LeasedAttempt(_Model):
     run_id: str
     attempt: int
+    waiting: list[str] = Field(default_factory=list, description="waitpoints it waits for in memory")
 
 
 class HeartbeatRequest(_Model):
@@ -339,6 +494,7 @@ class HeartbeatRequest(_Model):
 
 class HeartbeatResponse(BaseModel):
     stop: list[str] = Field(default_factory=list, description="run ids the worker must terminate")
+    completed: list[WaitpointResult] = Field(default_factory=list, description="waitpoints now complete")
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -429,8 +585,56 @@ class Result(_Model):
     retryable: bool = True
 
 
-ToSupervisor = Annotated[Hello | Heartbeat | Log | Metadata | Result, Field(discriminator="type")]
-ToTaskProcess = Annotated[StartAttempt | Shutdown, Field(discriminator="type")]
+class Call(_Model):
+    """A task asks its supervisor for something that needs the runtime: a wait, a token."""
+
+    type: Literal["call"] = "call"
+    call_id: int
+    op: Literal["wait", "token"]
+    wait: WaitSpec | None = None  # the supervisor adds which run and attempt
+    token: TokenCall | None = None
+
+
+class Reply(_Model):
+    type: Literal["reply"] = "reply"
+    call_id: int
+    ok: bool = True
+    waitpoints: list[WaitpointState] = Field(default_factory=list)
+    token: WaitToken | None = None
+    error: TaskRunError | None = None
+
+
+class Resolved(_Model):
+    """Waitpoints the task waits for have completed."""
+
+    type: Literal["resolved"] = "resolved"
+    results: list[WaitpointResult]
+
+
+class Suspend(_Model):
+    """Close the control connection and freeze until SIGUSR1 (the supervisor then checkpoints)."""
+
+    type: Literal["suspend"] = "suspend"
+
+
+class Suspended(_Model):
+    type: Literal["suspended"] = "suspended"
+    run_id: str
+
+
+class Resumed(_Model):
+    """First frame after a restore (or after a kept-alive wait): who it is and what it still waits for."""
+
+    type: Literal["resumed"] = "resumed"
+    process_id: str
+    pid: int
+    run_id: str
+    waiting: list[str]
+
+
+ToSupervisor = Annotated[Hello | Heartbeat | Log | Metadata | Result | Call | Suspended | Resumed,
+                         Field(discriminator="type")]
+ToTaskProcess = Annotated[StartAttempt | Shutdown | Reply | Resolved | Suspend, Field(discriminator="type")]
 to_supervisor: TypeAdapter[ToSupervisor] = TypeAdapter(ToSupervisor)
 to_task_process: TypeAdapter[ToTaskProcess] = TypeAdapter(ToTaskProcess)
 

@@ -280,6 +280,7 @@ class _BodyTooLarge(Exception):
 
 def create_app(runtime: RuntimeState) -> FastAPI:
     from .schedules_api import router as schedules_router
+    from .waitpoints_api import router as waitpoints_router
     from .worker_api import router as worker_router
 
     app = FastAPI(title="outlast runtime", version="1", lifespan=runtime.lifespan,
@@ -289,6 +290,7 @@ def create_app(runtime: RuntimeState) -> FastAPI:
     app.include_router(router)
     app.include_router(worker_router)
     app.include_router(schedules_router)
+    app.include_router(waitpoints_router)
     app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

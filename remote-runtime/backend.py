@@ -1,6 +1,6 @@
 """How a supervisor reaches the run engine: in-process (embedded runtime) or over HTTP (a remote node).
 
-Both speak the same four verbs, so the supervisor does not know which one it has.
+Both speak the same verbs, so the supervisor does not know which one it has.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import httpx
+from pydantic import TypeAdapter
 
 from outlast.wire import (
     API_PREFIX,
@@ -20,13 +21,21 @@ from outlast.wire import (
     HeartbeatRequest,
     HeartbeatResponse,
     LeasedAttempt,
+    ResumeRequest,
+    SuspendRequest,
     TaskManifest,
+    TokenCall,
+    WaitpointState,
+    WaitRequest,
+    WaitToken,
     WorkerRegistration,
     WorkerReport,
 )
 
 from .engine import RunEngine
 from .notify import Wakeup
+
+_WAITPOINT_STATES = TypeAdapter(list[WaitpointState])
 
 
 class WorkerBackend(Protocol):
@@ -36,9 +45,17 @@ class WorkerBackend(Protocol):
 
     async def claim(self, limit: int, wait: float) -> list[Assignment]: ...
 
-    async def heartbeat(self, attempts: Sequence[LeasedAttempt]) -> list[str]: ...
+    async def heartbeat(self, attempts: Sequence[LeasedAttempt]) -> HeartbeatResponse: ...
 
     async def report(self, report: WorkerReport) -> None: ...
+
+    async def wait(self, request: WaitRequest) -> list[WaitpointState]: ...
+
+    async def suspend(self, request: SuspendRequest) -> bool: ...
+
+    async def resume(self, run_id: str, attempt: int) -> None: ...
+
+    async def token(self, call: TokenCall) -> WaitToken | None: ...
 
 
 class LocalBackend:
@@ -64,11 +81,24 @@ class LocalBackend:
                 return claimed
             await self.wakeup.wait(remaining)
 
-    async def heartbeat(self, attempts: Sequence[LeasedAttempt]) -> list[str]:
+    async def heartbeat(self, attempts: Sequence[LeasedAttempt]) -> HeartbeatResponse:
         return await asyncio.to_thread(self.engine.heartbeat, self.node_id, attempts)
 
     async def report(self, report: WorkerReport) -> None:
         await asyncio.to_thread(self.engine.report, report)
+
+    async def wait(self, request: WaitRequest) -> list[WaitpointState]:
+        return await asyncio.to_thread(self.engine.waits.wait, request)
+
+    async def suspend(self, request: SuspendRequest) -> bool:
+        return await asyncio.to_thread(self.engine.waits.suspend, request)
+
+    async def resume(self, run_id: str, attempt: int) -> None:
+        await asyncio.to_thread(self.engine.waits.resume_in_memory, self.node_id, run_id, attempt)
+
+    async def token(self, call: TokenCall) -> WaitToken | None:
+        env_id = (await asyncio.to_thread(self.engine.run_env, call.run_id))
+        return await asyncio.to_thread(self.engine.waits.token_call, env_id, call)
 
 
 class HttpBackend:
@@ -98,12 +128,26 @@ class HttpBackend:
                                                                 max_runs=limit, wait=wait))
         return ClaimResponse.model_validate_json(response.content).assignments
 
-    async def heartbeat(self, attempts: Sequence[LeasedAttempt]) -> list[str]:
+    async def heartbeat(self, attempts: Sequence[LeasedAttempt]) -> HeartbeatResponse:
         response = await self._post("/heartbeat", HeartbeatRequest(node_id=self.node_id, attempts=list(attempts)))
-        return HeartbeatResponse.model_validate_json(response.content).stop
+        return HeartbeatResponse.model_validate_json(response.content)
 
     async def report(self, report: WorkerReport) -> None:
         await self._post("/report", report)
+
+    async def wait(self, request: WaitRequest) -> list[WaitpointState]:
+        response = await self._post("/wait", request)
+        return _WAITPOINT_STATES.validate_json(response.content)
+
+    async def suspend(self, request: SuspendRequest) -> bool:
+        return bool((await self._post("/suspend", request)).json()["requeued"])
+
+    async def resume(self, run_id: str, attempt: int) -> None:
+        await self._post("/resume", ResumeRequest(node_id=self.node_id, run_id=run_id, attempt=attempt))
+
+    async def token(self, call: TokenCall) -> WaitToken | None:
+        response = await self._post("/token", call)
+        return None if response.json() is None else WaitToken.model_validate_json(response.content)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -6,11 +6,12 @@ supervisor through `asyncio.to_thread`. Waiting claimers are woken through `add_
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema
 import sqlalchemy as sa
@@ -21,7 +22,9 @@ from outlast.wire import (
     AttemptCompletion,
     AttemptOutcome,
     BatchItem,
+    HeartbeatResponse,
     LeasedAttempt,
+    ResumeInfo,
     RetryPolicy,
     Run,
     RunContext,
@@ -41,9 +44,11 @@ from .ids import new_run_id
 from .notify import WORK_CHANNEL
 from .queue import ReadyRun
 from .schema import environments, run_events, run_tags, runs, tasks
+from .waits import Waits
 
 DEFAULT_IDEMPOTENCY_TTL = 30 * 86400
 S = RunStatus
+log = logging.getLogger("outlast.engine")
 
 
 def backoff_delay(policy: RetryPolicy, failed_attempt: int) -> float:
@@ -67,13 +72,19 @@ def _timestamp(value: float | datetime | None, now: float) -> float | None:
 
 
 class RunEngine:
-    def __init__(self, db: Database, *, lease_seconds: float = 30.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, *, lease_seconds: float = 30.0, clock: Callable[[], float] = time.time,
+                 public_url: str = "http://127.0.0.1:7070", checkpoint_store: Any = None) -> None:
         self.db = db
         self.lease_seconds = lease_seconds
         self.clock = clock
+        self.checkpoint_store = checkpoint_store  # deletes images of runs that will never resume
         self._listeners: list[Callable[[], None]] = []
         self._validators: dict[tuple[str, str, str], jsonschema.protocols.Validator] = {}
         self._floors = queue.SequenceFloors()
+        self.waits = Waits(self, public_url)
+        # Called as hook(connection, env_ids, version, manifests) inside register_tasks' transaction
+        # (the scheduler keeps declarative schedules in step with the registered code).
+        self.register_hooks: list[Callable[[sa.Connection, Sequence[str], str, Sequence[TaskManifest]], None]] = []
 
     # --- wake-ups ------------------------------------------------------------------------
 
@@ -93,6 +104,7 @@ class RunEngine:
 
     def register_tasks(self, env_ids: Iterable[str], version: str, manifests: Sequence[TaskManifest]) -> None:
         now = self.clock()
+        env_ids = list(env_ids)
         with self.db.begin() as c:
             for env_id in env_ids:
                 for manifest in manifests:
@@ -106,6 +118,8 @@ class RunEngine:
                     else:
                         queue.ensure_queue(c, env_id, queue_name)
                 c.execute(environments.update().where(environments.c.id == env_id).values(current_version=version))
+            for hook in self.register_hooks:
+                hook(c, env_ids, version, manifests)
         self._wake()
 
     def list_tasks(self, env_id: str) -> list[sa.Row]:
@@ -266,6 +280,13 @@ class RunEngine:
             raise RunNotFound(f"run {run_id!r} not found", field="run_id")
         return row
 
+    def run_env(self, run_id: str) -> str:
+        with self.db.connect() as c:
+            env_id = c.execute(sa.select(runs.c.env_id).where(runs.c.id == run_id)).scalar()
+        if env_id is None:
+            raise RunNotFound(f"run {run_id!r} not found", field="run_id")
+        return env_id
+
     def retrieve(self, env_id: str, run_id: str) -> Run:
         with self.db.connect() as c:
             return to_run(self._row(c, env_id, run_id))
@@ -316,9 +337,22 @@ class RunEngine:
             c.execute(runs.update().where(runs.c.id == run_id).values(
                 status=S.CANCELED.value, completed_at=now, updated_at=now, node_id=None, lease_expires_at=None))
             c.execute(run_events.insert(), [self._event(run_id, now, "status", S.CANCELED, message="canceled")])
+            images = self.waits.drop_checkpoints(c, [run_id])
             row = self._row(c, env_id, run_id)
+            self.waits.runs_finished(c, [row], now)
+        self.delete_images(images)
         self._wake()
         return to_run(row)
+
+    def delete_images(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            if self.checkpoint_store is None:
+                log.warning("checkpoint image %s is not deleted: this runtime has no checkpoint store", key)
+                continue
+            try:
+                self.checkpoint_store.delete(key)
+            except Exception:
+                log.exception("could not delete checkpoint image %s", key)
 
     def replay(self, env_id: str, run_id: str) -> RunHandle:
         """A new run of the same task with the same payload and options (no delay, no idempotency key)."""
@@ -352,36 +386,43 @@ class RunEngine:
             if not chosen:
                 return []
             ids = [r.run_id for r in chosen]
+            resuming = [r.run_id for r in chosen if r.resume]  # checkpointed: continue the same attempt
+            params = {"b_node": node_id, "b_lease": now + self.lease_seconds, "b_now": now}
             # A ready row can outlive its run's QUEUED status (a cancel racing a delay's end): such
             # runs are not started, and their concurrency slot is given back.
-            started = c.execute(_START_ATTEMPTS, {"ids": ids, "b_node": node_id,
-                                                  "b_lease": now + self.lease_seconds, "b_now": now}).all()
-            started_ids = {r.id for r in started}
+            started = c.execute(_START_ATTEMPTS, {"ids": ids, **params}).all() if len(resuming) < len(ids) else []
+            resumed = c.execute(_RESUME_ATTEMPTS, {"ids": resuming, **params}).all() if resuming else []
+            started_ids = {r.id for r in started} | {r.id for r in resumed}
             if len(started_ids) < len(ids):
                 queue.release(c, [(r.env_id, r.queue, r.concurrency_key) for r in chosen
                                   if r.run_id not in started_ids])
-            if started:
+            if started_ids:
                 c.execute(run_events.insert(), [
                     self._event(r.id, now, "status", S.EXECUTING, attempt=r.attempts,
-                                message=f"attempt {r.attempts} started on {node_id}") for r in started])
-        by_id = {r.id: r for r in started}
-        return [_assignment(by_id[run_id]) for run_id in ids if run_id in by_id]
+                                message=f"attempt {r.attempts} {verb} on {node_id}")
+                    for verb, rows in (("started", started), ("resumes", resumed)) for r in rows])
+            resume_info = self.waits.resume_info(c, [r.id for r in resumed]) if resumed else {}
+        by_id = {r.id: r for r in (*started, *resumed)}
+        return [_assignment(by_id[run_id], resume_info.get(run_id)) for run_id in ids if run_id in by_id]
 
-    def heartbeat(self, node_id: str, attempts: Sequence[LeasedAttempt]) -> list[str]:
-        """Extend the leases of live attempts; return the runs the worker must stop (canceled, lost)."""
+    def heartbeat(self, node_id: str, attempts: Sequence[LeasedAttempt]) -> HeartbeatResponse:
+        """Extend the leases of live attempts (parked waits included); say which the worker must stop
+        (canceled, lost) and which of the waitpoints they wait for in memory are now complete."""
         if not attempts:
-            return []
+            return HeartbeatResponse()
         now = self.clock()
         ids = [a.run_id for a in attempts]
         with self.db.begin() as c:
-            c.execute(runs.update().where(runs.c.id.in_(ids), runs.c.status == S.EXECUTING.value,
-                                          runs.c.node_id == node_id)
+            c.execute(runs.update().where(runs.c.id.in_(ids), runs.c.status.in_(_HELD), runs.c.node_id == node_id)
                       .values(lease_expires_at=now + self.lease_seconds))
             rows = {r.id: r for r in c.execute(sa.select(runs.c.id, runs.c.status, runs.c.attempts, runs.c.node_id)
                                                .where(runs.c.id.in_(ids)))}
-        return [a.run_id for a in attempts
-                if (row := rows.get(a.run_id)) is None or row.status != S.EXECUTING
+            waiting = [w for a in attempts for w in a.waiting]
+            completed = self.waits.completed(c, waiting) if waiting else []
+        stop = [a.run_id for a in attempts
+                if (row := rows.get(a.run_id)) is None or row.status not in _HELD
                 or row.attempts != a.attempt or row.node_id != node_id]
+        return HeartbeatResponse(stop=stop, completed=completed)
 
     def report(self, report: WorkerReport, *, env_ids: Iterable[str] | None = None) -> None:
         """Apply a worker's buffered logs, metadata changes and attempt completions, in that order.
@@ -426,11 +467,13 @@ class RunEngine:
         by_id = {done.run_id: done for done in completions}
         rows = c.execute(_LOCK_RUNS, {"ids": list(by_id)}).all()
         updates, events, retries, released = [], [], [], []
+        finished = []
         for row in rows:
             done = by_id[row.id]
-            if row.status != S.EXECUTING or row.attempts != done.attempt:
+            if row.status not in _HELD or row.attempts != done.attempt:
                 continue  # canceled meanwhile, or an older attempt's late answer
-            released.append(_key(row))
+            if row.status == S.EXECUTING:  # a waiting run gave its slot back when it stopped executing
+                released.append(_key(row))
             status, message, delay = self._outcome(row, done)
             error = done.error.model_dump() if done.error else None
             updates.append({
@@ -445,12 +488,16 @@ class RunEngine:
                                       data={"error": error} if error else None))
             if delay is not None:
                 retries.append(self._ready(row, now + delay))
+            if status.is_final:
+                finished.append(_Finished(row.id, status, updates[-1]["b_output"], error))
         if not updates:
             return
         queue.release(c, released)
         c.execute(_COMPLETE_ATTEMPT, updates)
         c.execute(run_events.insert(), events)
         queue.enqueue(c, retries, self._floors)
+        if finished:
+            self.waits.runs_finished(c, finished, now)
 
     @staticmethod
     def _outcome(row: sa.Row, done: AttemptCompletion) -> tuple[S, str, float | None]:
@@ -471,7 +518,7 @@ class RunEngine:
         """A node restarted: the attempts it was running are gone; end them as crashed (and retry)."""
         with self.db.connect() as c:
             ids = c.execute(sa.select(runs.c.id, runs.c.attempts).where(
-                runs.c.status == S.EXECUTING.value, runs.c.node_id == node_id)).all()
+                runs.c.status.in_(_HELD), runs.c.node_id == node_id)).all()
         self._crash(ids, f"node {node_id} restarted while the attempt was executing")
         return len(ids)
 
@@ -495,12 +542,13 @@ class RunEngine:
             past_ttl = c.execute(sa.select(runs.c.id).where(
                 runs.c.status == S.QUEUED.value, runs.c.expires_at <= now).limit(batch)).scalars().all()
             lost = c.execute(sa.select(runs.c.id, runs.c.attempts).where(
-                runs.c.status == S.EXECUTING.value, runs.c.lease_expires_at <= now).limit(batch)).all()
+                runs.c.status.in_(_HELD), runs.c.lease_expires_at <= now).limit(batch)).all()
         if delayed_due and self._promote_delayed(now, batch):
             self._wake()
         if past_ttl:
             self._expire(now, past_ttl)
         self._crash(lost, "the worker stopped renewing its lease (node lost)")
+        self.waits.complete_due(batch)
 
     def _promote_delayed(self, now: float, batch: int) -> int:
         with self.db.begin() as c:
@@ -525,6 +573,7 @@ class RunEngine:
             c.execute(run_events.insert(), [self._event(run_id, now, "status", S.EXPIRED,
                                                         message="ttl elapsed before the run started")
                                             for run_id in expired])
+            self.waits.runs_finished(c, [_Finished(run_id, S.EXPIRED) for run_id in expired], now)
 
 
 _NOTIFY_WORK = sa.text(f"SELECT pg_notify('{WORK_CHANNEL}', '')")
@@ -536,6 +585,12 @@ _START_ATTEMPTS = runs.update().where(runs.c.id.in_(sa.bindparam("ids", expandin
     lease_expires_at=sa.bindparam("b_lease"), updated_at=sa.bindparam("b_now"),
     started_at=sa.func.coalesce(runs.c.started_at, sa.bindparam("b_now")), expires_at=None,
 ).returning(*runs.c)
+_RESUME_ATTEMPTS = runs.update().where(runs.c.id.in_(sa.bindparam("ids", expanding=True)),
+                                       runs.c.status == S.QUEUED.value).values(
+    status=S.EXECUTING.value, node_id=sa.bindparam("b_node"), lease_expires_at=sa.bindparam("b_lease"),
+    updated_at=sa.bindparam("b_now"),
+).returning(*runs.c)
+_HELD = (S.EXECUTING.value, S.WAITING.value)  # statuses in which a node may hold the run (a parked wait)
 _COMPLETE_ATTEMPT = runs.update().where(runs.c.id == sa.bindparam("b_id")).values(
     status=sa.bindparam("b_status"),
     output=sa.bindparam("b_output", type_=runs.c.output.type),
@@ -558,13 +613,20 @@ def _key(row: sa.Row) -> queue.KeyTuple:
     return (row.env_id, row.queue, row.concurrency_key or "")
 
 
-def _assignment(row: sa.Row) -> Assignment:
+class _Finished(NamedTuple):
+    id: str
+    status: S
+    output: Any = None
+    error: Any = None
+
+
+def _assignment(row: sa.Row, resume: ResumeInfo | None = None) -> Assignment:
     context = RunContext(
         run_id=row.id, attempt=row.attempts, task=row.task_id, env=row.env_id, tags=row.tags,
         version=row.version, queue=row.queue, concurrency_key=row.concurrency_key, machine=row.machine,
         max_duration=row.max_duration, created_at=_dt(row.created_at), metadata=row.metadata or {},
     )
-    return Assignment(context=context, payload=row.payload, execution_ms=row.execution_ms)
+    return Assignment(context=context, payload=row.payload, execution_ms=row.execution_ms, resume=resume)
 
 
 def to_run(row: sa.Row) -> Run:

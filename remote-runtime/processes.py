@@ -1,24 +1,79 @@
-"""Task processes as the supervisor sees them: spawn, talk over the control socket, stop."""
+"""Task processes as the supervisor sees them: spawn, talk over the control socket, stop.
+
+Where checkpointing works, a task process is spawned as PID 1 of its own PID namespace (so its
+image restores on any node without PID clashes) and tracked through a pidfd; otherwise it is a
+plain asyncio subprocess. Both look the same to the supervisor.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import signal
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from outlast._framing import write_frame
 from outlast._project import Project
-from outlast.wire import Hello, Result, Shutdown, StartAttempt, TaskManifest
+from outlast.wire import Hello, Result, Resumed, Shutdown, StartAttempt, Suspended, TaskManifest
+
+from .checkpoint import criu
 
 # Variables a task process must never inherit from the runtime (its store, its own key).
 _PRIVATE_VARIABLES = ("OUTLAST_DATABASE_URL", "OUTLAST_SECRET_KEY", "OUTLAST_DATA_DIR")
-_counter = itertools.count(1)
+OUTPUT_FILE = "output.log"
+
+
+class ProcessHandle(Protocol):
+    """What asyncio.subprocess.Process offers, and PidProcess too."""
+
+    pid: int
+    returncode: int | None
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class PidProcess:
+    """A child not started by asyncio (a namespace init, or a process criu restored), followed by pidfd."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._exited = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._pidfd = os.pidfd_open(pid)
+        self._loop.add_reader(self._pidfd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        try:
+            _, status = os.waitpid(self.pid, os.WNOHANG)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:  # reaped elsewhere (criu dump waits for what it killed)
+            self.returncode = -signal.SIGKILL
+        self._exited.set()
+
+    async def wait(self) -> int:
+        await self._exited.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 class ProcessExited(Exception):
@@ -29,14 +84,19 @@ class ProcessExited(Exception):
 class TaskProcess:
     process_id: str
     version: str
-    popen: asyncio.subprocess.Process
+    popen: ProcessHandle
     ready: asyncio.Future[Hello]
+    namespaced: bool = False  # PID 1 of its own PID namespace: it can be checkpointed
     writer: asyncio.StreamWriter | None = None
     hello: Hello | None = None
     last_seen: float = field(default_factory=time.monotonic)
     result: asyncio.Future[Result] | None = None
     exit_reason: str | None = None
     retired: bool = False
+    checkpointed: bool = False  # dumped: its exit is expected and fails nothing
+    suspended: asyncio.Future[Suspended] | None = None  # while it closes its connection for a dump
+    resumed: asyncio.Future[Resumed] | None = None  # while it reconnects after a restore
+    execution: Any = None  # the supervisor's record of the attempt it runs now
 
     @property
     def pid(self) -> int:
@@ -60,7 +120,9 @@ class TaskProcess:
         """Record why the process is gone and fail whatever waited on it."""
         if self.exit_reason is None:
             self.exit_reason = reason
-        for future in (self.ready, self.result):
+        if self.checkpointed:
+            return
+        for future in (self.ready, self.result, self.suspended, self.resumed):
             if future is not None and not future.done():
                 future.set_exception(ProcessExited(self.exit_reason))
 
@@ -106,24 +168,45 @@ def describe_exit(returncode: int | None) -> str:
     return f"task process exited with code {returncode}"
 
 
-async def spawn(project: Project, version: str, socket_path: Path, heartbeat_interval: float,
-                cancel_grace: float = 5.0) -> TaskProcess:
+@dataclass(frozen=True)
+class SpawnOptions:
+    socket_path: Path
+    heartbeat_interval: float
+    cancel_grace: float = 5.0
+    checkpoint_after: float = 5.0
+    process_dir: Path | None = None  # set: spawn in a PID namespace, ready to be checkpointed
+
+
+def process_home(process_dir: Path, process_id: str) -> Path:
+    """A task process's resume file and output; the same path wherever it is restored."""
+    return process_dir / process_id
+
+
+async def spawn(project: Project, version: str, options: SpawnOptions) -> TaskProcess:
     """Start `python -m outlast._process` for the project; it connects back and says hello."""
-    process_id = f"p{os.getpid()}-{next(_counter)}"
+    process_id = f"p{uuid.uuid4().hex[:16]}"
     env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_VARIABLES}
     env.update(project.env)
     env.update({
-        "OUTLAST_CONTROL_SOCKET": str(socket_path),
+        "OUTLAST_CONTROL_SOCKET": str(options.socket_path),
         "OUTLAST_PROCESS_ID": process_id,
         "OUTLAST_PROJECT_DIR": str(project.root),
         "OUTLAST_TASK_MODULES": ",".join(project.modules),
-        "OUTLAST_HEARTBEAT_INTERVAL": str(heartbeat_interval),
-        "OUTLAST_CANCEL_GRACE": str(cancel_grace),  # how long it unwinds if its supervisor dies mid-attempt
+        "OUTLAST_HEARTBEAT_INTERVAL": str(options.heartbeat_interval),
+        "OUTLAST_CANCEL_GRACE": str(options.cancel_grace),  # how long it unwinds if its supervisor dies mid-attempt
+        "OUTLAST_CHECKPOINT_AFTER": str(options.checkpoint_after),
         "PYTHONUNBUFFERED": "1",
     })
-    popen = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "outlast._process", env=env, cwd=str(project.root),
-        stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-    )
+    argv = [sys.executable, "-m", "outlast._process"]
     ready: asyncio.Future[Hello] = asyncio.get_running_loop().create_future()
-    return TaskProcess(process_id=process_id, version=version, popen=popen, ready=ready)
+    if options.process_dir is None:
+        popen = await asyncio.create_subprocess_exec(*argv, env=env, cwd=str(project.root),
+                                                     stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+        return TaskProcess(process_id=process_id, version=version, popen=popen, ready=ready)
+    home = process_home(options.process_dir, process_id)
+    home.mkdir(parents=True, exist_ok=True)
+    env["OUTLAST_RESUME_DIR"] = str(home)
+    # Output goes to an append-only file (a restored pipe would have no reader); its lines reach the
+    # run's timeline through the control channel anyway.
+    pid = criu.spawn_in_pid_namespace(argv, env, project.root, home / OUTPUT_FILE)
+    return TaskProcess(process_id=process_id, version=version, popen=PidProcess(pid), ready=ready, namespaced=True)

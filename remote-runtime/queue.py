@@ -34,6 +34,7 @@ class ReadyRun:
     concurrency_key: str | None
     priority: int
     available_at: float
+    resume: bool = False  # a checkpointed run going back to its worker: same attempt
 
     @property
     def key(self) -> KeyTuple:
@@ -97,7 +98,7 @@ def enqueue(connection: sa.Connection, ready: Sequence[ReadyRun], floors: Sequen
         rows.append({
             "run_id": r.run_id, "env_id": r.env_id, "task_id": r.task_id, "queue": r.queue,
             "concurrency_key": r.concurrency_key or "", "rank": -r.priority, "seq": next_seq[r.key],
-            "available_at": r.available_at,
+            "available_at": r.available_at, "resume": r.resume,
         })
         next_seq[r.key] += 1
     connection.execute(run_queue.insert(), rows)
@@ -185,6 +186,11 @@ def claim(
                 floors.raise_to(row.env_id, row.seq)
         _add_running(connection, Counter(_key(r) for r in chosen))
     return chosen
+
+
+def hold(connection: sa.Connection, keys: Iterable[KeyTuple]) -> None:
+    """A run of each key executes again (a parked wait resumed in memory): take a concurrency slot."""
+    _add_running(connection, Counter(keys))
 
 
 def release(connection: sa.Connection, keys: Iterable[KeyTuple]) -> None:

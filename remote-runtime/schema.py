@@ -85,8 +85,8 @@ runs = sa.Table(
              postgresql_where=sa.text("status = 'DELAYED'")),
     sa.Index("ix_runs_ttl", "expires_at", sqlite_where=sa.text("status = 'QUEUED' AND expires_at IS NOT NULL"),
              postgresql_where=sa.text("status = 'QUEUED' AND expires_at IS NOT NULL")),
-    sa.Index("ix_runs_lease", "lease_expires_at", sqlite_where=sa.text("status = 'EXECUTING'"),
-             postgresql_where=sa.text("status = 'EXECUTING'")),
+    sa.Index("ix_runs_lease", "lease_expires_at", sqlite_where=sa.text("status IN ('EXECUTING', 'WAITING')"),
+             postgresql_where=sa.text("status IN ('EXECUTING', 'WAITING')")),
 )
 
 run_tags = sa.Table(
@@ -125,6 +125,7 @@ run_queue = sa.Table(
     sa.Column("rank", sa.Integer, nullable=False),  # -priority: one ascending index serves the order
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("available_at", Time, nullable=False),
+    sa.Column("resume", sa.Boolean, nullable=False, default=False),  # a checkpointed run continues its attempt
     sa.Index("ix_run_queue_order", "env_id", "rank", "seq", "run_id"),
     sa.Index("ix_run_queue_seq", "env_id", "seq"),
 )
@@ -158,7 +159,7 @@ waitpoints = sa.Table(
     sa.Column("timed_out", sa.Boolean, nullable=False, default=False),
     sa.Column("tags", sa.JSON, nullable=False),
     sa.Column("idempotency_key", sa.String(512)),
-    sa.Column("callback_hash", sa.String(64)),  # sha256 of a token's completion-URL secret
+    sa.Column("callback_secret", sa.String(64)),  # a token's completion URL carries it: no API key needed
     sa.Column("created_at", Time, nullable=False),
     sa.Column("completed_at", Time),
     sa.Index("ix_waitpoints_due", "complete_after", sqlite_where=sa.text("status = 'PENDING'"),
@@ -186,4 +187,31 @@ run_checkpoints = sa.Table(
     sa.Column("node_id", sa.String(128)),
     sa.Column("detail", sa.JSON, nullable=False),
     sa.Column("created_at", Time, nullable=False),
+)
+
+# Cron schedules. `next_run_at` is NULL while a schedule is inactive, so the scheduler's range scan
+# on ix_schedules_due reads only active schedules that are due, however many others there are.
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("env_id", sa.String(32), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),  # DECLARATIVE or IMPERATIVE
+    sa.Column("task_id", sa.String(128), nullable=False),
+    sa.Column("cron", sa.String(256), nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("external_id", sa.String(256)),
+    # Imperative: the user's key; declarative: the task id (one declarative schedule per task).
+    sa.Column("deduplication_key", sa.String(256)),
+    sa.Column("catch_up", sa.String(8), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("next_run_at", Time),
+    sa.Column("last_tick_at", Time),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Index("ix_schedules_due", "next_run_at"),
+    sa.Index("ix_schedules_env", "env_id", "id"),
+    sa.Index("ix_schedules_env_task", "env_id", "task_id", "id"),
+    sa.Index("ix_schedules_env_external", "env_id", "external_id", "id"),
+    sa.Index("uq_schedules_dedup", "env_id", "type", "deduplication_key", unique=True),
 )

@@ -35,6 +35,15 @@ class RuntimeSettings:
     tick_interval: float = 0.25
     # Where checkpoint images go: a directory, file:///path or s3://bucket/prefix (default <data_dir>/checkpoints).
     checkpoint_store: str | None = field(default_factory=lambda: os.environ.get("OUTLAST_CHECKPOINT_STORE") or None)
+    # auto: checkpoint waiting runs with CRIU where it works here, else keep them alive; off: always keep alive.
+    checkpoints: str = field(default_factory=lambda: os.environ.get("OUTLAST_CHECKPOINTS", "auto"))
+    # Seconds a wait stays in memory before the process is checkpointed (a task's checkpoint_after wins).
+    checkpoint_after: float = field(default_factory=lambda: _env_float("OUTLAST_CHECKPOINT_AFTER", 5.0))
+    # Task processes keep their resume file and output here; it must be the same path on every node.
+    process_dir: Path = field(default_factory=lambda: Path(os.environ.get("OUTLAST_PROCESS_DIR",
+                                                                          "/tmp/outlast-processes")))
+    # The address the outside world reaches this runtime's API at (for token completion URLs).
+    public_url: str | None = field(default_factory=lambda: os.environ.get("OUTLAST_PUBLIC_URL") or None)
 
     @property
     def resolved_database_url(self) -> str:

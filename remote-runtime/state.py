@@ -11,10 +11,12 @@ from typing import Any
 from outlast._project import Project
 
 from .backend import LocalBackend
+from .checkpoint.store import open_store
 from .db import Database
 from .engine import RunEngine
 from .environments import Environments
 from .notify import PostgresListener, Wakeup
+from .scheduler import Scheduler
 from .settings import RuntimeSettings
 
 log = logging.getLogger("outlast.runtime")
@@ -31,8 +33,12 @@ class RuntimeState:
         self.environments = Environments(self.db)
         self.new_keys = self.environments.bootstrap(settings.dev_key)
         self.wakeup = Wakeup()
-        self.engine = RunEngine(self.db, lease_seconds=settings.lease_seconds)
+        self.engine = RunEngine(
+            self.db, lease_seconds=settings.lease_seconds,
+            public_url=settings.public_url or f"http://{settings.host}:{settings.port}",
+            checkpoint_store=open_store(settings.checkpoint_store, settings.data_dir))
         self.engine.add_listener(self.wakeup.notify)
+        self.scheduler = Scheduler(self.engine)  # before any registration: it follows declared schedules
         self.supervisor: Any = None
         self.recovered = self.engine.recover_node(settings.node_id)
 
@@ -40,6 +46,7 @@ class RuntimeState:
     async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
         self.wakeup.bind(asyncio.get_running_loop())
         maintenance = asyncio.create_task(self._maintenance())
+        scheduling = asyncio.create_task(self.scheduler.run())
         listener = None
         if not self.db.is_sqlite:
             listener = PostgresListener(self.db.url.replace("postgresql+psycopg://", "postgresql://"),
@@ -67,6 +74,9 @@ class RuntimeState:
             if listener is not None:
                 listener.stop()
             maintenance.cancel()
+            scheduling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scheduling
             with contextlib.suppress(asyncio.CancelledError):
                 await maintenance
             self.db.dispose()

@@ -17,6 +17,12 @@ from outlast.wire import (
     ClaimResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    ResumeRequest,
+    SuspendRequest,
+    TokenCall,
+    WaitpointState,
+    WaitRequest,
+    WaitToken,
     WorkerRegistration,
     WorkerReport,
 )
@@ -47,10 +53,39 @@ async def claim(body: ClaimRequest, env: Env, rt: State) -> ClaimResponse:
 
 @router.post("/heartbeat", response_model=HeartbeatResponse)
 def heartbeat(body: HeartbeatRequest, env: Env, rt: State) -> HeartbeatResponse:
-    return HeartbeatResponse(stop=rt.engine.heartbeat(body.node_id, body.attempts))
+    return rt.engine.heartbeat(body.node_id, body.attempts)
 
 
 @router.post("/report")
 def report(body: WorkerReport, env: Env, rt: State) -> dict[str, str]:
     rt.engine.report(body, env_ids=[env])
     return {"status": "ok"}
+
+
+def _own_run(rt: State, env: str, run_id: str) -> None:
+    rt.engine.retrieve(env, run_id)  # 404 unless the run is this environment's
+
+
+@router.post("/wait", response_model=list[WaitpointState])
+def wait(body: WaitRequest, env: Env, rt: State) -> list[WaitpointState]:
+    _own_run(rt, env, body.run_id)
+    return rt.engine.waits.wait(body)
+
+
+@router.post("/suspend")
+def suspend(body: SuspendRequest, env: Env, rt: State) -> dict[str, bool]:
+    _own_run(rt, env, body.run_id)
+    return {"requeued": rt.engine.waits.suspend(body)}
+
+
+@router.post("/resume")
+def resume(body: ResumeRequest, env: Env, rt: State) -> dict[str, str]:
+    _own_run(rt, env, body.run_id)
+    rt.engine.waits.resume_in_memory(body.node_id, body.run_id, body.attempt)
+    return {"status": "ok"}
+
+
+@router.post("/token", response_model=WaitToken | None)
+def token(body: TokenCall, env: Env, rt: State) -> WaitToken | None:
+    _own_run(rt, env, body.run_id)
+    return rt.engine.waits.token_call(env, body)

@@ -15,6 +15,12 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # a node keeps the lease of a run parked in memory (WAITING without CRIU) too
+    op.drop_index('ix_runs_lease', table_name='runs')
+    op.create_index('ix_runs_lease', 'runs', ['lease_expires_at'], unique=False,
+                    sqlite_where=sa.text("status IN ('EXECUTING', 'WAITING')"),
+                    postgresql_where=sa.text("status IN ('EXECUTING', 'WAITING')"))
+    op.add_column('run_queue', sa.Column('resume', sa.Boolean(), nullable=False, server_default=sa.false()))
     op.create_table('waitpoints',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('env_id', sa.String(length=32), nullable=False),
@@ -26,7 +32,7 @@ def upgrade() -> None:
     sa.Column('timed_out', sa.Boolean(), nullable=False),
     sa.Column('tags', sa.JSON(), nullable=False),
     sa.Column('idempotency_key', sa.String(length=512), nullable=True),
-    sa.Column('callback_hash', sa.String(length=64), nullable=True),
+    sa.Column('callback_secret', sa.String(length=64), nullable=True),
     sa.Column('created_at', sa.Double(), nullable=False),
     sa.Column('completed_at', sa.Double(), nullable=True),
     sa.PrimaryKeyConstraint('id')
@@ -54,6 +60,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('ix_runs_lease', table_name='runs')
+    op.create_index('ix_runs_lease', 'runs', ['lease_expires_at'], unique=False,
+                    sqlite_where=sa.text("status = 'EXECUTING'"), postgresql_where=sa.text("status = 'EXECUTING'"))
+    op.drop_column('run_queue', 'resume')
     op.drop_table('run_checkpoints')
     op.drop_index('ix_run_waits_waitpoint', table_name='run_waits')
     op.drop_table('run_waits')
