@@ -17,18 +17,23 @@ EXAMPLES = ROOT / "examples"
 
 def example_runtime_fixture(example: str, extra_env: Callable[[], dict[str, str]] | None = None):
     """A module-wide SQLite runtime whose project is `examples/<example>`: it runs that app's tasks."""
+    return project_runtime_fixture(EXAMPLES / example, extra_env)
+
+
+def project_runtime_fixture(project: Path, extra_env: Callable[[], dict[str, str]] | None = None):
+    """A module-wide SQLite runtime for `project` (adapters do not depend on the store)."""
 
     @pytest.fixture(scope="module")
-    def example_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
-        runtime = runtime_process(tmp_path_factory.mktemp(f"{example}-runtime"), None, project=None,
-                                  extra_args=["--project", str(EXAMPLES / example)],
+    def project_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
+        runtime = runtime_process(tmp_path_factory.mktemp(f"{project.name}-runtime"), None, project=None,
+                                  extra_args=["--project", str(project)],
                                   extra_env=extra_env() if extra_env else None)
         try:
             yield runtime.start()
         finally:
             runtime.close()
 
-    return example_runtime
+    return project_runtime
 
 
 def app_env(runtime: RuntimeProcess, **extra: str) -> dict[str, str]:
@@ -62,4 +67,4 @@ def down_url() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-__all__ = ["EXAMPLES", "Path", "app_env", "down_url", "example_runtime_fixture", "load_example"]
+__all__ = ["EXAMPLES", "app_env", "down_url", "example_runtime_fixture", "load_example", "project_runtime_fixture"]
