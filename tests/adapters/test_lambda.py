@@ -68,6 +68,16 @@ def test_http_events_reach_the_app_and_trigger_runs(example, example_runtime, sh
     assert run.output == {"source": shape, "items": 3, "total": 6}
 
 
+def test_client_is_made_once_and_reused_across_invocations(example):
+    invoke(example, events.api_gateway_v1("GET", "/outlast/health"))
+    clients = list(example.outlast.endpoints._async_clients.values())
+    invoke(example, events.api_gateway_v2("GET", "/outlast/health"))
+    invoke(example, events.scheduled_event("nightly-cleanup"))
+    assert len(clients) == 1
+    assert list(example.outlast.endpoints._async_clients.values()) == clients
+    assert example.handler.endpoints is example.outlast.endpoints  # HTTP routes and events share it
+
+
 def test_health_through_api_gateway(example):
     body = response_json(invoke(example, events.api_gateway_v1("GET", "/outlast/health")))
     assert body["status"] == "ok" and body["tasks"]["lambda-ingest"]["deployed"] is True
