@@ -9,11 +9,12 @@ from urllib.parse import urlparse
 
 import typer
 
-from . import runs
+from . import runs, schedules
 
 app = typer.Typer(no_args_is_help=True, help="outlast: durable background tasks for Python web apps.",
                   pretty_exceptions_enable=False)
 runs.register(app)
+schedules.register(app)
 
 
 def _default_port() -> int:
