@@ -28,8 +28,11 @@ from outlast._offload import Offloader
 from outlast._tasks import Task
 
 from ._facade import AppClient, AsyncAppClient
+from ._health import health
 from ._http import AdapterRequest, AdapterResponse, error_response
+from ._run_view import retrieve_run, stream_run
 from ._settings import AdapterSettings
+from ._webhooks import receive_webhook
 
 __all__ = ["AdapterEndpoints", "Handler"]
 
@@ -252,10 +255,6 @@ class WebhookRoute:
 
 
 def _builtin_routes(endpoints: AdapterEndpoints) -> None:
-    from ._health import health
-    from ._run_view import retrieve_run, stream_run
-    from ._webhooks import receive_webhook
-
     endpoints.add_route("GET", "/runs/{run_id}", retrieve_run)
     endpoints.add_route("GET", "/runs/{run_id}/stream", stream_run)
     endpoints.add_route("POST", "/webhooks/{name}", receive_webhook)

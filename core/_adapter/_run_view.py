@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 
 from outlast._client import _RUN, AsyncClient, _parse, _require_id
-from outlast.wire import Run
+from outlast.wire import PUBLIC_TOKEN_PREFIX, Run
 
 from ._http import AdapterRequest, AdapterResponse, error_response, json_response
 
@@ -34,6 +34,10 @@ def _token(request: AdapterRequest) -> str | AdapterResponse:
     if not token:
         return error_response(401, "unauthorized", "missing public access token: send "
                               "'Authorization: Bearer <token>' or ?token=<token>", "token")
+    if not token.startswith(PUBLIC_TOKEN_PREFIX):
+        # Only public tokens: a secret key has no business in a browser, so it is not honoured here.
+        return error_response(401, "unauthorized", "not a public access token (they start with "
+                              f"{PUBLIC_TOKEN_PREFIX!r}); mint one with client.public_token(run_id)", "token")
     return token
 
 

@@ -79,6 +79,8 @@ def test_browser_reads_and_streams_its_run_with_the_public_token(http, example_r
 
     missing = http.get(f"/outlast/runs/{run_id}")
     assert missing.status_code == 401 and missing.json()["field"] == "token"
+    secret = http.get(f"/outlast/runs/{run_id}", params={"token": "ol_dev_test_0123456789abcdef"})
+    assert secret.status_code == 401 and "not a public access token" in secret.json()["message"]
 
     other = http.post("/signup", json={"email": "di@example.com", "name": "Di"}).json()
     refused = http.get(f"/outlast/runs/{other['run_id']}", params={"token": token})
