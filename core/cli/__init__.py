@@ -139,3 +139,9 @@ def _reachable(api_url: str) -> bool:
 def main() -> None:
     app()
 
+
+
+# Adapter command groups (their modules import no framework or database driver until a command runs).
+from outlast.adapters.supabase.cli import app as supabase_app  # noqa: E402
+
+app.add_typer(supabase_app, name="supabase")

@@ -1,0 +1,84 @@
+"""The webhook receiver: checks the shared secret, routes the event, triggers its tasks once.
+
+It is an adapter-core handler, so it mounts under the outlast prefix of FastAPI, Flask and Django
+apps (`mount(endpoints)`), and `asgi_app()` serves it on its own.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from typing import Any
+
+from outlast._adapter import AdapterEndpoints, AdapterRequest, AdapterResponse, error_response, json_response
+from outlast._errors import ConfigurationError
+
+from ._events import EventShapeError, parse_event
+from ._routes import Router, default_router
+
+__all__ = ["DEFAULT_PATH", "SECRET_ENV", "SECRET_HEADER", "SupabaseReceiver", "mount"]
+
+log = logging.getLogger("outlast.adapters.supabase")
+
+SECRET_ENV = "OUTLAST_SUPABASE_SECRET"
+SECRET_HEADER = "x-outlast-secret"
+DEFAULT_PATH = "/supabase"
+
+
+class SupabaseReceiver:
+    """`async (AdapterRequest) -> AdapterResponse` for database webhook deliveries.
+
+    401 when the secret header is missing or wrong; 422 (with `field`) when the body is not an
+    event; 200 and a log line for tables and events no route asks for, so a sender never retries
+    them; 202 with the started runs, or 200 with the same runs when a delivery is repeated.
+    """
+
+    def __init__(self, router: Router | None = None, *, secret: str | None = None, secret_env: str = SECRET_ENV,
+                 header: str = SECRET_HEADER) -> None:
+        self.router = default_router if router is None else router
+        self.header = header.lower()
+        secret = secret or os.environ.get(secret_env)
+        if not secret:
+            raise ConfigurationError(f"the Supabase receiver has no secret: set {secret_env} (the value "
+                                     "`outlast supabase setup --secret-env` put in the trigger) or pass secret=")
+        self._secret = secret.encode()
+
+    def authentic(self, request: AdapterRequest) -> bool:
+        offered = (request.header(self.header) or "").encode()
+        return hmac.compare_digest(offered, self._secret)
+
+    async def __call__(self, request: AdapterRequest) -> AdapterResponse:
+        if not self.authentic(request):
+            return error_response(401, "unauthorized", f"missing or wrong {self.header} header", self.header)
+        try:
+            event = parse_event(request.json())
+        except ValueError as exc:
+            return error_response(422, "invalid_request", f"the body is not JSON: {exc}", "body")
+        except EventShapeError as exc:
+            return error_response(422, "invalid_event", str(exc), exc.field)
+        routes = self.router.routes_for(event)
+        if not routes:
+            reason = (f"no route for {event.type} on {event.qualified_table}" if event.qualified_table
+                      in self.router.tables() else f"no route for table {event.qualified_table}")
+            log.warning("supabase webhook ignored: %s", reason)
+            return json_response({"ignored": True, "reason": reason, "runs": []})
+        try:
+            items = self.router.plan(event)
+        except EventShapeError as exc:
+            return error_response(422, "invalid_event", str(exc), exc.field)
+        if not items:
+            return json_response({"ignored": True, "reason": "no route's when() matched this row", "runs": []})
+        assert request.endpoints is not None
+        batch = await request.endpoints.async_client().batch_trigger(items)
+        runs: list[dict[str, Any]] = [{"id": h.id, "task": h.task, "duplicate": h.is_cached} for h in batch.runs]
+        fresh = any(not h.is_cached for h in batch.runs)
+        return json_response({"ignored": False, "runs": runs}, status=202 if fresh else 200)
+
+
+def mount(endpoints: AdapterEndpoints, router: Router | None = None, *, path: str = DEFAULT_PATH,
+          secret: str | None = None, secret_env: str = SECRET_ENV, header: str = SECRET_HEADER) -> SupabaseReceiver:
+    """Serve the receiver at `POST {prefix}{path}` (default `/outlast/supabase`) of an adapter's endpoints."""
+    receiver = SupabaseReceiver(router, secret=secret, secret_env=secret_env, header=header)
+    endpoints.add_route("POST", path, receiver)
+    return receiver
