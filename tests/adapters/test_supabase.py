@@ -88,7 +88,8 @@ def database() -> Iterator[str]:
             result = _setup(url, "--table", table, "--events", "insert,update,delete",
                             "--url", "https://app.example.com/outlast/supabase", env=env)
             assert result.exit_code == 0, result.output
-        result = _setup(url, "--table", "payments", "--outbox")
+        result = _setup(url, "--table", "payments", "--outbox", "--url", "https://app.example.com/outlast/supabase",
+                        env=env)  # both paths: the webhook, and the outbox as its safety net
         assert result.exit_code == 0, result.output
         yield url
     finally:
@@ -322,3 +323,77 @@ def test_event_keys_identify_the_row_and_the_transaction():
     assert SupabaseEvent.model_validate({**base, "record": {"id": 5, "s": "c"}}).idempotency_key() == key
     assert SupabaseEvent.model_validate({**base, "transaction_id": "43"}).idempotency_key() != key
     assert SupabaseEvent.model_validate({**base, "record": {"id": 6, "s": "b"}}).idempotency_key() != key
+
+
+def test_receiver_mounts_in_a_fastapi_app_through_the_adapter_core(db, routes, runtime):
+    from fastapi import FastAPI
+
+    from outlast.adapters.fastapi import Outlast
+    from outlast.adapters.supabase import mount
+
+    app = FastAPI()
+    outlast = Outlast(app, api_url=runtime.url, secret_key=SECRET_KEY)
+    mount(outlast.endpoints, routes, secret=SECRET)
+    db.execute("insert into orders (email, status) values ('fay@example.com', 'paid')")
+    _, headers, body = sent(db)[0]
+    with TestClient(app) as http:
+        answer = http.post("/outlast/supabase", json=body, headers=headers)
+        assert answer.status_code == 202, answer.text
+        assert http.post("/outlast/supabase", json=body).status_code == 401
+    run = runtime.client().poll(answer.json()["runs"][0]["id"], timeout=60)
+    assert run.status == "COMPLETED" and run.output["email"] == "fay@example.com"
+
+
+def test_drain_command_delivers_the_outbox_once(db, routes, runtime):
+    db.execute("insert into payments (amount) values (42)")
+    env = {"OUTLAST_API_URL": runtime.url, "OUTLAST_SECRET_KEY": SECRET_KEY}
+    args = ["supabase", "drain", "--database-url", db.info.dsn, "--routes", "sb_routes:router", "--once"]
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "triggered 1" in result.output
+    assert db.execute("select count(*) from outlast.outbox").fetchone()[0] == 0
+    again = CliRunner().invoke(cli, args, env=env)
+    assert "triggered 0" in again.output
+    bad = CliRunner().invoke(cli, [*args[:-2], "sb_routes:nothing", "--once"], env=env)
+    assert bad.exit_code == 2 and "is not a Router" in bad.output
+
+
+def test_webhook_and_outbox_of_the_same_change_start_one_run(db, routes, receiver, runtime):
+    db.execute("insert into payments (amount) values (99)")
+    (request,) = sent(db)
+    delivered = replay(receiver, request)
+    assert delivered.status_code == 202, delivered.text
+    drainer = OutboxDrainer(db.info.dsn, routes, client=runtime.client())
+    try:
+        result = drainer.drain_once()
+    finally:
+        drainer.close()
+    assert result.triggered == 1
+    payment = request[2]["record"]["id"]
+    runs = [r for r in runtime.client().iter_runs(task="sb-record-payment") if r.payload["record"]["id"] == payment]
+    assert [r.id for r in runs] == [delivered.json()["runs"][0]["id"]]
+
+
+def test_routes_are_declared_by_call_decorator_or_table_and_checked_at_once():
+    from outlast import InvalidRequestError, task
+    from outlast.adapters.supabase import Router
+
+    router = Router()
+
+    @router.on_update("invoices", when=lambda row, old: row["total"] != old["total"])
+    @task(id="sb-test-reprice")
+    def reprice(event: dict) -> None: ...
+
+    (route,) = router.routes
+    assert (route.table, route.event, route.task) == ("public.invoices", "UPDATE", "sb-test-reprice")
+    table = Router.from_table({"billing.invoices": {"insert": reprice, "delete": ["audit", reprice]}})
+    assert [(r.table, r.event, r.task) for r in table.routes] == [
+        ("billing.invoices", "INSERT", "sb-test-reprice"), ("billing.invoices", "DELETE", "audit"),
+        ("billing.invoices", "DELETE", "sb-test-reprice")]
+    with pytest.raises(InvalidRequestError) as caught:
+        router.on_insert("invoices", task=reprice, priority="high")
+    assert caught.value.field == "priority"
+    with pytest.raises(ValueError, match="truncate"):
+        router.add("invoices", "truncate", reprice)
+    with pytest.raises(ValueError, match=r"schema\.table"):
+        router.on_insert("a.b.c", task=reprice)

@@ -1,0 +1,19 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    initial = True
+    dependencies: list = []
+
+    operations = [
+        migrations.CreateModel(
+            name="Order",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("email", models.EmailField(max_length=254)),
+                ("total_cents", models.PositiveIntegerField()),
+                ("status", models.CharField(default="placed", max_length=20)),
+                ("receipt", models.TextField(blank=True)),
+            ],
+        ),
+    ]
