@@ -56,7 +56,7 @@ pytestmark = pytest.mark.skipif(settings.ROOT_URLCONF != "djshop.urls",
 
 
 @pytest.fixture(scope="module")
-def runtime(django_db_setup, django_db_blocker) -> Iterator[RuntimeProcess]:
+def runtime(django_db_setup) -> Iterator[RuntimeProcess]:
     """`manage.py outlast dev`: an embedded runtime whose tasks are the installed apps' tasks modules."""
     env = {**os.environ, "DJSHOP_DB": str(DATABASE), "DJANGO_SETTINGS_MODULE": "djshop.settings",
            "OUTLAST_API_URL": URL, "OUTLAST_SECRET_KEY": SECRET_KEY, "OUTLAST_HEARTBEAT_INTERVAL": "0.5"}

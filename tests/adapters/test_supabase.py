@@ -201,7 +201,7 @@ def test_wrong_or_missing_secret_is_401(db, receiver):
     assert wrong.json()["field"] == "x-outlast-secret"
 
 
-def test_bad_shapes_are_4xx_naming_the_problem_and_unknown_tables_are_acknowledged(db, receiver):
+def test_bad_shapes_are_4xx_naming_the_problem_and_unknown_tables_are_acknowledged(db, receiver, caplog):
     secret = {"x-outlast-secret": SECRET}
     not_json = receiver.post("/supabase", content=b"{nope", headers=secret)
     assert not_json.status_code == 422 and not_json.json()["field"] == "body"
@@ -217,9 +217,11 @@ def test_bad_shapes_are_4xx_naming_the_problem_and_unknown_tables_are_acknowledg
 
     db.execute("insert into customers (name) values ('Ada')")
     (request,) = sent(db)
-    unknown = replay(receiver, request)
+    with caplog.at_level("WARNING", logger="outlast.adapters.supabase"):
+        unknown = replay(receiver, request)
     assert unknown.status_code == 200 and unknown.json() == {
         "ignored": True, "reason": "no route for table public.customers", "runs": []}
+    assert "no route for table public.customers" in caplog.text
 
 
 def test_outbox_loses_nothing_while_the_runtime_is_down(db, routes, tmp_path):
