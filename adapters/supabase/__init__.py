@@ -5,10 +5,10 @@
     on_insert("public.orders", task=fulfil_order, when=lambda row: row["status"] == "paid")
 
 Deliveries come from database webhooks (`outlast supabase setup --url ...`) to the receiver,
-mounted in an app with `mount(endpoints)` or served alone with `asgi_app()`; or, so that no
-committed change is ever missed, through an outbox drained by `OutboxDrainer`
-(`outlast supabase setup --outbox` and `outlast supabase drain`). Task code reaches the project
-with `supabase_client()`.
+mounted in an app with `mount(outlast)` (the FastAPI or Flask extension, or Django's
+`endpoints()`) or served alone with `asgi_app()`; or, so that no committed change is ever
+missed, through an outbox drained by `OutboxDrainer` (`outlast supabase setup --outbox` and
+`outlast supabase drain`). Task code reaches the project with `supabase_client()`.
 """
 
 from ._asgi import asgi_app

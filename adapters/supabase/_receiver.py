@@ -9,15 +9,15 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from typing import Any
+from typing import Any, Protocol
 
-from outlast._adapter import AdapterEndpoints, AdapterRequest, AdapterResponse, error_response, json_response
+from outlast._adapter import AdapterRequest, AdapterResponse, Handler, error_response, json_response
 from outlast._errors import ConfigurationError
 
 from ._events import EventShapeError, parse_event
 from ._routes import Router, default_router
 
-__all__ = ["DEFAULT_PATH", "SECRET_ENV", "SECRET_HEADER", "SupabaseReceiver", "mount"]
+__all__ = ["DEFAULT_PATH", "SECRET_ENV", "SECRET_HEADER", "Mountable", "SupabaseReceiver", "mount"]
 
 log = logging.getLogger("outlast.adapters.supabase")
 
@@ -76,9 +76,16 @@ class SupabaseReceiver:
         return json_response({"ignored": False, "runs": runs}, status=202 if fresh else 200)
 
 
-def mount(endpoints: AdapterEndpoints, router: Router | None = None, *, path: str = DEFAULT_PATH,
-          secret: str | None = None, secret_env: str = SECRET_ENV, header: str = SECRET_HEADER) -> SupabaseReceiver:
-    """Serve the receiver at `POST {prefix}{path}` (default `/outlast/supabase`) of an adapter's endpoints."""
+class Mountable(Protocol):
+    """Anything with the adapter core's extension point: `AdapterEndpoints`, and the FastAPI and Flask
+    `Outlast` extensions (Flask: before `init_app`)."""
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None: ...
+
+
+def mount(target: Mountable, router: Router | None = None, *, path: str = DEFAULT_PATH, secret: str | None = None,
+          secret_env: str = SECRET_ENV, header: str = SECRET_HEADER) -> SupabaseReceiver:
+    """Serve the receiver at `POST {prefix}{path}` (default `/outlast/supabase`) of an app's outlast endpoints."""
     receiver = SupabaseReceiver(router, secret=secret, secret_env=secret_env, header=header)
-    endpoints.add_route("POST", path, receiver)
+    target.add_route("POST", path, receiver)
     return receiver

@@ -1,6 +1,6 @@
 """The same receiver inside a FastAPI app, next to its other routes: `uvicorn fastapi_app:app`.
 
-Deliveries go to POST /outlast/supabase (Flask: `mount(outlast.endpoints)` after `Outlast(app)`;
+Deliveries go to POST /outlast/supabase (Flask: `mount(outlast)` before `outlast.init_app(app)`;
 Django: `mount(outlast.adapters.django.endpoints())` in an AppConfig.ready()).
 """
 
@@ -12,4 +12,4 @@ from outlast.adapters.supabase import mount
 
 app = FastAPI()
 outlast = Outlast(app)
-mount(outlast.endpoints)
+mount(outlast)

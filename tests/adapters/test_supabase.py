@@ -335,7 +335,7 @@ def test_receiver_mounts_in_a_fastapi_app_through_the_adapter_core(db, routes, r
 
     app = FastAPI()
     outlast = Outlast(app, api_url=runtime.url, secret_key=SECRET_KEY)
-    mount(outlast.endpoints, routes, secret=SECRET)
+    mount(outlast, routes, secret=SECRET)
     db.execute("insert into orders (email, status) values ('fay@example.com', 'paid')")
     _, headers, body = sent(db)[0]
     with TestClient(app) as http:
@@ -399,3 +399,24 @@ def test_routes_are_declared_by_call_decorator_or_table_and_checked_at_once():
         router.add("invoices", "truncate", reprice)
     with pytest.raises(ValueError, match=r"schema\.table"):
         router.on_insert("a.b.c", task=reprice)
+
+
+def test_receiver_mounts_in_a_flask_app_through_the_adapter_core(db, routes, runtime):
+    from flask import Flask
+
+    from outlast.adapters.flask import Outlast
+    from outlast.adapters.supabase import mount
+
+    outlast = Outlast()
+    mount(outlast, routes, secret=SECRET)
+    app = Flask(__name__)
+    app.config.update(OUTLAST_API_URL=runtime.url, OUTLAST_SECRET_KEY=SECRET_KEY)
+    outlast.init_app(app)
+    db.execute("insert into orders (email, status) values ('gus@example.com', 'paid')")
+    _, headers, body = sent(db)[0]
+    http = app.test_client()
+    answer = http.post("/outlast/supabase", json=body, headers=headers)
+    assert answer.status_code == 202, answer.text
+    assert http.post("/outlast/supabase", json=body, headers={"x-outlast-secret": "nope"}).status_code == 401
+    run = runtime.client().poll(answer.get_json()["runs"][0]["id"], timeout=60)
+    assert run.status == "COMPLETED" and run.output["email"] == "gus@example.com"
