@@ -52,7 +52,9 @@ def test_queue_concurrency_limit_lets_one_run_at_a_time(make_runtime):
 def test_concurrency_keys_get_their_own_copy_of_the_limit(make_runtime):
     runtime = make_runtime(slots=3)
     client = runtime.client()
-    items = [BatchItem(task="keyed-span", payload={"tenant": tenant, "seconds": 0.4},
+    # Spans long enough that a slot whose task process is still starting (slow on a loaded machine)
+    # joins in before the other tenant's runs are all done.
+    items = [BatchItem(task="keyed-span", payload={"tenant": tenant, "seconds": 1.5},
                        options=trigger_options(concurrency_key=tenant))
              for _ in range(3) for tenant in ("acme", "globex")]
     handles = client.batch_trigger(items).runs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import time
@@ -57,10 +58,11 @@ def aborts(payload):
 @task(id="crashes", retry={"max_attempts": 2, "min_delay": 0.1, "randomize": False})
 def crashes(payload, ctx):
     _mark(f"crash-{ctx.run_id}", str(ctx.attempt))
+    # Real faults, not signals to itself: PID 1 of a PID namespace ignores those.
     if payload.get("how") == "segfault":
-        os.kill(os.getpid(), signal.SIGSEGV)
+        ctypes.string_at(0)
     if payload.get("how") == "freeze":
-        os.kill(os.getpid(), signal.SIGSTOP)
+        ctypes.PyDLL(None).pause()  # stuck in C code holding the GIL: no thread runs, no heartbeat
     os._exit(13)
 
 
@@ -117,9 +119,17 @@ def place_order(payload: Order, ctx):
 # --- execution, failures, concurrency and durability tests -------------------------------------
 
 
+def _host_pid() -> int:
+    """The PID as the host sees it: a checkpointable task process is PID 1 of its own PID namespace."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[1])
+    return _host_pid()
+
+
 def _describe(ctx):
     return {"run_id": ctx.run_id, "attempt": ctx.attempt, "task": ctx.task, "tags": ctx.tags,
-            "version": ctx.version, "env": ctx.env, "pid": os.getpid(), "ppid": os.getppid()}
+            "version": ctx.version, "env": ctx.env, "pid": _host_pid()}
 
 
 @task(id="whoami")
@@ -137,7 +147,7 @@ async def whoami_async(payload, ctx):
 def gate(payload, ctx):
     """Blocks until the test creates `open-<name>` in the scratch directory."""
     name = payload.get("name", ctx.run_id)
-    _mark(f"gate-{name}", f"started {os.getpid()}")
+    _mark(f"gate-{name}", f"started {_host_pid()}")
     metadata.set("progress", "waiting")
     logger.info("waiting at the gate", name=name)
     deadline = time.monotonic() + payload.get("timeout", 60)
@@ -165,7 +175,7 @@ def backoff(payload, ctx):
 def stubborn(payload, ctx):
     """Ignores SIGTERM (records it): only SIGKILL ends it."""
     signal.signal(signal.SIGTERM, lambda *_: _mark(f"stubborn-{ctx.run_id}", "sigterm"))
-    _mark(f"stubborn-{ctx.run_id}", f"started {os.getpid()}")
+    _mark(f"stubborn-{ctx.run_id}", f"started {_host_pid()}")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.05)
@@ -186,7 +196,7 @@ def fair_work(payload, ctx):
 @task(id="counted", retry={"max_attempts": 5, "min_delay": 0.1, "randomize": False})
 def counted(payload, ctx):
     """Appends `<run id> <attempt>` to `completed` when it succeeds."""
-    _mark("attempts", f"{ctx.run_id} {ctx.attempt} {os.getpid()}")
+    _mark("attempts", f"{ctx.run_id} {ctx.attempt} {_host_pid()}")
     time.sleep(payload.get("seconds", 0.1))
     _mark("completed", f"{ctx.run_id} {ctx.attempt}")
     return ctx.attempt
@@ -195,7 +205,7 @@ def counted(payload, ctx):
 @task(id="long-first-attempt", retry={"max_attempts": 3, "min_delay": 0.1, "randomize": False})
 def long_first_attempt(payload, ctx):
     """Attempt 1 runs long (to be interrupted); later attempts finish at once."""
-    _mark(f"long-{ctx.run_id}", f"start {ctx.attempt} {os.getpid()}")
+    _mark(f"long-{ctx.run_id}", f"start {ctx.attempt} {_host_pid()}")
     try:
         if ctx.attempt == 1:
             time.sleep(payload.get("seconds", 60))
