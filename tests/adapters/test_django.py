@@ -26,7 +26,7 @@ from django.conf import settings
 
 from outlast import InvalidRequestError
 from outlast._adapter import sign_webhook
-from tests.conftest import PROJECTS, SECRET_KEY, RuntimeProcess, free_port, wait_for
+from tests.conftest import PROJECTS, ROOT, SECRET_KEY, RuntimeProcess, free_port, wait_for
 
 PROJECT = PROJECTS / "django_shop"
 SCRATCH = Path(tempfile.mkdtemp(prefix="outlast-django-"))
@@ -71,8 +71,8 @@ def runtime(django_db_setup) -> Iterator[RuntimeProcess]:
         runtime.close()
 
 
-def _task_ids() -> set[str]:
-    answer = httpx.get(URL + "/api/v1/tasks", headers={"Authorization": f"Bearer {SECRET_KEY}"})
+def _task_ids(url: str = URL) -> set[str]:
+    answer = httpx.get(url + "/api/v1/tasks", headers={"Authorization": f"Bearer {SECRET_KEY}"})
     return {task["id"] for task in answer.json()} if answer.status_code == 200 else set()
 
 
@@ -242,3 +242,48 @@ def test_task_process_sets_django_up_before_importing_tasks(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "dj-fulfil-order" in done.stdout
+
+
+_EXAMPLE_CLIENT = """
+import json, os, sys
+import django
+django.setup()
+from django.test.utils import setup_test_environment
+setup_test_environment()
+from django.test import Client
+from outlast import Client as Outlast
+
+placed = Client().post("/orders/", {"email": "ada@example.com", "total_cents": 1250}, content_type="application/json")
+assert placed.status_code == 201, placed.content
+run = Outlast().poll(placed.json()["run_id"], timeout=60)
+stream = Client().get(placed.json()["stream"])
+events = [line for line in b"".join(stream.streaming_content).decode().splitlines() if line.startswith("data: ")]
+order = Client().get(f"/orders/{placed.json()['order_id']}/").json()
+print(json.dumps({"status": run.status.value, "order": order, "last_event": json.loads(events[-1][6:])["status"]}))
+"""
+
+
+def test_the_example_project_runs_as_documented(tmp_path):
+    """examples/django_app, in a copy: migrate, `manage.py outlast dev`, place an order, follow its run."""
+    import shutil
+
+    project = shutil.copytree(ROOT / "examples" / "django_app", tmp_path / "django_app")
+    port = free_port()
+    env = {**os.environ, "OUTLAST_API_URL": f"http://127.0.0.1:{port}", "OUTLAST_SECRET_KEY": SECRET_KEY,
+           "DJANGO_SETTINGS_MODULE": "mysite.settings", "PYTHONPATH": str(project)}
+    env.pop("OUTLAST_DATABASE_URL", None)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=project, env=env, check=True, timeout=120)
+    dev = RuntimeProcess(args=[sys.executable, str(project / "manage.py"), "outlast", "dev"], env=env,
+                         url=f"http://127.0.0.1:{port}", scratch=tmp_path, log_path=tmp_path / "dev.log")
+    try:
+        dev.start()
+        wait_for(lambda: "django-send-receipt" in _task_ids(dev.url), timeout=60, message="the example's tasks")
+        done = subprocess.run([sys.executable, "-c", _EXAMPLE_CLIENT], cwd=project, env=env, capture_output=True,
+                              text=True, timeout=120)
+    finally:
+        dev.close()
+    assert done.returncode == 0, done.stderr + dev.log()
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == "COMPLETED" and result["last_event"] == "COMPLETED"
+    assert result["order"]["status"] == "receipt_sent"
+    assert result["order"]["receipt"].endswith("12.50 EUR, thank you!")
