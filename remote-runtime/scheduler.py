@@ -5,16 +5,16 @@ repeats (the autumn change), a schedule with fixed hours fires at its first occu
 whose hour field is `*` keeps its real-time rhythm through both. A time that does not exist (the
 spring change) fires at the first time after the gap, as croniter does.
 
-Firing, per due schedule: trigger the run with the idempotency key `schedule:<id>:<tick>` (a
-unique key of the store), then move `next_run_at` on with a compare-and-set. A crash in between
-refires the same tick, which the key turns into the same run; on PostgreSQL the due rows are also
-locked (SKIP LOCKED) so that replicas share the work instead of repeating it.
+Firing is one transaction per batch of due schedules: read them (on PostgreSQL locked with SKIP
+LOCKED, so replicas split them), insert one run per (schedule, tick), and move `next_run_at` on
+with a compare-and-set. The run's idempotency key `schedule:<id>:<tick>` is a unique key of the
+store, so no tick can have two runs, whatever the replicas do. `next_run_at` is indexed and NULL
+while a schedule is inactive: a loop reads only what is due.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections import defaultdict
@@ -43,7 +43,7 @@ from . import queue
 from .engine import RunEngine
 from .errors import Conflict, EngineError, UnknownTask
 from .ids import new_run_id
-from .schema import schedules, tasks
+from .schema import run_events, run_tags, runs, schedules, tasks
 
 log = logging.getLogger("outlast.runtime.scheduler")
 
@@ -132,6 +132,12 @@ def check(cron: str, timezone: str, now: float, prefix: str = "") -> float:
 
 def _iso(value: float | None) -> str | None:
     return None if value is None else datetime.fromtimestamp(value, UTC).isoformat()
+
+
+@functools.lru_cache(maxsize=4096)
+def _upcoming(cron: str, timezone: str, tick: float) -> tuple[str, ...]:
+    # Shared by every schedule with this expression and zone firing this tick (one per tenant, say).
+    return tuple(datetime.fromtimestamp(t, UTC).isoformat() for t in ticks_after(cron, timezone, tick))
 
 
 def _dt(value: float | None) -> datetime | None:
@@ -321,7 +327,7 @@ class Scheduler:
     # --- firing -------------------------------------------------------------------------------
 
     def tick(self) -> int:
-        """Fire every due tick; returns how many runs were triggered."""
+        """Fire every due tick; returns how many runs were created."""
         now = self.clock()
         with self.db.connect() as c:  # most loops find nothing due: one index probe, no write
             if c.execute(_ANY_DUE, {"now": now}).first() is None:
@@ -331,40 +337,32 @@ class Scheduler:
             count, full = self._fire_batch(now)
             fired += count
             if not full:
-                return fired
+                break
+        if fired:
+            self.engine._wake()
+        return fired
 
     def seconds_until_due(self) -> float | None:
         with self.db.connect() as c:
             first = c.execute(sa.select(sa.func.min(schedules.c.next_run_at))).scalar()
         return None if first is None else max(0.0, first - self.clock())
 
-    @contextlib.contextmanager
-    def _claim(self, now: float) -> Iterator[tuple[list[sa.Row], sa.Connection | None]]:
-        """Due schedules; on PostgreSQL locked (SKIP LOCKED) in a transaction held while they fire."""
+    def _fire_batch(self, now: float) -> tuple[int, bool]:
+        """One transaction: lock due schedules, create their runs, move them on. All of it or none."""
         due = sa.select(schedules).where(schedules.c.next_run_at <= now).order_by(schedules.c.next_run_at) \
             .limit(self.batch)
-        if self.db.is_sqlite:
-            with self.db.connect() as c:
-                rows = c.execute(due).all()
-            yield rows, None
-            return
-        with self.db.engine.begin() as c:
-            yield c.execute(due.with_for_update(skip_locked=True)).all(), c
-
-    def _fire_batch(self, now: float) -> tuple[int, bool]:
-        with self._claim(now) as (rows, connection):
+        if not self.db.is_sqlite:
+            due = due.with_for_update(skip_locked=True)  # replicas split the due schedules between them
+        with self.db.begin() as c:
+            rows = c.execute(due).all()
             if not rows:
                 return 0, False
             plans = [(row, *self._plan(row, now)) for row in rows]
-            fired = self._trigger([(row, tick) for row, tick, _ in plans if tick is not None])
-            moves = [{"b_id": row.id, "b_old": row.next_run_at, "b_next": next_at,
-                      "b_last": tick if tick is not None and row.id in fired else row.last_tick_at}
-                     for row, tick, next_at in plans]
-            if connection is not None:
-                connection.execute(_ADVANCE, moves)
-            else:
-                with self.db.begin() as c:
-                    c.execute(_ADVANCE, moves)
+            # Runs are created "now" for this batch: in a burst, later batches are later than the loop's start.
+            fired = self._create_runs(c, [(row, tick) for row, tick, _ in plans if tick is not None], self.clock())
+            c.execute(_ADVANCE, [{"b_id": row.id, "b_old": row.next_run_at, "b_next": next_at,
+                                  "b_last": tick if row.id in fired else row.last_tick_at}
+                                 for row, tick, next_at in plans])
         return len(fired), len(rows) == self.batch
 
     @staticmethod
@@ -380,24 +378,52 @@ class Scheduler:
             return None, following
         return latest, following
 
-    def _trigger(self, due: Sequence[tuple[sa.Row, float]]) -> set[str]:
-        """Trigger one run per (schedule, tick), batched per environment; returns the schedule ids fired."""
+    def _create_runs(self, c: sa.Connection, due: Sequence[tuple[sa.Row, float]], now: float) -> set[str]:
+        """Insert one queued run per (schedule, tick) on `c`; returns the ids of the schedules that fired.
+
+        This is the engine's trigger path (its helpers build the rows) done inside the scheduler's
+        transaction, so a run exists exactly when its schedule has moved past the tick. The idempotency
+        key `schedule:<id>:<tick>` is the store's unique key on (schedule, tick): a tick that already has
+        its run gets no second one.
+        """
+        engine = self.engine
         by_env: dict[str, list[tuple[sa.Row, BatchItem]]] = defaultdict(list)
         for row, tick in due:
             by_env[row.env_id].append((row, self._item(row, tick)))
         fired: set[str] = set()
+        new_runs: list[dict[str, Any]] = []
         for env_id, entries in by_env.items():
-            try:
-                self.engine.trigger(env_id, [item for _, item in entries])
-                fired.update(row.id for row, _ in entries)
-            except EngineError:
-                # One bad schedule (its task gone, say) must not hold back the others: one by one.
-                for row, item in entries:
-                    try:
-                        self.engine.trigger(env_id, [item])
-                        fired.add(row.id)
-                    except EngineError as exc:
-                        log.warning("schedule %s skipped a tick of task %s: %s", row.id, row.task_id, exc.message)
+            task_ids = {item.task for _, item in entries}
+            found = {r.id: (TaskManifest.model_validate(r.manifest), r.version) for r in c.execute(
+                sa.select(tasks.c.id, tasks.c.version, tasks.c.manifest)
+                .where(tasks.c.env_id == env_id, tasks.c.id.in_(task_ids)))}
+            existing = set(c.execute(sa.select(runs.c.idempotency_key).where(
+                runs.c.env_id == env_id, runs.c.task_id.in_(task_ids),
+                runs.c.idempotency_key.in_([item.options.idempotency_key for _, item in entries]))).scalars())
+            for row, item in entries:
+                if item.options.idempotency_key in existing:
+                    fired.add(row.id)  # this tick has its run already (another replica was first)
+                    continue
+                if item.task not in found:
+                    log.warning("schedule %s skipped a tick: task %r is not registered in %s", row.id, item.task,
+                                env_id)
+                    continue
+                manifest, version = found[item.task]
+                try:
+                    engine._validate(env_id, manifest, item.payload, "")
+                except EngineError as exc:
+                    log.warning("schedule %s skipped a tick of task %s: %s", row.id, item.task, exc.message)
+                    continue
+                new_runs.append(engine._new_run(env_id, item, manifest, version, now, None))
+                fired.add(row.id)
+        if new_runs:
+            c.execute(runs.insert(), new_runs)
+            c.execute(run_events.insert(), [engine._event(r["id"], now, "status", r["status"], message="queued",
+                                                          data={"schedule_tick": r["payload"]["timestamp"]})
+                                            for r in new_runs])
+            c.execute(run_tags.insert(), [{"run_id": r["id"], "tag": r["tags"][0], "env_id": r["env_id"]}
+                                          for r in new_runs])
+            queue.enqueue(c, [engine._ready(r, now) for r in new_runs], engine._floors)
         return fired
 
     @staticmethod
@@ -405,10 +431,12 @@ class Scheduler:
         payload = {
             "type": row.type, "timestamp": _iso(tick), "last_timestamp": _iso(row.last_tick_at),
             "timezone": row.timezone, "schedule_id": row.id, "external_id": row.external_id,
-            "upcoming": [_iso(t) for t in ticks_after(row.cron, row.timezone, tick)],
+            "upcoming": list(_upcoming(row.cron, row.timezone, tick)),
         }
-        options = TriggerOptions(idempotency_key=f"schedule:{row.id}:{tick:.0f}", tags=[schedule_tag(row.id)])
-        return BatchItem(task=row.task_id, payload=payload, options=options)
+        # Copies of a template, not validation: the values are ours, and a burst has thousands of them.
+        options = _OPTIONS.model_copy(update={"idempotency_key": f"schedule:{row.id}:{tick:.0f}",
+                                              "tags": [schedule_tag(row.id)]})
+        return _ITEM.model_copy(update={"task": row.task_id, "payload": payload, "options": options})
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -426,6 +454,8 @@ class Scheduler:
             await asyncio.sleep(max(wait, 0.005))
 
 
+_OPTIONS = TriggerOptions()
+_ITEM = BatchItem(task="-")
 _ANY_DUE = sa.select(schedules.c.id).where(schedules.c.next_run_at <= sa.bindparam("now")).limit(1)
 # Compare-and-set: a replica that fired the same tick first has already moved next_run_at on.
 _ADVANCE = schedules.update().where(schedules.c.id == sa.bindparam("b_id"),

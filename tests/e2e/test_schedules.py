@@ -8,11 +8,12 @@ keep apart by their external ids.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -252,7 +253,8 @@ def test_the_http_api_lists_the_schedule_and_its_runs(shared_runtime, client):
     runs = httpx.get(f"{shared_runtime.url}/api/v1/runs", params={"tag": f"schedule:{schedule.id}"},
                      headers=headers).json()["data"]
     assert runs and all(r["payload"]["schedule_id"] == schedule.id for r in runs)
-    assert datetime.fromisoformat(body["upcoming"][0]) > datetime.now(UTC).replace(microsecond=0)
+    upcoming = [datetime.fromisoformat(t).timestamp() for t in body["upcoming"]]
+    assert [b - a for a, b in itertools.pairwise(upcoming)] == [1.0] * 4  # every second
     patched = httpx.patch(f"{shared_runtime.url}/api/v1/schedules/{schedule.id}", json={"cron": "0 0 * * *"},
                           headers=headers)
     assert patched.status_code == 200 and patched.json()["cron"] == "0 0 * * *"
