@@ -278,9 +278,18 @@ class _PostgREST(http.server.BaseHTTPRequestHandler):
     """Answers every query with one row and remembers what it was asked."""
 
     seen: ClassVar[list[tuple[str, str | None]]] = []
+    changes: ClassVar[list[tuple[str, str, str | None, dict]]] = []
 
     def do_GET(self) -> None:
         self.seen.append((self.path, self.headers.get("apikey")))
+        self._answer()
+
+    def do_PATCH(self) -> None:
+        sent = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.changes.append(("PATCH", self.path, self.headers.get("apikey"), sent))
+        self._answer()
+
+    def _answer(self) -> None:
         body = json.dumps([{"id": 1, "status": "paid"}]).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -420,3 +429,32 @@ def test_receiver_mounts_in_a_flask_app_through_the_adapter_core(db, routes, run
     assert http.post("/outlast/supabase", json=body, headers={"x-outlast-secret": "nope"}).status_code == 401
     run = runtime.client().poll(answer.get_json()["runs"][0]["id"], timeout=60)
     assert run.status == "COMPLETED" and run.output["email"] == "gus@example.com"
+
+
+def test_the_example_app_runs_as_documented(db, tmp_path):
+    """examples/supabase_app: its routes and standalone receiver, its tasks on a runtime whose SUPABASE_URL
+    is a local stand-in for the project's REST API, which records what the task changes."""
+    from tests.adapters._support import EXAMPLES, app_env, load_example
+
+    api = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PostgREST)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    runtime = runtime_process(tmp_path, None, project=None, extra_args=["--project", str(EXAMPLES / "supabase_app")],
+                              extra_env={"SUPABASE_URL": f"http://127.0.0.1:{api.server_address[1]}",
+                                         "SUPABASE_SERVICE_ROLE_KEY": "service-role-key"})
+    try:
+        runtime.start()
+        example = load_example("supabase_app", "receiver", app_env(runtime, OUTLAST_SUPABASE_SECRET=SECRET))
+        db.execute("insert into orders (email, status) values ('hal@example.com', 'paid')")
+        _, headers, body = sent(db)[0]
+        with TestClient(example.app) as receiver:
+            answer = receiver.post("/supabase", json=body, headers=headers)
+        assert answer.status_code == 202, answer.text
+        run = runtime.client().poll(answer.json()["runs"][0]["id"], timeout=60)
+        assert run.status == "COMPLETED", (run.error, runtime.log())
+    finally:
+        runtime.close()
+        api.shutdown()
+    order = body["record"]["id"]
+    assert run.output == {"order_id": order} and run.tags == ["orders"]
+    assert _PostgREST.changes == [("PATCH", f"/rest/v1/orders?id=eq.{order}", "service-role-key",
+                                   {"status": "fulfilling"})]
