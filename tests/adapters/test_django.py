@@ -10,8 +10,10 @@ runtimes other test modules start never inherit this project's settings.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,7 @@ from tests.conftest import PROJECTS, ROOT, SECRET_KEY, RuntimeProcess, free_port
 
 PROJECT = PROJECTS / "django_shop"
 SCRATCH = Path(tempfile.mkdtemp(prefix="outlast-django-"))
+atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)  # after pytest-django has dropped the test database
 DATABASE = SCRATCH / "shop.sqlite3"
 PORT = free_port()
 URL = f"http://127.0.0.1:{PORT}"
@@ -265,8 +268,6 @@ print(json.dumps({"status": run.status.value, "order": order, "last_event": json
 
 def test_the_example_project_runs_as_documented(tmp_path):
     """examples/django_app, in a copy: migrate, `manage.py outlast dev`, place an order, follow its run."""
-    import shutil
-
     project = shutil.copytree(ROOT / "examples" / "django_app", tmp_path / "django_app")
     port = free_port()
     env = {**os.environ, "OUTLAST_API_URL": f"http://127.0.0.1:{port}", "OUTLAST_SECRET_KEY": SECRET_KEY,
