@@ -464,6 +464,7 @@ class WorkerRegistration(_Model):
 class ClaimRequest(_Model):
     node_id: str
     task_ids: list[str] = Field(description="the tasks this worker can run")
+    versions: list[str] | None = Field(None, description="deployed versions it runs; none: working-copy runs only")
     max_runs: int = Field(ge=1, le=1000)
     wait: float = Field(0, ge=0, le=60, description="long-poll up to this many seconds")
 
@@ -739,3 +740,56 @@ class ScheduledPayload(BaseModel):
     schedule_id: str
     external_id: str | None = None
     upcoming: list[datetime] = Field(default_factory=list, description="the next 5 ticks")
+
+
+# --- deployments ----------------------------------------------------------------------------------
+
+COMMIT_HEADER = "x-outlast-commit"  # the git commit of the triggering code: runs use the version built from it
+
+
+class DeploymentStatus(enum.StrEnum):
+    BUILDING = "BUILDING"  # stored; environment and import step running
+    READY = "READY"  # built and imported; current or not
+    FAILED = "FAILED"  # build or import failed; never current
+
+
+class DeployedTask(BaseModel):
+    id: str
+    queue: str | None = None
+
+
+class Deployment(BaseModel):
+    version: str = Field(description="YYYYMMDD.N, immutable")
+    env: str
+    status: DeploymentStatus
+    current: bool = False
+    git_commit: str | None = None
+    git_branch: str | None = None
+    requirements_hash: str | None = None
+    bundle_sha256: str
+    bundle_bytes: int
+    files: int
+    tasks: list[DeployedTask] = Field(default_factory=list)
+    step: str = Field("", description="what the build is doing now, or did last")
+    error: str | None = Field(None, description="why the build failed (an import error's traceback)")
+    on_disk: bool = Field(True, description="False once garbage-collected (its bundle stays in the store)")
+    created_at: datetime
+    built_at: datetime | None = None
+    promoted_at: datetime | None = None
+
+
+class PromoteRequest(_Model):
+    version: str | None = Field(None, description="promote this version")
+    commit: str | None = Field(None, min_length=4, max_length=64,
+                               description="or the newest ready version built from this git commit")
+
+
+class EnvVar(BaseModel):
+    name: str
+    hint: str = Field(description="the value is never shown in full: its last characters only")
+    created_at: datetime
+    updated_at: datetime
+
+
+class EnvVarSet(_Model):
+    value: str = Field(max_length=65536)

@@ -67,6 +67,7 @@ class LocalBackend:
         self.node_id = node_id
         self.env_ids = list(env_ids)
         self.task_ids: list[str] = []
+        self.versions: list[str] | None = None  # deployed versions this node runs (None: a working copy)
 
     async def register(self, version: str, manifests: Sequence[TaskManifest]) -> None:
         self.task_ids = [m.id for m in manifests]
@@ -75,7 +76,8 @@ class LocalBackend:
     async def claim(self, limit: int, wait: float) -> list[Assignment]:
         deadline = time.monotonic() + wait
         while True:
-            claimed = await asyncio.to_thread(self.engine.claim, self.node_id, self.env_ids, self.task_ids, limit)
+            claimed = await asyncio.to_thread(self.engine.claim, self.node_id, self.env_ids, self.task_ids, limit,
+                                              self.versions)
             remaining = deadline - time.monotonic()
             if claimed or remaining <= 0:
                 return claimed

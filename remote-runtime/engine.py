@@ -260,7 +260,8 @@ class RunEngine:
     def _ready(row: Any, available_at: float) -> ReadyRun:
         get = row.get if isinstance(row, dict) else row._mapping.get
         return ReadyRun(run_id=get("id"), env_id=get("env_id"), task_id=get("task_id"), queue=get("queue"),
-                        concurrency_key=get("concurrency_key"), priority=get("priority"), available_at=available_at)
+                        concurrency_key=get("concurrency_key"), priority=get("priority"), available_at=available_at,
+                        version=queue.routed_version(get("version")))
 
     @staticmethod
     def _event(run_id: str, now: float, kind: str, status: str | None = None, *, message: str = "",
@@ -379,10 +380,13 @@ class RunEngine:
 
     # --- workers -------------------------------------------------------------------------
 
-    def claim(self, node_id: str, env_ids: Iterable[str], task_ids: Iterable[str], limit: int) -> list[Assignment]:
+    def claim(self, node_id: str, env_ids: Iterable[str], task_ids: Iterable[str], limit: int,
+              versions: Sequence[str] | None = None) -> list[Assignment]:
+        """`versions`: the deployed versions the worker runs (None: a working copy, see queue.routed_version)."""
         now = self.clock()
         with self.db.begin() as c:
-            chosen = queue.claim(c, env_ids=env_ids, task_ids=task_ids, limit=limit, now=now, floors=self._floors)
+            chosen = queue.claim(c, env_ids=env_ids, task_ids=task_ids, limit=limit, now=now, floors=self._floors,
+                                 versions=versions)
             if not chosen:
                 return []
             ids = [r.run_id for r in chosen]

@@ -12,6 +12,7 @@ starve another tenant's single run.
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,7 @@ class ReadyRun:
     priority: int
     available_at: float
     resume: bool = False  # a checkpointed run going back to its worker: same attempt
+    version: str | None = None  # a deployed version (see routed_version); only its workers claim the run
 
     @property
     def key(self) -> KeyTuple:
@@ -98,7 +100,7 @@ def enqueue(connection: sa.Connection, ready: Sequence[ReadyRun], floors: Sequen
         rows.append({
             "run_id": r.run_id, "env_id": r.env_id, "task_id": r.task_id, "queue": r.queue,
             "concurrency_key": r.concurrency_key or "", "rank": -r.priority, "seq": next_seq[r.key],
-            "available_at": r.available_at, "resume": r.resume,
+            "available_at": r.available_at, "resume": r.resume, "version": r.version,
         })
         next_seq[r.key] += 1
     connection.execute(run_queue.insert(), rows)
@@ -150,20 +152,34 @@ _CANDIDATES = (
     .limit(sa.bindparam("count"))
     .with_for_update(of=run_queue, skip_locked=True)
 )
+# Working-copy workers (`outlast dev`, `--project`) take unrouted runs; deployment workers the versions they run.
+_CANDIDATES_WORKING = _CANDIDATES.where(run_queue.c.version.is_(None))
+_CANDIDATES_DEPLOYED = _CANDIDATES.where(run_queue.c.version.in_(sa.bindparam("versions", expanding=True)))
+_DEPLOYED_VERSION = re.compile(r"\d{8}\.\d+")
+
+
+def routed_version(version: str | None) -> str | None:
+    """The version a run's queue row is routed to: deployed versions (YYYYMMDD.N) only. A working copy's
+    `dev-<hash>` is not routed, since its worker reloads and runs whatever the working copy is now."""
+    return version if version and _DEPLOYED_VERSION.fullmatch(version) else None
 
 
 def claim(
     connection: sa.Connection, *, env_ids: Iterable[str], task_ids: Iterable[str], limit: int, now: float,
-    floors: SequenceFloors | None = None,
+    floors: SequenceFloors | None = None, versions: Sequence[str] | None = None,
 ) -> list[sa.Row]:
-    """Take up to `limit` ready rows the caller may run now; their counters are incremented."""
+    """Take up to `limit` ready rows the caller may run now; their counters are incremented.
+
+    `versions` None: runs not routed to a deployed version; else only runs of those versions."""
     env_ids, task_ids = list(env_ids), list(task_ids)
-    if not env_ids or not task_ids:
+    if not env_ids or not task_ids or versions == []:
         return []
+    statement = _CANDIDATES_WORKING if versions is None else _CANDIDATES_DEPLOYED
+    extra = {} if versions is None else {"versions": list(versions)}
     candidates: list[sa.Row] = []
     for env_id in env_ids:  # one environment per query, so the index yields rows already in order
-        candidates += connection.execute(_CANDIDATES, {"env": env_id, "tasks": task_ids, "now": now,
-                                                       "count": limit * 4 + 8}).all()
+        candidates += connection.execute(statement, {"env": env_id, "tasks": task_ids, "now": now,
+                                                     "count": limit * 4 + 8, **extra}).all()
     candidates.sort(key=lambda r: (r.rank, r.seq, r.run_id))
     if not candidates:
         return []

@@ -126,6 +126,7 @@ run_queue = sa.Table(
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("available_at", Time, nullable=False),
     sa.Column("resume", sa.Boolean, nullable=False, default=False),  # a checkpointed run continues its attempt
+    sa.Column("version", sa.String(64)),  # a deployed version only its workers may claim; NULL: working-copy runs
     sa.Index("ix_run_queue_order", "env_id", "rank", "seq", "run_id"),
     sa.Index("ix_run_queue_seq", "env_id", "seq"),
 )
@@ -214,4 +215,43 @@ schedules = sa.Table(
     sa.Index("ix_schedules_env_task", "env_id", "task_id", "id"),
     sa.Index("ix_schedules_env_external", "env_id", "external_id", "id"),
     sa.Index("uq_schedules_dedup", "env_id", "type", "deduplication_key", unique=True),
+)
+
+# --- deployments ---------------------------------------------------------------------------------
+# One row per `outlast deploy`: an immutable version (YYYYMMDD.N) of one environment's task code.
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("env_id", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # BUILDING | READY | FAILED
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("git_branch", sa.String(256)),
+    sa.Column("bundle_key", sa.String(256), nullable=False),
+    sa.Column("bundle_sha256", sa.String(64), nullable=False),
+    sa.Column("bundle_bytes", sa.BigInteger, nullable=False),
+    sa.Column("files", sa.Integer, nullable=False),
+    sa.Column("requirements_hash", sa.String(64)),
+    sa.Column("config", sa.JSON, nullable=False),  # modules, env, python of its [tool.outlast]
+    sa.Column("manifests", sa.JSON, nullable=False),  # each task's TaskManifest, recorded by the import step
+    sa.Column("step", sa.String(64), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("built_at", Time),
+    sa.Column("promoted_at", Time),
+    sa.Column("collected_at", Time),  # its unpacked files were garbage-collected
+    sa.Index("ix_deployments_env", "env_id", "created_at"),
+    sa.Index("ix_deployments_commit", "env_id", "git_commit"),
+)
+
+# Environment variables of an environment, injected into its task processes; values Fernet-encrypted.
+env_vars = sa.Table(
+    "env_vars",
+    metadata,
+    sa.Column("env_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("hint", sa.String(16), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
 )

@@ -302,7 +302,8 @@ class Waits:
                                         for r in ready])
         queue.enqueue(c, [ReadyRun(run_id=r.id, env_id=r.env_id, task_id=r.task_id, queue=r.queue,
                                    concurrency_key=r.concurrency_key, priority=r.priority, available_at=now,
-                                   resume=True) for r in ready], self.engine._floors)
+                                   resume=True, version=queue.routed_version(r.version)) for r in ready],
+                      self.engine._floors)
         return len(ready)
 
     # --- tokens ----------------------------------------------------------------------------------

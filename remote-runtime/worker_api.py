@@ -43,7 +43,8 @@ async def claim(body: ClaimRequest, env: Env, rt: State) -> ClaimResponse:
     """Long-poll: answer as soon as something is claimed, or after `wait` seconds with nothing."""
     deadline = time.monotonic() + body.wait
     while True:
-        assignments = await run_in_threadpool(rt.engine.claim, body.node_id, [env], body.task_ids, body.max_runs)
+        assignments = await run_in_threadpool(rt.engine.claim, body.node_id, [env], body.task_ids, body.max_runs,
+                                               body.versions)
         remaining = deadline - time.monotonic()
         if assignments or remaining <= 0:
             return ClaimResponse(assignments=assignments)
