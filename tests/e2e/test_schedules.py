@@ -22,7 +22,15 @@ from typer.testing import CliRunner
 
 from outlast import AsyncClient, Client, ConflictError, InvalidRequestError, NotFoundError, RunStatus, schedules
 from outlast.cli import app as cli
-from tests.conftest import PG_ADMIN_URL, SECRET_KEY, _create_pg_database, _drop_pg_database, runtime_process, wait_for
+from tests.conftest import (
+    PG_ADMIN_URL,
+    PROJECTS,
+    SECRET_KEY,
+    _create_pg_database,
+    _drop_pg_database,
+    runtime_process,
+    wait_for,
+)
 from tests.e2e._shared import shared_runtime_fixture
 
 shared_runtime = shared_runtime_fixture(project="scheduled")
@@ -259,3 +267,34 @@ def test_the_http_api_lists_the_schedule_and_its_runs(shared_runtime, client):
                           headers=headers)
     assert patched.status_code == 200 and patched.json()["cron"] == "0 0 * * *"
     assert httpx.delete(f"{shared_runtime.url}/api/v1/schedules/{schedule.id}", headers=headers).status_code == 200
+
+
+def test_a_declared_schedule_follows_redeploys_and_goes_with_its_code(tmp_path, store):
+    project = tmp_path / "project"
+    project.mkdir()
+    source = (PROJECTS / "scheduled" / "tasks.py").read_text()
+    (project / "tasks.py").write_text(source)
+    (tmp_path / "rt").mkdir()
+    runtime = runtime_process(tmp_path / "rt", store, project=None, extra_args=["--project", str(project)])
+    try:
+        client = runtime.start().client()
+        [declared] = schedules.list(type="DECLARATIVE", client=client).data
+        first_version = wait_runs(client, declared.id, 1)[0].version
+
+        runtime.stop()  # a deploy: new code, same schedule id, the new expression, runs on the new version
+        (project / "tasks.py").write_text(source.replace('cron="* * * * * *"', 'cron="* * * * * */2"'))
+        client = runtime.start().client()
+        [redeployed] = schedules.list(type="DECLARATIVE", client=client).data
+        assert redeployed.id == declared.id and redeployed.cron == "* * * * * */2"
+        assert {int(t.timestamp()) % 2 for t in redeployed.upcoming} == {0}
+        newer = wait_for(lambda: [r for r in runs_of(client, declared.id) if r.version != first_version],
+                         timeout=60, message="a run of the new version")
+        assert all(datetime.fromisoformat(r.payload["timestamp"]).second % 2 == 0 for r in newer)
+
+        runtime.stop()  # the schedule is gone from the code: it is gone from the runtime
+        (project / "tasks.py").write_text(source.replace('@schedules.task(id="heartbeat", cron="* * * * * *", '
+                                                         'timezone="Europe/Paris")', '@task(id="heartbeat")'))
+        client = runtime.start().client()
+        assert schedules.list(type="DECLARATIVE", client=client).data == []
+    finally:
+        runtime.close()
