@@ -49,6 +49,27 @@ $$;
 create table public.orders (id bigserial primary key, email text not null, status text not null);
 create table public.customers (id bigserial primary key, name text);
 create table public.payments (id bigserial primary key, amount int not null);
+
+-- A webhook made in the Supabase dashboard: its trigger function builds the event and hands it to pg_net
+-- with the headers typed into the dashboard (here the receiver's secret header).
+create schema supabase_functions;
+create function supabase_functions.http_request() returns trigger language plpgsql as $$
+begin
+  perform net.http_post(
+    url := tg_argv[0],
+    body := jsonb_build_object('old_record', case when tg_op = 'INSERT' then null else to_jsonb(old) end,
+                               'record', case when tg_op = 'DELETE' then null else to_jsonb(new) end,
+                               'type', tg_op, 'table', tg_table_name, 'schema', tg_table_schema),
+    headers := tg_argv[2]::jsonb,
+    timeout_milliseconds := tg_argv[4]::int);
+  return null;
+end $$;
+create table public.invoices (id bigserial primary key, email text not null, status text not null);
+"""
+DASHBOARD_HOOK = """
+create trigger invoices_hook after insert on public.invoices for each row execute function
+  supabase_functions.http_request('https://app.example.com/outlast/supabase', 'POST',
+                                  '{"Content-Type": "application/json", "x-outlast-secret": "%s"}', '{}', '1000')
 """
 
 
@@ -83,6 +104,7 @@ def database() -> Iterator[str]:
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(STAND_IN)
+            conn.execute(DASHBOARD_HOOK.replace("%s", SECRET))
         env = {"OUTLAST_SUPABASE_SECRET": SECRET}
         for table in ("public.orders", "public.customers"):
             result = _setup(url, "--table", table, "--events", "insert,update,delete",
@@ -99,7 +121,8 @@ def database() -> Iterator[str]:
 @pytest.fixture
 def db(database: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute("truncate net.sent, public.orders, public.customers, public.payments, outlast.outbox")
+        conn.execute("truncate net.sent, public.orders, public.customers, public.payments, public.invoices, "
+                     "outlast.outbox")
         yield conn
 
 
@@ -458,3 +481,15 @@ def test_the_example_app_runs_as_documented(db, tmp_path):
     assert run.output == {"order_id": order} and run.tags == ["orders"]
     assert _PostgREST.changes == [("PATCH", f"/rest/v1/orders?id=eq.{order}", "service-role-key",
                                    {"status": "fulfilling"})]
+
+
+def test_dashboard_webhooks_reach_the_receiver_and_repeats_still_run_once(db, receiver, runtime):
+    """Events from supabase_functions.http_request carry no commit timestamp: their content identifies them."""
+    db.execute("insert into invoices (email, status) values ('ida@example.com', 'paid')")
+    (request,) = sent(db)
+    assert "commit_timestamp" not in request[2]
+    first, again = replay(receiver, request), replay(receiver, request)
+    assert (first.status_code, again.status_code) == (202, 200), (first.text, again.text)
+    assert again.json()["runs"][0]["id"] == first.json()["runs"][0]["id"]
+    run = runtime.client().poll(first.json()["runs"][0]["id"], timeout=60)
+    assert run.status == "COMPLETED" and run.output["email"] == "ida@example.com"

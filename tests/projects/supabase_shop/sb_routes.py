@@ -10,3 +10,4 @@ router.on_update("public.orders", task=order_shipped,
                  when=lambda row, old: row["status"] == "shipped" and old["status"] != "shipped")
 router.on_delete("public.orders", task=order_deleted, payload=lambda event: event.old_record["id"])
 router.on_insert("public.payments", task=record_payment, tags=["payments"])
+router.on_insert("public.invoices", task=fulfil_order)  # a webhook made in the Supabase dashboard
