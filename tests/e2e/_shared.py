@@ -17,14 +17,14 @@ import pytest
 from tests.conftest import PG_ADMIN_URL, RuntimeProcess, _create_pg_database, _drop_pg_database, runtime_process
 
 
-def shared_runtime_fixture(project: str = "basic", slots: int = 2):
+def shared_runtime_fixture(project: str = "basic", slots: int = 2, extra_env: dict[str, str] | None = None):
     @pytest.fixture(scope="module", params=["sqlite", "postgres"])
     def shared_runtime(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                        ) -> Iterator[RuntimeProcess]:
         database = _create_pg_database() if request.param == "postgres" else None
         url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database if database else None
         runtime = runtime_process(tmp_path_factory.mktemp("shared-runtime"), url, project=project, slots=slots,
-                                  node_id="node-shared")
+                                  node_id="node-shared", extra_env=extra_env)
         try:
             yield runtime.start()
         finally:
