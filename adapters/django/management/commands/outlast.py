@@ -55,10 +55,13 @@ class Command(BaseCommand):
 
     def _node(self, subcommand: str, args: list[str]) -> None:
         parser = argparse.ArgumentParser(prog=f"manage.py outlast {subcommand}")
-        parser.add_argument("--slots", type=int, default=int(os.environ.get("OUTLAST_SLOTS", "2")))
-        parser.add_argument("--port", type=int, default=None)
-        parser.add_argument("--data-dir", type=Path, default=None)
-        parser.add_argument("--node-id", default=None)
+        parser.add_argument("--slots", type=int, default=int(os.environ.get("OUTLAST_SLOTS", "2")),
+                            help="Attempts this node runs at once (OUTLAST_SLOTS, 2).")
+        parser.add_argument("--port", type=int, default=None,
+                            help="Embedded runtime's port (default: the port of OUTLAST_API_URL, or 7070).")
+        parser.add_argument("--data-dir", type=Path, default=None,
+                            help="Embedded runtime's store and files (default: BASE_DIR/.outlast).")
+        parser.add_argument("--node-id", default=None, help="This node's name in the runtime.")
         parsed = parser.parse_args(args)
         if not os.environ.get("DJANGO_SETTINGS_MODULE"):
             raise CommandError("DJANGO_SETTINGS_MODULE is not set: task processes need it to set Django up")
