@@ -112,3 +112,16 @@ async def approval(payload: dict) -> dict:
     mark(f"{payload['marker']}.token", token.model_dump_json())
     result = await wait.for_token(token)
     return {"ok": result.ok, "data": result.output, "timed_out": result.timed_out}
+
+
+@task(id="stateful-token")
+async def stateful_token(payload: dict) -> dict:
+    """Local state across a token wait, for restores on another node."""
+    numbers = [n * n for n in range(200_000)]
+    counter = 1
+    token = await wait.create_token(timeout="1h")
+    mark(f"{payload['marker']}.token", token.model_dump_json())
+    mark(f"{payload['marker']}.host-pid", str(_host_pid()))
+    result = await wait.for_token(token)
+    counter += 1
+    return {"counter": counter, "sum": sum(numbers), "data": result.output}
