@@ -191,6 +191,11 @@ class _Requests:
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
+        # The commit of the code that triggers (Vercel sets VERCEL_GIT_COMMIT_SHA in its functions): the
+        # runtime locks the runs to the task version built from the same commit, when there is one.
+        commit = os.environ.get("OUTLAST_GIT_COMMIT") or os.environ.get("VERCEL_GIT_COMMIT_SHA")
+        if commit:
+            self.headers["X-Outlast-Commit"] = commit.strip()
 
     def build(
         self,

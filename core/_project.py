@@ -18,6 +18,8 @@ class Project:
     root: Path
     modules: tuple[str, ...] = ("tasks",)
     env: dict[str, str] = field(default_factory=dict)
+    requirements: str | None = None  # a requirements file, relative to root (deployments build a venv from it)
+    python: str | None = None  # "3.11": the Python version its deployments must run on
 
     def source_files(self) -> list[Path]:
         files = []
@@ -59,4 +61,12 @@ def load_project(root: str | os.PathLike[str]) -> Project:
                 "or name your modules in [tool.outlast] tasks = [...] in pyproject.toml"
             )
     env = {str(k): str(v) for k, v in config.get("env", {}).items()}
-    return Project(root=path, modules=modules, env=env)
+    requirements = config.get("requirements")
+    if requirements is None and (path / "requirements.txt").is_file():
+        requirements = "requirements.txt"
+    if requirements is not None and not (isinstance(requirements, str) and (path / requirements).is_file()):
+        raise ConfigurationError(f"[tool.outlast] requirements = {requirements!r}: no such file in {path}")
+    python = config.get("python")
+    if python is not None and not (isinstance(python, str) and python.replace(".", "").isdigit()):
+        raise ConfigurationError(f"[tool.outlast] python must be a version such as \"3.11\", got {python!r}")
+    return Project(root=path, modules=modules, env=env, requirements=requirements, python=python)

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outlast.wire import (
     API_PREFIX,
+    COMMIT_HEADER,
     BatchHandle,
     BatchItem,
     BatchTriggerRequest,
@@ -90,17 +91,21 @@ def _check_payload_sizes(limit: int, items: list[BatchItem]) -> None:
             raise PayloadTooLarge(f"{field} is {size} bytes; the limit is {limit} bytes", field=field)
 
 
+# The git commit of the triggering code (the SDK sends it on Vercel): runs use the version built from it.
+Commit = Annotated[str | None, Header(alias=COMMIT_HEADER, max_length=64)]
+
+
 @router.post("/tasks/{task_id:path}/trigger", response_model=RunHandle, tags=["tasks"])
-def trigger(task_id: str, body: TriggerRequest, env: Env, rt: State) -> RunHandle:
+def trigger(task_id: str, body: TriggerRequest, env: Env, rt: State, commit: Commit = None) -> RunHandle:
     item = BatchItem(task=task_id, payload=body.payload, options=body.options)
     _check_payload_sizes(rt.settings.max_payload_bytes, [item])
-    return rt.engine.trigger(env, [item])[0]
+    return rt.engine.trigger(env, rt.deployments.pin(env, [item], commit))[0]
 
 
 @router.post("/tasks/batch-trigger", response_model=BatchHandle, tags=["tasks"])
-def batch_trigger(body: BatchTriggerRequest, env: Env, rt: State) -> BatchHandle:
+def batch_trigger(body: BatchTriggerRequest, env: Env, rt: State, commit: Commit = None) -> BatchHandle:
     _check_payload_sizes(rt.settings.max_payload_bytes, body.items)
-    return BatchHandle(runs=rt.engine.trigger(env, body.items))
+    return BatchHandle(runs=rt.engine.trigger(env, rt.deployments.pin(env, body.items, commit)))
 
 
 @router.get("/tasks", response_model=list[TaskInfo], tags=["tasks"])
@@ -229,7 +234,9 @@ class BodyLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Payload limits are for triggers; a worker's reports are bounded by the outputs it carries.
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH") or "/worker/" in scope["path"]:
+        # Bundle uploads (`/deployments`) are held to their own limit by their endpoint.
+        if (scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH") or "/worker/" in scope["path"]
+                or scope["path"].endswith("/deployments")):
             await self.app(scope, receive, send)
             return
         limit = self._limit(scope["path"])
@@ -279,6 +286,7 @@ class _BodyTooLarge(Exception):
 
 
 def create_app(runtime: RuntimeState) -> FastAPI:
+    from .deployments_api import router as deployments_router
     from .schedules_api import router as schedules_router
     from .waitpoints_api import router as waitpoints_router
     from .worker_api import router as worker_router
@@ -291,6 +299,7 @@ def create_app(runtime: RuntimeState) -> FastAPI:
     app.include_router(worker_router)
     app.include_router(schedules_router)
     app.include_router(waitpoints_router)
+    app.include_router(deployments_router)
     app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

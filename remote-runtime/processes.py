@@ -175,6 +175,7 @@ class SpawnOptions:
     cancel_grace: float = 5.0
     checkpoint_after: float = 5.0
     process_dir: Path | None = None  # set: spawn in a PID namespace, ready to be checkpointed
+    python: str | None = None  # the interpreter (a deployed version's virtualenv); default: this one
 
 
 def process_home(process_dir: Path, process_id: str) -> Path:
@@ -197,7 +198,7 @@ async def spawn(project: Project, version: str, options: SpawnOptions) -> TaskPr
         "OUTLAST_CHECKPOINT_AFTER": str(options.checkpoint_after),
         "PYTHONUNBUFFERED": "1",
     })
-    argv = [sys.executable, "-m", "outlast._process"]
+    argv = [options.python or sys.executable, "-m", "outlast._process"]
     ready: asyncio.Future[Hello] = asyncio.get_running_loop().create_future()
     if options.process_dir is None:
         popen = await asyncio.create_subprocess_exec(*argv, env=env, cwd=str(project.root),

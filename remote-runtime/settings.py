@@ -44,6 +44,10 @@ class RuntimeSettings:
                                                                           "/tmp/outlast-processes")))
     # The address the outside world reaches this runtime's API at (for token completion URLs).
     public_url: str | None = field(default_factory=lambda: os.environ.get("OUTLAST_PUBLIC_URL") or None)
+    # Where deployment bundles go: a directory, file:///path or s3://bucket/prefix (default <data_dir>/bundles).
+    bundle_store: str | None = field(default_factory=lambda: os.environ.get("OUTLAST_BUNDLE_STORE") or None)
+    # How often files of versions no run needs any more are garbage-collected.
+    deploy_gc_interval: float = field(default_factory=lambda: _env_float("OUTLAST_DEPLOY_GC_INTERVAL", 60.0))
 
     @property
     def resolved_database_url(self) -> str:

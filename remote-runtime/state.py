@@ -41,6 +41,7 @@ class RuntimeState:
         self.scheduler = Scheduler(self.engine)  # before any registration: it follows declared schedules
         self.supervisor: Any = None
         self.recovered = self.engine.recover_node(settings.node_id)
+        self._init_deployments()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
@@ -64,9 +65,15 @@ class RuntimeState:
                 from .dev import reload_on_change
 
                 reloader = asyncio.create_task(reload_on_change(self.supervisor))
+        deployments = asyncio.create_task(self._deployments_loop())
         try:
             yield
         finally:
+            deployments.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deployments
+            if self.deployed_supervisor is not None:
+                await self.deployed_supervisor.stop()
             if reloader is not None:
                 reloader.cancel()
             if self.supervisor is not None:
@@ -88,3 +95,51 @@ class RuntimeState:
             except Exception:
                 log.exception("maintenance tick failed")
             await asyncio.sleep(self.settings.tick_interval)
+
+    # --- deployments ---------------------------------------------------------------------------
+
+    def _init_deployments(self) -> None:
+        from .bundles import open_bundle_store
+        from .deployments import Deployments
+        from .env_vars import EnvVars, load_key
+
+        self.env_vars = EnvVars(self.db, load_key(self.settings.data_dir))
+        self.deployments = Deployments(self.engine, self.env_vars,
+                                       open_bundle_store(self.settings.bundle_store, self.settings.data_dir),
+                                       self.settings.data_dir)
+        self.deployed_supervisor: Any = None
+        self._deploy_changed = asyncio.Event()
+        self._builds: set[asyncio.Future[None]] = set()
+
+    def start_build(self, version: str) -> None:
+        """Build a stored deployment in a worker thread (the API answers at once)."""
+        loop = asyncio.get_running_loop()
+        build = loop.run_in_executor(None, self.deployments.build, version)
+        self._builds.add(build)
+        build.add_done_callback(self._builds.discard)
+
+    async def _deployments_loop(self) -> None:
+        """Serve deployed versions (a supervisor started once there is one), follow every change, and
+        garbage-collect versions no run needs any more."""
+        loop = asyncio.get_running_loop()
+        self.deployments.on_change = lambda: loop.call_soon_threadsafe(self._deploy_changed.set)
+        next_gc = 0.0
+        while True:
+            try:
+                served = await asyncio.to_thread(self.deployments.served)
+                if served.versions and self.deployed_supervisor is None:
+                    from .deployed import DeploymentSupervisor
+
+                    backend = LocalBackend(self.engine, self.wakeup, self.settings.node_id, served.env_ids)
+                    self.deployed_supervisor = DeploymentSupervisor(backend, self.deployments, self.settings)
+                    await self.deployed_supervisor.start()
+                elif self.deployed_supervisor is not None:
+                    await self.deployed_supervisor.refresh()
+                if loop.time() >= next_gc:
+                    next_gc = loop.time() + self.settings.deploy_gc_interval
+                    await asyncio.to_thread(self.deployments.collect)
+            except Exception:
+                log.exception("deployment upkeep failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._deploy_changed.wait(), min(10.0, self.settings.deploy_gc_interval))
+            self._deploy_changed.clear()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -113,7 +114,7 @@ class Execution:
 
 
 class Supervisor:
-    def __init__(self, backend: WorkerBackend, project: Project, settings: RuntimeSettings) -> None:
+    def __init__(self, backend: WorkerBackend, project: Project | None, settings: RuntimeSettings) -> None:
         self.backend = backend
         self.project = project
         self.settings = settings
@@ -205,7 +206,26 @@ class Supervisor:
             socket_path=self.socket_path, heartbeat_interval=self.settings.heartbeat_interval,
             cancel_grace=self.settings.cancel_grace, checkpoint_after=self.settings.checkpoint_after,
             process_dir=self.settings.process_dir if self.checkpointer is not None else None)
-        return self._track(await spawn(self.project, version, options))
+        project, python = await self._project_for(version)
+        if python is not None:
+            options = dataclasses.replace(options, python=python)
+        return self._track(await spawn(project, version, options))
+
+    # Where the code of a version is. Overridden by the supervisor of deployed versions (deployed.py),
+    # which runs several versions at once, each from its own directory and virtualenv.
+
+    async def _project_for(self, version: str) -> tuple[Project, str | None]:
+        """The project a process of `version` runs, and its interpreter (None: this one)."""
+        assert self.project is not None
+        return self.project, None
+
+    def _version_to_run(self, execution: Execution) -> str:
+        """The version whose process runs a claimed attempt (a working copy runs its latest code)."""
+        return self.version
+
+    def _reusable(self, process: TaskProcess) -> bool:
+        """Whether a process that finished an attempt goes back to the idle pool."""
+        return process.version == self.version
 
     def _track(self, process: TaskProcess) -> TaskProcess:
         self.processes[process.process_id] = process
@@ -242,12 +262,17 @@ class Supervisor:
             self.idle.append(process)
             self._slot_freed.set()
 
-    async def _take_process(self) -> TaskProcess:
+    async def _take_process(self, version: str | None = None) -> TaskProcess:
+        version = version or self.version
         while self.idle:
             process = self.idle.pop()
-            if process.alive and process.version == self.version:
+            if process.alive and process.version == version:
                 return process
-        process = await self._spawn(self.version)
+            if process.alive and self._reusable(process):
+                self.idle.insert(0, process)  # another version's: leave it for that version's runs
+                if all(p.version != version for p in self.idle):
+                    break
+        process = await self._spawn(version)
         await asyncio.wait_for(process.ready, 120)
         return process
 
@@ -343,7 +368,7 @@ class Supervisor:
             if execution.assignment.resume is not None:
                 process = execution.process = await self._restore(execution)
             else:
-                process = execution.process = await self._take_process()
+                process = execution.process = await self._take_process(self._version_to_run(execution))
                 process.last_seen = time.monotonic()
                 process.execution = execution
                 execution.checkpoint_after = self._checkpoint_after(process, context.task)
@@ -385,7 +410,7 @@ class Supervisor:
                 process.execution = None
                 if process.checkpointed:
                     pass
-                elif process.alive and process.version == self.version and not process.retired:
+                elif process.alive and self._reusable(process) and not process.retired:
                     self.idle.append(process)
                 elif process.alive:
                     self._in_background(process.shutdown())

@@ -9,12 +9,13 @@ from urllib.parse import urlparse
 
 import typer
 
-from . import runs, schedules
+from . import deploy, runs, schedules
 
 app = typer.Typer(no_args_is_help=True, help="outlast: durable background tasks for Python web apps.",
                   pretty_exceptions_enable=False)
 runs.register(app)
 schedules.register(app)
+deploy.register(app)
 
 
 def _default_port() -> int:

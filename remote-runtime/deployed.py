@@ -1,0 +1,84 @@
+"""The supervisor of deployed versions: several versions at once, each run on its own code.
+
+It claims only runs routed to the versions it serves (`run_queue.version`), and starts each
+attempt in a process of the run's own version, spawned from that version's unpacked directory
+with its virtualenv's interpreter and its environment's variables. So a run keeps the code it
+was triggered on while newer versions deploy. One warm process is kept per current version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from outlast._project import Project
+
+from .backend import LocalBackend
+from .deployments import Deployments
+from .processes import ProcessExited, TaskProcess
+from .settings import RuntimeSettings
+from .supervisor import Execution, Supervisor
+
+log = logging.getLogger("outlast.deployed")
+
+
+class DeploymentSupervisor(Supervisor):
+    def __init__(self, backend: LocalBackend, deployments: Deployments, settings: RuntimeSettings) -> None:
+        super().__init__(backend, None, settings)
+        self.backend: LocalBackend = backend
+        self.deployments = deployments
+        self.current: list[str] = []
+        self._unwarmable: set[str] = set()  # its warm process failed to start: no respawn loop until a refresh
+        backend.versions = []
+
+    async def load_version(self) -> list[str]:
+        """Nothing to import up front: versions are imported when deployed. Learn what to serve."""
+        await self.refresh()
+        return []
+
+    async def refresh(self) -> None:
+        """Serve the versions that are deployed now; retire idle processes of versions no longer served."""
+        served = await asyncio.to_thread(self.deployments.served)
+        self.current = await asyncio.to_thread(self.deployments.current_versions)
+        self.backend.versions, self.backend.task_ids = served.versions, served.task_ids
+        self.backend.env_ids = served.env_ids
+        self._unwarmable.clear()
+        for process in list(self.idle):
+            if process.version not in served.versions:
+                self.idle.remove(process)
+                process.retired = True
+                self._in_background(process.shutdown())
+        self._fill_pool()
+        self.backend.wakeup.notify()  # the claim loop may be waiting with the old filter
+
+    async def _project_for(self, version: str) -> tuple[Project, str | None]:
+        return await asyncio.to_thread(self.deployments.ensure_local, version)
+
+    def _version_to_run(self, execution: Execution) -> str:
+        return execution.context.version or ""
+
+    def _reusable(self, process: TaskProcess) -> bool:
+        return process.version in (self.backend.versions or [])
+
+    def _fill_pool(self) -> None:
+        if self._stopping:
+            return
+        for version in self.current:
+            if version in self._unwarmable:
+                continue
+            if not any(p.version == version and not p.retired for p in self.processes.values()):
+                self._in_background(self._warm_version(version))
+
+    async def _warm_version(self, version: str) -> None:
+        try:
+            process = await self._spawn(version)
+            hello = await asyncio.wait_for(process.ready, 120)
+            if hello.import_error:
+                raise ProcessExited(hello.import_error)
+        except Exception as exc:  # a run of that version will fail with the reason too
+            log.warning("could not start a process of version %s: %s", version, exc)
+            self._unwarmable.add(version)
+            return
+        if process.alive and self._reusable(process):
+            self.idle.append(process)
+            self._slot_freed.set()
