@@ -451,7 +451,8 @@ class Scheduler:
                     wait = min(max_sleep, until)
             except Exception:
                 log.exception("scheduler tick failed")
-            await asyncio.sleep(max(wait, 0.005))
+            # A floor: due rows that another replica has locked (and is firing) must not make this one spin.
+            await asyncio.sleep(max(wait, 0.02))
 
 
 _OPTIONS = TriggerOptions()
