@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -12,7 +13,7 @@ from rich.text import Text
 from .. import _schedules
 from .._client import Client
 from ..wire import CatchUp, Schedule, ScheduleType
-from .runs import ApiUrl, ClientFactory, Json, SecretKey, _client_errors, _out, _status, _time
+from .runs import ApiUrl, ClientFactory, Json, SecretKey, _client_errors, _out, _status
 
 __all__ = ["register"]
 
@@ -22,7 +23,7 @@ Zone = Annotated[str | None, typer.Option("--timezone", "--tz", help="IANA time 
 CatchUpOption = Annotated[CatchUp | None, typer.Option(help="After downtime: fire the last missed tick, or skip.")]
 
 
-def _local(schedule: Schedule, moment) -> str:
+def _local(schedule: Schedule, moment: datetime | None) -> str:
     return moment.astimezone(ZoneInfo(schedule.timezone)).strftime("%Y-%m-%d %H:%M:%S %Z") if moment else "-"
 
 
@@ -102,11 +103,13 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
             console.print("no schedules")
         else:
             table = Table(show_edge=False)
-            for name in ("id", "task", "cron", "timezone", "type", "active", "next tick", "external id"):
-                table.add_column(name, no_wrap=name in ("id", "active"), overflow="fold")
+            for name in ("id", "task", "cron", "timezone", "next tick", "external id"):
+                table.add_column(name, no_wrap=name in ("id", "cron"), overflow="fold")
             for s in page.data:
-                table.add_row(Text(s.id), Text(s.task), Text(s.cron), Text(s.timezone), s.type.value,
-                              "yes" if s.active else "no", _local(s, s.next_run), Text(s.external_id or ""))
+                task = s.task + (" (declared)" if s.type is ScheduleType.DECLARATIVE else "")
+                next_tick = _local(s, s.next_run) if s.active else Text("paused", style="yellow")
+                table.add_row(Text(s.id), Text(task), Text(s.cron), Text(s.timezone), next_tick,
+                              Text(s.external_id or ""))
             console.print(table)
         if page.next_cursor:
             console.print(Text(f"next cursor: {page.next_cursor}"), soft_wrap=True)
@@ -126,11 +129,12 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
             console = _out()
             console.print()
             table = Table(title="latest runs", title_justify="left", show_edge=False)
-            for name in ("id", "tick", "status", "created"):
+            for name in ("id", "tick", "status"):
                 table.add_column(name, no_wrap=True)
             for run in runs:
-                tick = (run.payload or {}).get("timestamp") if isinstance(run.payload, dict) else None
-                table.add_row(Text(run.id), Text(tick or "-"), _status(run.status), _time(run.created_at))
+                tick = run.payload.get("timestamp") if isinstance(run.payload, dict) else None
+                tick = _local(schedule, datetime.fromisoformat(tick)) if tick else "-"
+                table.add_row(Text(run.id), Text(tick), _status(run.status))
             console.print(table)
 
     @group.command("update")
