@@ -36,15 +36,16 @@ class DeploymentSupervisor(Supervisor):
         await self.refresh()
         return []
 
-    async def refresh(self) -> None:
-        """Serve the versions that are deployed now; retire idle processes of versions no longer served."""
+    async def refresh(self, *, recycle: bool = False) -> None:
+        """Serve the versions that are deployed now; retire idle processes of versions no longer served
+        (all of them with `recycle`: they were started with environment variables that changed)."""
         served = await asyncio.to_thread(self.deployments.served)
         self.current = await asyncio.to_thread(self.deployments.current_versions)
         self.backend.versions, self.backend.task_ids = served.versions, served.task_ids
         self.backend.env_ids = served.env_ids
         self._unwarmable.clear()
         for process in list(self.idle):
-            if process.version not in served.versions:
+            if recycle or process.version not in served.versions:
                 self.idle.remove(process)
                 process.retired = True
                 self._in_background(process.shutdown())
