@@ -178,21 +178,24 @@ def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def main() -> None:
-    signal.signal(signal.SIGTERM, _terminate)
-    # Blocked in every thread (they inherit the mask): only the control thread's sigwait takes it.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {RESUME_SIGNAL})
+def prepare() -> None:
+    """Import the project's tasks (a fork server does this once for every process it forks)."""
     project_dir = os.environ["OUTLAST_PROJECT_DIR"]
     sys.path.insert(0, project_dir)
     os.chdir(project_dir)
+    _setup_django()
+    import_tasks([m for m in os.environ.get("OUTLAST_TASK_MODULES", "tasks").split(",") if m])
+
+
+def serve(import_error: str | None = None) -> None:
+    """Connect to the supervisor, say hello (or why the tasks did not import), and run attempts."""
+    signal.signal(signal.SIGTERM, _terminate)
+    # Blocked in every thread (they inherit the mask): only the control thread's sigwait takes it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {RESUME_SIGNAL})
     frames = connect(os.environ["OUTLAST_CONTROL_SOCKET"])
     process_id = os.environ["OUTLAST_PROCESS_ID"]
-    hello = Hello(process_id=process_id, pid=os.getpid())
-    try:
-        _setup_django()
-        import_tasks([m for m in os.environ.get("OUTLAST_TASK_MODULES", "tasks").split(",") if m])
-    except BaseException as exc:
-        hello.import_error = "".join(traceback.format_exception(exc))
+    hello = Hello(process_id=process_id, pid=os.getpid(), import_error=import_error)
+    if import_error:
         frames.send(hello)
         sys.exit(3)
     hello.tasks = [t.manifest for t in registered_tasks().values()]
@@ -202,6 +205,15 @@ def main() -> None:
                              on_supervisor_lost=lambda: _supervisor_lost(grace))
     TaskProcess(channel, float(os.environ.get("OUTLAST_HEARTBEAT_INTERVAL", "2")),
                 float(os.environ.get("OUTLAST_CHECKPOINT_AFTER", "5"))).serve()
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        prepare()
+    except BaseException as exc:
+        serve("".join(traceback.format_exception(exc)))
+    serve()
 
 
 if __name__ == "__main__":

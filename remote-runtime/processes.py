@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -23,10 +24,12 @@ from outlast._project import Project
 from outlast.wire import Hello, Result, Resumed, Shutdown, StartAttempt, Suspended, TaskManifest
 
 from .checkpoint import criu
+from .forkserver import ForkServer, ForkServerFailed
 
 # Variables a task process must never inherit from the runtime (its store, its own key).
 _PRIVATE_VARIABLES = ("OUTLAST_DATABASE_URL", "OUTLAST_SECRET_KEY", "OUTLAST_DATA_DIR")
 OUTPUT_FILE = "output.log"
+log = logging.getLogger("outlast.supervisor")
 
 
 class ProcessHandle(Protocol):
@@ -183,14 +186,12 @@ def process_home(process_dir: Path, process_id: str) -> Path:
     return process_dir / process_id
 
 
-async def spawn(project: Project, version: str, options: SpawnOptions) -> TaskProcess:
-    """Start `python -m outlast._process` for the project; it connects back and says hello."""
-    process_id = f"p{uuid.uuid4().hex[:16]}"
+def task_environment(project: Project, options: SpawnOptions) -> dict[str, str]:
+    """What every task process of the project gets (a fork server starts with it too)."""
     env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_VARIABLES}
     env.update(project.env)
     env.update({
         "OUTLAST_CONTROL_SOCKET": str(options.socket_path),
-        "OUTLAST_PROCESS_ID": process_id,
         "OUTLAST_PROJECT_DIR": str(project.root),
         "OUTLAST_TASK_MODULES": ",".join(project.modules),
         "OUTLAST_HEARTBEAT_INTERVAL": str(options.heartbeat_interval),
@@ -198,16 +199,39 @@ async def spawn(project: Project, version: str, options: SpawnOptions) -> TaskPr
         "OUTLAST_CHECKPOINT_AFTER": str(options.checkpoint_after),
         "PYTHONUNBUFFERED": "1",
     })
-    argv = [options.python or sys.executable, "-m", "outlast._process"]
+    return env
+
+
+async def spawn(project: Project, version: str, options: SpawnOptions,
+                forkserver: ForkServer | None = None) -> TaskProcess:
+    """Start a task process for the project (forked from `forkserver` when there is one); it connects
+    back and says hello."""
+    process_id = f"p{uuid.uuid4().hex[:16]}"
+    own = {"OUTLAST_PROCESS_ID": process_id}
+    output = None
+    if options.process_dir is not None:
+        home = process_home(options.process_dir, process_id)
+        home.mkdir(parents=True, exist_ok=True)
+        own["OUTLAST_RESUME_DIR"] = str(home)
+        # Output goes to an append-only file (a restored pipe would have no reader); its lines reach
+        # the run's timeline through the control channel anyway.
+        output = home / OUTPUT_FILE
+    namespaced = options.process_dir is not None
     ready: asyncio.Future[Hello] = asyncio.get_running_loop().create_future()
-    if options.process_dir is None:
+    popen: ProcessHandle
+    if forkserver is not None:
+        try:
+            pid = await forkserver.fork(process_id, own, output, namespace=namespaced)
+        except ForkServerFailed as exc:
+            log.warning("%s; starting the task process from scratch", exc)
+        else:
+            return TaskProcess(process_id=process_id, version=version, popen=PidProcess(pid), ready=ready,
+                               namespaced=namespaced)
+    env = {**task_environment(project, options), **own}
+    argv = [options.python or sys.executable, "-m", "outlast._process"]
+    if output is None:
         popen = await asyncio.create_subprocess_exec(*argv, env=env, cwd=str(project.root),
                                                      stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
-        return TaskProcess(process_id=process_id, version=version, popen=popen, ready=ready)
-    home = process_home(options.process_dir, process_id)
-    home.mkdir(parents=True, exist_ok=True)
-    env["OUTLAST_RESUME_DIR"] = str(home)
-    # Output goes to an append-only file (a restored pipe would have no reader); its lines reach the
-    # run's timeline through the control channel anyway.
-    pid = criu.spawn_in_pid_namespace(argv, env, project.root, home / OUTPUT_FILE)
-    return TaskProcess(process_id=process_id, version=version, popen=PidProcess(pid), ready=ready, namespaced=True)
+    else:
+        popen = PidProcess(criu.spawn_in_pid_namespace(argv, env, project.root, output))
+    return TaskProcess(process_id=process_id, version=version, popen=popen, ready=ready, namespaced=namespaced)

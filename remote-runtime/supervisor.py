@@ -59,7 +59,17 @@ from outlast.wire import (
 
 from .backend import WorkerBackend
 from .checkpointing import Checkpointer
-from .processes import PidProcess, ProcessExited, SpawnOptions, TaskProcess, describe_exit, spawn
+from .forkserver import ForkServer, ForkServerFailed
+from .forkserver import supported as forkserver_supported
+from .processes import (
+    PidProcess,
+    ProcessExited,
+    SpawnOptions,
+    TaskProcess,
+    describe_exit,
+    spawn,
+    task_environment,
+)
 from .settings import RuntimeSettings
 
 log = logging.getLogger("outlast.supervisor")
@@ -132,11 +142,13 @@ class Supervisor:
         self._attempts: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()  # referenced, so the loop cannot drop them
         self._slot_freed = asyncio.Event()
+        self._process_added = asyncio.Event()
         self._flush_now = asyncio.Event()
         self._pending = WorkerReport()
         self._stopping = False
         self.checkpointer: Checkpointer | None = None
         self.checkpoint_problem = ""  # why waits are kept in memory here, when they are
+        self.forkservers: dict[str, asyncio.Future[ForkServer]] = {}  # per version: task processes fork from it
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -166,6 +178,7 @@ class Supervisor:
         await self.backend.register(version, hello.tasks)
         previous, self.version = self.version, version
         if previous and previous != version:
+            self._close_forkserver(previous)
             for old in list(self.idle):
                 if old.version != version:
                     self.idle.remove(old)
@@ -190,6 +203,9 @@ class Supervisor:
         await self._flush()
         await asyncio.gather(*(p.shutdown(self.settings.cancel_grace) for p in self.processes.values()),
                              return_exceptions=True)
+        for version in list(self.forkservers):
+            self._close_forkserver(version)
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._server is not None:
             self._server.close()
         shutil.rmtree(self._socket_dir, ignore_errors=True)
@@ -209,7 +225,29 @@ class Supervisor:
         project, python = await self._project_for(version)
         if python is not None:
             options = dataclasses.replace(options, python=python)
-        return self._track(await spawn(project, version, options))
+        forkserver = await self._forkserver(version, project, options)
+        return self._track(await spawn(project, version, options, forkserver))
+
+    async def _forkserver(self, version: str, project: Project, options: SpawnOptions) -> ForkServer | None:
+        """The version's fork server, started on first use; None where there is none (its import failing
+        included: a process started from scratch then reports the error the usual way)."""
+        if not forkserver_supported():
+            return None
+        starting = self.forkservers.get(version)
+        if starting is None:
+            starting = self.forkservers[version] = asyncio.ensure_future(ForkServer.start(
+                task_environment(project, options), project.root, options.python))
+        try:
+            return await asyncio.shield(starting)
+        except ForkServerFailed:
+            if self.forkservers.get(version) is starting:
+                del self.forkservers[version]
+            return None
+
+    def _close_forkserver(self, version: str) -> None:
+        starting = self.forkservers.pop(version, None)
+        if starting is not None and starting.done() and not starting.exception():
+            self._in_background(starting.result().close())
 
     # Where the code of a version is. Overridden by the supervisor of deployed versions (deployed.py),
     # which runs several versions at once, each from its own directory and virtualenv.
@@ -229,7 +267,17 @@ class Supervisor:
 
     def _track(self, process: TaskProcess) -> TaskProcess:
         self.processes[process.process_id] = process
+        self._process_added.set()
         self._in_background(self._reap(process))
+        return process
+
+    async def _lookup(self, process_id: str) -> TaskProcess | None:
+        """A process that just connected; a forked one can say hello before its fork call has returned here."""
+        deadline = time.monotonic() + 10
+        while (process := self.processes.get(process_id)) is None and time.monotonic() < deadline:
+            self._process_added.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._process_added.wait(), 0.5)
         return process
 
     async def _reap(self, process: TaskProcess) -> None:
@@ -278,7 +326,7 @@ class Supervisor:
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         first = await read_frame(reader, to_supervisor)
-        process = self.processes.get(first.process_id) if isinstance(first, Hello | Resumed) else None
+        process = await self._lookup(first.process_id) if isinstance(first, Hello | Resumed) else None
         if process is None or (isinstance(first, Resumed) and process.resumed is None):
             writer.close()
             return

@@ -125,3 +125,12 @@ async def stateful_token(payload: dict) -> dict:
     result = await wait.for_token(token)
     counter += 1
     return {"counter": counter, "sum": sum(numbers), "data": result.output}
+
+
+@task(id="hold", checkpoint_after=0)
+async def hold(payload: dict, ctx) -> str:
+    """Waits for a token at once: many of these wait together in the memory test."""
+    token = await wait.create_token(timeout="1h")
+    mark(f"hold-{ctx.run_id}.token", token.id)
+    result = await wait.for_token(token)
+    return result.output

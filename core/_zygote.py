@@ -1,0 +1,108 @@
+"""A fork server for task processes: import the project once, then fork each new task process.
+
+Started by a supervisor as `python -m outlast._zygote` with the environment every task process
+shares. Starting a Python process and importing a project costs around a second of CPU; forking
+one that already did costs milliseconds. Requests come one JSON line at a time on stdin:
+`{"process_id", "env", "output", "namespace"}`; each reply is one line on the original stdout:
+`{"pid": <host pid>}` or `{"error": "..."}`. The first line says whether the import worked.
+
+Each task process is forked twice: the middle child (optionally after unshare(CLONE_NEWPID),
+making the task PID 1 of a new PID namespace) forks the task and exits, so the task is
+re-parented to the supervisor, a child subreaper, which waits for it. The fork server itself
+stays single-threaded, as forking requires.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import traceback
+from typing import Any
+
+from . import _process
+
+_CLONE_NEWPID = 0x20000000
+
+
+def main() -> None:
+    replies = os.dup(1)
+    os.dup2(2, 1)  # what the project prints while importing must not mix with the replies
+    try:
+        _process.prepare()
+    except BaseException as exc:
+        _reply(replies, {"import_error": "".join(traceback.format_exception(exc))})
+        return
+    _reply(replies, {"ready": True})
+    unshare = ctypes.CDLL(None, use_errno=True).unshare
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        try:
+            reply: dict[str, Any] = {"pid": _fork_task(request, unshare)}
+        except Exception as exc:
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        _reply(replies, reply)
+
+
+def _reply(fd: int, message: dict[str, Any]) -> None:
+    os.write(fd, json.dumps(message).encode() + b"\n")
+
+
+def _fork_task(request: dict[str, Any], unshare: Any) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    r, w = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        try:
+            os.close(r)
+            if request.get("namespace") and unshare(_CLONE_NEWPID) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWPID) failed")
+            task = os.fork()
+            if task == 0:
+                os.close(w)
+                _become_task(request)
+            os.write(w, f"{task}\n".encode())
+        except BaseException as exc:
+            os.write(w, f"E{exc}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 4096):
+        chunks.append(chunk)
+    os.close(r)
+    os.waitpid(middle, 0)
+    answer = b"".join(chunks).decode(errors="replace")
+    if not answer.rstrip().isdigit():
+        raise OSError(answer.removeprefix("E") or "the task process was not forked")
+    return int(answer)
+
+
+def _become_task(request: dict[str, Any]) -> None:
+    """In the forked task: its own session, stdio, environment; then serve attempts. Never returns."""
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        if request.get("output"):
+            # Append-only, so that a checkpoint of this process restores whatever the file's size then.
+            out = os.open(request["output"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        os.environ.update(request.get("env", {}))
+        _process.serve()
+    except SystemExit as exc:
+        os._exit(exc.code if isinstance(exc.code, int) else 1)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
