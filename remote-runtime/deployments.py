@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ from .venvs import EnvironmentBuildFailed, python_for, requirements_hash
 
 log = logging.getLogger("outlast.deployments")
 IMPORT_TIMEOUT = 300
+UNPACK_ID = ".outlast-unpacked"
 _LIVE = [s.value for s in RunStatus if not s.is_final]
 D = DeploymentStatus
 
@@ -77,6 +79,7 @@ class Deployments:
         self.on_change: Callable[[], None] = lambda: None  # set by the runtime: refresh the deployment worker
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        engine.version_manifests = self._manifests_of
 
     # --- deploying -------------------------------------------------------------------------
 
@@ -158,6 +161,15 @@ class Deployments:
             if directory.exists():
                 shutil.rmtree(directory)
             unpack_bundle(local, directory)
+        # Tells this unpacking from a later one at the same path (inode numbers get reused).
+        (directory / UNPACK_ID).write_text(uuid.uuid4().hex)
+
+    def unpack_id(self, version: str) -> str | None:
+        """Which unpacking of the version is on disk now (None: none is)."""
+        try:
+            return (self.versions_dir / version / UNPACK_ID).read_text()
+        except FileNotFoundError:
+            return None
 
     @staticmethod
     def _project(directory: Path) -> Project:
@@ -246,6 +258,16 @@ class Deployments:
             return items
         return [item if item.options.version else item.model_copy(update={
             "options": item.options.model_copy(update={"version": version})}) for item in items]
+
+    @staticmethod
+    def _manifests_of(c: sa.Connection, env_id: str, version: str) -> dict[str, tuple[TaskManifest, str]]:
+        """The tasks a READY version of the environment declares (for runs locked to it)."""
+        row = c.execute(sa.select(deployments.c.manifests).where(
+            deployments.c.version == version, deployments.c.env_id == env_id,
+            deployments.c.status == D.READY.value)).first()
+        if row is None:
+            return {}
+        return {m["id"]: (TaskManifest.model_validate(m), version) for m in row.manifests}
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -352,7 +374,9 @@ class Deployments:
         for version in candidates:
             if version in live:
                 continue
-            with self._lock(version):
+            with self._lock(version):  # ensure_local unpacks under the same lock
+                if not self._collectable(version):  # promoted or triggered since the scan
+                    continue
                 shutil.rmtree(self.versions_dir / version, ignore_errors=True)
                 self._save(version, collected_at=time.time())
             collected.append(version)
@@ -361,6 +385,14 @@ class Deployments:
             log.info("garbage-collected versions %s", ", ".join(collected))
             self.on_change()
         return collected
+
+    def _collectable(self, version: str) -> bool:
+        with self.db.connect() as c:
+            current = c.execute(sa.select(environments.c.id).where(environments.c.current_version == version)).first()
+            live = c.execute(sa.select(runs.c.id).where(runs.c.version == version, runs.c.status.in_(_LIVE))
+                             .limit(1)).first()
+            row = c.execute(sa.select(deployments.c.collected_at).where(deployments.c.version == version)).first()
+        return current is None and live is None and row is not None and row.collected_at is None
 
     def _collect_venvs(self) -> None:
         if not self.venvs_dir.exists():

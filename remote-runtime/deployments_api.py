@@ -92,12 +92,12 @@ def list_env_vars(env: Env, rt: State) -> list[EnvVar]:
 async def set_env_var(name: str, body: EnvVarSet, env: Env, rt: State) -> EnvVar:
     """Set a variable for the environment's task processes (new processes see it); the value is never returned."""
     variable = await run_in_threadpool(rt.env_vars.set, env, name, body.value)
-    rt.env_vars_changed()
+    await rt.env_vars_changed()
     return variable
 
 
 @router.delete("/env-vars/{name}", status_code=204, tags=["env-vars"])
 async def delete_env_var(name: str, env: Env, rt: State) -> Response:
     await run_in_threadpool(rt.env_vars.delete, env, name)
-    rt.env_vars_changed()
+    await rt.env_vars_changed()
     return Response(status_code=204)

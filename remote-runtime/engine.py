@@ -85,6 +85,9 @@ class RunEngine:
         # Called as hook(connection, env_ids, version, manifests) inside register_tasks' transaction
         # (the scheduler keeps declarative schedules in step with the registered code).
         self.register_hooks: list[Callable[[sa.Connection, Sequence[str], str, Sequence[TaskManifest]], None]] = []
+        # Called as version_manifests(connection, env_id, version) -> {task id: (manifest, version)} for
+        # triggers locked to a version: a deployed version declares its own tasks, current or not.
+        self.version_manifests: Callable[[sa.Connection, str, str], dict[str, tuple[TaskManifest, str]]] | None = None
 
     # --- wake-ups ------------------------------------------------------------------------
 
@@ -183,6 +186,9 @@ class RunEngine:
         rows = c.execute(sa.select(tasks.c.id, tasks.c.version, tasks.c.manifest)
                          .where(tasks.c.env_id == env_id, tasks.c.id.in_(task_ids))).all()
         found = {row.id: (TaskManifest.model_validate(row.manifest), row.version) for row in rows}
+        if self.version_manifests is not None:
+            for version in {item.options.version for item in items if item.options.version}:
+                found.update(self.version_manifests(c, env_id, version))
         for index, item in enumerate(items):
             if item.task not in found:
                 raise UnknownTask(f"task {item.task!r} is not registered in environment {env_id!r}",

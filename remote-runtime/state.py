@@ -109,13 +109,13 @@ class RuntimeState:
                                        self.settings.data_dir)
         self.deployed_supervisor: Any = None
         self._deploy_changed = asyncio.Event()
-        self._recycle = False  # env vars changed: idle deployed processes are replaced by fresh ones
         self._builds: set[asyncio.Future[None]] = set()
 
-    def env_vars_changed(self) -> None:
-        """New values reach task processes started from now on: retire the idle ones (busy ones finish)."""
-        self._recycle = True
-        self._deploy_changed.set()
+    async def env_vars_changed(self) -> None:
+        """New values reach task processes started from now on: idle ones are retired at once, busy ones
+        when their attempt ends, fork servers are restarted."""
+        if self.deployed_supervisor is not None:
+            await self.deployed_supervisor.refresh(recycle=True)
 
     def start_build(self, version: str) -> None:
         """Build a stored deployment in a worker thread (the API answers at once)."""
@@ -140,8 +140,7 @@ class RuntimeState:
                     self.deployed_supervisor = DeploymentSupervisor(backend, self.deployments, self.settings)
                     await self.deployed_supervisor.start()
                 elif self.deployed_supervisor is not None:
-                    recycle, self._recycle = self._recycle, False
-                    await self.deployed_supervisor.refresh(recycle=recycle)
+                    await self.deployed_supervisor.refresh()
                 if loop.time() >= next_gc:
                     next_gc = loop.time() + self.settings.deploy_gc_interval
                     await asyncio.to_thread(self.deployments.collect)

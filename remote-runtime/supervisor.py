@@ -314,9 +314,14 @@ class Supervisor:
         version = version or self.version
         while self.idle:
             process = self.idle.pop()
-            if process.alive and process.version == version:
+            if not process.alive:
+                continue
+            if not self._reusable(process):
+                process.retired = True
+                self._in_background(process.shutdown())
+            elif process.version == version:
                 return process
-            if process.alive and self._reusable(process):
+            else:
                 self.idle.insert(0, process)  # another version's: leave it for that version's runs
                 if all(p.version != version for p in self.idle):
                     break

@@ -185,3 +185,32 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
         with _client_errors():
             Deployments(client_factory(api_url=api_url, secret_key=secret_key)).env_delete(name)
         _out().print(f"removed {name}")
+
+    @env.command("pull-vercel")
+    def env_pull_vercel(
+        project: Annotated[str, typer.Option("--vercel-project", help="Vercel project id or name.",
+                                             envvar="VERCEL_PROJECT_ID", show_default=False)],
+        target: Annotated[str, typer.Option(help="Vercel environment: production, preview or development.")]
+        = "production",
+        team: Annotated[str | None, typer.Option(help="Vercel team id.", envvar="VERCEL_TEAM_ID")] = None,
+        branch: Annotated[str | None, typer.Option(help="Include preview variables of this git branch.")] = None,
+        prune: Annotated[bool, typer.Option("--prune", help="Also remove variables Vercel does not have.")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the diff; change nothing.")] = False,
+        api_url: ApiUrl = None, secret_key: SecretKey = None,
+    ) -> None:
+        """Copy a Vercel project's environment variables (token from VERCEL_TOKEN) into this environment."""
+        from outlast.adapters.vercel import VercelEnvSync
+
+        with _client_errors():
+            sync = VercelEnvSync(project, team_id=team)
+            try:
+                diff = sync.sync(target, Deployments(client_factory(api_url=api_url, secret_key=secret_key)),
+                                 branch=branch, prune=prune, dry_run=dry_run)
+            finally:
+                sync.close()
+        console = _out()
+        for line in diff.lines():
+            console.print(Text(line))
+        verb = "would set" if dry_run else "set"
+        console.print(f"{verb} {len(diff.values)} variable(s) from Vercel {target}"
+                      + (f", {'would remove' if dry_run else 'removed'} {len(diff.removed)}" if diff.removed else ""))

@@ -61,6 +61,11 @@ def test_deployed_version_runs_its_own_code_with_env_vars_in_its_venv(runtime, t
     again = _finished(client, client.trigger("which").id)
     assert again.output["version"] == second and again.output["python"] == run.output["python"]
 
+    Deployments(client).env_set("DEPLOY_SECRET", "rotated-value-0000")  # no redeploy: new processes see it
+    rotated = _finished(client, client.trigger("which").id)
+    assert rotated.output["secret"] == hashlib.sha256(b"rotated-value-0000").hexdigest()
+    Deployments(client).env_delete("DEPLOY_SECRET")
+
 
 def test_a_run_keeps_its_version_while_a_new_one_deploys_and_its_child_uses_it_too(runtime, tmp_path):
     client = runtime.client()
@@ -111,6 +116,7 @@ def test_versions_promote_rollback_and_garbage_collection(runtime, tmp_path):
     rolled = cli(runtime, "versions", "rollback")
     assert rolled.returncode == 0 and f"{first} is now current" in rolled.stdout, rolled.stderr
     run = _finished(client, client.trigger("which").id)  # unpacked again from the bundle store
+    assert run.status is RunStatus.COMPLETED, run.error
     assert (run.version, run.output["code"]) == (first, "first")
     promoted = cli(runtime, "versions", "promote", second)
     assert promoted.returncode == 0, promoted.stderr

@@ -1,0 +1,252 @@
+"""The Vercel adapter against a real runtime: the signed deployment webhook (mounted in a FastAPI app and
+standalone) promotes the task version of the deployed commit; env sync against a stand-in of Vercel's
+REST API (httpx.MockTransport: Vercel itself cannot be reached from the tests), pages and errors included."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.testclient import TestClient
+
+from outlast import runs
+from outlast._adapter import AdapterSettings
+from outlast._deployments import Deployments
+from outlast.adapters.fastapi import Outlast
+from outlast.adapters.vercel import VercelAPIError, VercelEnvSync, asgi_app, mount, sign
+from tests.conftest import SECRET_KEY, RuntimeProcess, runtime_process
+
+from ._projects import cli, deploy, deployed_version, write_project
+
+SECRET = "whsec_test_vercel_0123456789"
+COMMIT_A = uuid.uuid4().hex + "a" * 8
+COMMIT_B = uuid.uuid4().hex + "b" * 8
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory) -> Iterator[RuntimeProcess]:
+    runtime = runtime_process(tmp_path_factory.mktemp("vercel"), None, project=None).start()
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+@pytest.fixture(scope="module")
+def versions(runtime, tmp_path_factory) -> dict[str, str]:
+    """Task versions built in Vercel's build step for commits A then B (B is current)."""
+    root = tmp_path_factory.mktemp("vercel-projects")
+    built = {}
+    for name, commit in (("a", COMMIT_A), ("b", COMMIT_B)):
+        env = {"VERCEL_GIT_COMMIT_SHA": commit, "VERCEL_ENV": "production"}
+        built[name] = deployed_version(deploy(runtime, write_project(root / name, f"code-{name}"), "--vercel", env=env))
+    return built
+
+
+def _event(kind: str, commit: str | None, target: str | None = "production") -> bytes:
+    meta = {"githubCommitSha": commit} if commit else {}
+    return json.dumps({"id": uuid.uuid4().hex, "type": kind, "createdAt": 1764250000000,
+                       "payload": {"target": target, "deployment": {"id": "dpl_1", "meta": meta,
+                                                                   "url": "app-git-main.vercel.app"}}}).encode()
+
+
+def _post(http: TestClient, path: str, body: bytes, signature: str | None) -> httpx.Response:
+    headers = {"content-type": "application/json"}
+    if signature is not None:
+        headers["x-vercel-signature"] = signature
+    return http.post(path, content=body, headers=headers)
+
+
+@pytest.fixture
+def fastapi_app(runtime) -> Iterator[TestClient]:
+    app = FastAPI()
+    outlast = Outlast(app, api_url=runtime.url, secret_key=SECRET_KEY)
+    mount(outlast, secret=SECRET)
+    with TestClient(app) as http:
+        yield http
+
+
+def test_signed_deployment_event_promotes_the_version_of_its_commit(runtime, versions, fastapi_app):
+    client = runtime.client()
+    assert Deployments(client).get(versions["b"]).current
+    body = _event("deployment.succeeded", COMMIT_A)
+    answer = _post(fastapi_app, "/outlast/vercel", body, sign(body, SECRET))
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"promoted": True, "version": versions["a"], "environment": "dev",
+                             "target": "production", "commit": COMMIT_A}
+    assert Deployments(client).get(versions["a"]).current
+    run = client.trigger("which")
+    assert runs.poll(run.id, client=client, timeout=60).output["code"] == "code-a"
+
+    body = _event("deployment.promoted", COMMIT_B)
+    assert _post(fastapi_app, "/outlast/vercel", body, sign(body, SECRET)).json()["version"] == versions["b"]
+    assert Deployments(client).get(versions["b"]).current
+
+
+def test_missing_or_wrong_signature_is_refused_and_changes_nothing(runtime, versions, fastapi_app):
+    body = _event("deployment.succeeded", COMMIT_A)
+    missing = _post(fastapi_app, "/outlast/vercel", body, None)
+    assert missing.status_code == 401 and missing.json()["field"] == "x-vercel-signature"
+    wrong = _post(fastapi_app, "/outlast/vercel", body, sign(body, "another-secret"))
+    assert wrong.status_code == 401 and "does not match" in wrong.json()["message"]
+    tampered = _post(fastapi_app, "/outlast/vercel", body.replace(COMMIT_A.encode(), COMMIT_B.encode()),
+                     sign(body, SECRET))
+    assert tampered.status_code == 401
+    assert Deployments(runtime.client()).get(versions["b"]).current
+
+
+def test_a_commit_without_a_task_version_is_reported_and_other_events_are_ignored(runtime, versions):
+    app = asgi_app(secret=SECRET, settings=AdapterSettings.from_mapping(
+        {}, api_url=runtime.url, secret_key=SECRET_KEY, prefix="/"))
+    with TestClient(app) as http:  # standalone: the webhook is the app
+        body = _event("deployment.succeeded", "deadbeef" * 5)
+        answer = _post(http, "/vercel", body, sign(body, SECRET))
+        assert answer.status_code == 404
+        assert answer.json()["error"] == "version_not_deployed"
+        assert "no task version was deployed from commit deadbeefdead" in answer.json()["message"]
+
+        body = _event("deployment.created", COMMIT_A)
+        answer = _post(http, "/vercel", body, sign(body, SECRET))
+        assert answer.status_code == 200 and answer.json()["ignored"] is True
+
+        body = _event("deployment.succeeded", None)
+        answer = _post(http, "/vercel", body, sign(body, SECRET))
+        assert answer.status_code == 422 and answer.json()["field"] == "payload.deployment.meta"
+
+        answer = _post(http, "/vercel", b"{not json", sign(b"{not json", SECRET))
+        assert answer.status_code == 422
+    assert Deployments(runtime.client()).get(versions["b"]).current
+
+
+def test_keys_route_each_vercel_environment_to_its_outlast_environment(runtime, versions):
+    app = FastAPI()
+    outlast = Outlast(app, api_url=runtime.url, secret_key="ol_unused_key_0123456789")
+    mount(outlast, secret=SECRET, keys={"preview": SECRET_KEY})  # production: not configured here
+    with TestClient(app) as http:
+        body = _event("deployment.succeeded", COMMIT_A, target=None)  # no target: a preview deployment
+        answer = _post(http, "/outlast/vercel", body, sign(body, SECRET))
+        assert answer.json()["promoted"] is True and answer.json()["target"] == "preview"
+        body = _event("deployment.succeeded", COMMIT_B, target="production")
+        answer = _post(http, "/outlast/vercel", body, sign(body, SECRET))
+        assert answer.json() == {"promoted": False, "ignored": True,
+                                 "reason": "no outlast environment is configured for Vercel production"}
+    assert Deployments(runtime.client()).get(versions["a"]).current
+    Deployments(runtime.client()).promote(versions["b"])
+
+
+# --- env sync ---------------------------------------------------------------------------------------
+
+PAGES = {
+    None: {"envs": [
+        {"key": "DATABASE_URL", "value": "postgres://prod-db/app-0001", "target": ["production", "preview"],
+         "type": "encrypted"},
+        {"key": "PREVIEW_ONLY", "value": "x", "target": ["preview"], "type": "plain"},
+    ], "pagination": {"count": 2, "next": 1700000000000, "prev": None}},
+    "1700000000000": {"envs": [
+        {"key": "STRIPE_KEY", "value": "sk_live_abcdef123456", "target": "production", "type": "encrypted"},
+        {"key": "SIGNING_SECRET", "value": "", "target": ["production"], "type": "sensitive"},
+        {"key": "BRANCHED", "value": "b", "target": ["production"], "gitBranch": "feature", "type": "plain"},
+    ], "pagination": {"count": 3, "next": None, "prev": 1700000000001}},
+}
+
+
+def vercel_api(pages=PAGES, status: int = 200, error: dict | None = None, seen: list | None = None):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if seen is not None:
+            seen.append(request)
+        assert request.headers["authorization"] == "Bearer vercel-token"
+        assert request.url.path == "/v10/projects/prj_123/env"
+        if status != 200:
+            return httpx.Response(status, json={"error": error or {}}, headers={"retry-after": "30"})
+        return httpx.Response(200, json=pages[request.url.params.get("until")])
+
+    return httpx.MockTransport(handler)
+
+
+def test_env_sync_follows_pagination_and_shows_a_dry_run_diff_before_writing(runtime):
+    client = runtime.client()
+    deployments = Deployments(client)
+    deployments.env_set("STRIPE_KEY", "sk_live_old_value_9999")
+    deployments.env_set("LEGACY", "only-in-outlast")
+    seen: list[httpx.Request] = []
+    sync = VercelEnvSync("prj_123", token="vercel-token", team_id="team_9", transport=vercel_api(seen=seen))
+
+    diff = sync.sync("production", deployments, prune=True, dry_run=True)
+    assert [r.url.params.get("until") for r in seen] == [None, "1700000000000"]
+    assert all(r.url.params["teamId"] == "team_9" and r.url.params["decrypt"] == "true" for r in seen)
+    assert (diff.added, diff.updated, diff.removed, diff.unreadable) == (
+        ["DATABASE_URL"], ["STRIPE_KEY"], ["LEGACY"], ["SIGNING_SECRET"])
+    assert "+ DATABASE_URL (new)" in diff.lines() and "sk_live" not in "\n".join(diff.lines())
+    assert {v.name for v in deployments.env_list()} == {"STRIPE_KEY", "LEGACY"}  # dry run: nothing written
+
+    sync.sync("production", deployments, prune=True)
+    listed = {v.name: v.hint for v in deployments.env_list()}
+    assert listed == {"DATABASE_URL": "****0001", "STRIPE_KEY": "****3456"}
+    again = sync.diff("production", deployments)
+    assert (again.added, again.updated, again.same) == ([], [], ["DATABASE_URL", "STRIPE_KEY"])
+    for name in listed:
+        deployments.env_delete(name)
+
+
+@pytest.mark.parametrize(("status", "error", "expected"), [
+    (401, {"code": "forbidden", "message": "Not authorized"}, "Vercel API 401: Not authorized (check VERCEL_TOKEN)"),
+    (404, {"code": "not_found", "message": "Project not found"}, "no project 'prj_123'"),
+    (429, {"code": "rate_limited", "message": "Too many requests"}, "retry after 30s"),
+    (500, {}, "Vercel API 500"),
+])
+def test_env_sync_reports_vercel_errors_and_writes_nothing(runtime, status, error, expected):
+    deployments = Deployments(runtime.client())
+    sync = VercelEnvSync("prj_123", token="vercel-token", transport=vercel_api(status=status, error=error))
+    with pytest.raises(VercelAPIError, match=expected.replace("(", r"\(").replace(")", r"\)")) as caught:
+        sync.sync("production", deployments)
+    assert caught.value.status_code == status
+    assert deployments.env_list() == []
+
+
+def test_env_pull_vercel_cli_needs_a_token(runtime):
+    done = cli(runtime, "env", "pull-vercel", "--vercel-project", "prj_123", env={"VERCEL_TOKEN": ""})
+    assert done.returncode == 1 and "no Vercel token: set VERCEL_TOKEN" in done.stderr
+
+
+def test_the_example_ships_its_tasks_and_its_function_triggers_runs_of_its_own_commit(runtime, versions,
+                                                                                     monkeypatch):
+    """examples/vercel_app as documented: the build step deploys its tasks for the commit, the function
+    (api/index.py) triggers them and receives the webhook that promotes them."""
+    import importlib.util
+    import sys
+
+    from tests.conftest import ROOT
+
+    example = ROOT / "examples" / "vercel_app"
+    commit = uuid.uuid4().hex + "e" * 8
+    dry = cli(runtime, "deploy", "--project", str(example), "--dry-run")
+    assert dry.returncode == 0 and "requirements-tasks.txt" in dry.stdout and "api/index.py" in dry.stdout
+    version = deployed_version(deploy(runtime, example, "--vercel",
+                                      env={"VERCEL_GIT_COMMIT_SHA": commit, "VERCEL_ENV": "preview"}))
+
+    for name, value in {"OUTLAST_API_URL": runtime.url, "OUTLAST_SECRET_KEY": SECRET_KEY,
+                        "OUTLAST_VERCEL_WEBHOOK_SECRET": SECRET, "VERCEL_GIT_COMMIT_SHA": commit}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.syspath_prepend(str(example))
+    monkeypatch.delitem(sys.modules, "tasks", raising=False)
+    spec = importlib.util.spec_from_file_location("vercel_example_index", example / "api" / "index.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    Deployments(runtime.client()).promote(versions["b"])  # another version is current: the commit decides
+    with TestClient(module.app) as http:
+        answer = http.post("/api/reports", json={"account_id": 7, "email": "a@example.com"})
+        assert answer.status_code == 202, answer.text
+        run = runs.poll(answer.json()["run_id"], client=runtime.client(), timeout=120)
+        assert run.status == "COMPLETED", run.error
+        assert run.version == version and run.output["built_by"] == version
+
+        body = _event("deployment.promoted", commit, target="preview")
+        promoted = _post(http, "/outlast/vercel", body, sign(body, SECRET))
+        assert promoted.json()["version"] == version
+    assert Deployments(runtime.client()).get(version).current
+    Deployments(runtime.client()).promote(versions["b"])
+    monkeypatch.delitem(sys.modules, "tasks", raising=False)
