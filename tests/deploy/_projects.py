@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from outlast import task
+from outlast import task, wait
 
 CODE = {code!r}
 SCRATCH = Path(os.environ["OUTLAST_TEST_SCRATCH"])
@@ -38,6 +38,13 @@ def hold(payload, ctx):
         time.sleep(0.05)
     child = which.trigger_and_wait({{}})
     return {{"code": CODE, "version": ctx.version, "child": child.unwrap()}}
+
+
+@task(id="await-token")
+async def await_token(payload, ctx):
+    """Waits for a token the test completes: suspended (checkpointed where CRIU works), then resumed."""
+    token = await wait.for_token(payload["token"])
+    return {{"code": CODE, "version": ctx.version, "data": token.output}}
 '''
 
 

@@ -13,7 +13,7 @@ import uuid
 import httpx
 import pytest
 
-from outlast import NotFoundError
+from outlast import NotFoundError, wait
 from outlast._deployments import Deployments
 from outlast.wire import RunStatus
 from tests.conftest import SECRET_KEY, wait_for
@@ -85,6 +85,22 @@ def test_a_run_keeps_its_version_while_a_new_one_deploys_and_its_child_uses_it_t
     assert run.status is RunStatus.COMPLETED, run.error
     assert run.output["code"] == "old" and run.output["version"] == old
     assert run.output["child"]["code"] == "old" and run.output["child"]["version"] == old
+
+
+def test_a_waiting_run_resumes_on_its_own_version_after_a_new_one_deploys(runtime, tmp_path):
+    client = runtime.client()
+    old = deployed_version(deploy(runtime, write_project(tmp_path / "old", "old")))
+    token = wait.create_token(client=client)
+    waiting = client.trigger("await-token", {"token": token.id})
+    wait_for(lambda: client.retrieve_run(waiting.id).status is RunStatus.WAITING, timeout=60,
+             message="the run to be suspended in its wait")
+    new = deployed_version(deploy(runtime, write_project(tmp_path / "new", "new")))
+    assert Deployments(client).get(new).current
+    wait.complete_token(token.id, {"approved": True}, client=client)
+    run = _finished(client, waiting.id)
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert run.output == {"code": "old", "version": old, "data": {"approved": True}}
+    assert run.version == old
 
 
 def test_a_broken_deploy_fails_with_the_traceback_and_changes_nothing(runtime, tmp_path):
