@@ -13,7 +13,7 @@ import uuid
 import httpx
 import pytest
 
-from outlast import NotFoundError, wait
+from outlast import APIError, InvalidRequestError, NotFoundError, wait
 from outlast._deployments import Deployments
 from outlast.wire import RunStatus
 from tests.conftest import SECRET_KEY, wait_for
@@ -190,3 +190,25 @@ def test_unsafe_and_oversize_bundles_are_refused(runtime):
     answer = httpx.post(url, content=b"not a tarball", headers=headers, timeout=30)
     assert answer.status_code == 422 and answer.json()["field"] == "bundle"
     assert len(Deployments(runtime.client()).list()) == before  # nothing was recorded
+
+
+def test_bad_requests_name_the_field(runtime, tmp_path):
+    client = runtime.client()
+    deployments = Deployments(client)
+    for name, needle in (("1BAD", "not a variable name"), ("OUTLAST_DATABASE_URL", "runtime's own setting")):
+        with pytest.raises(InvalidRequestError) as caught:
+            deployments.env_set(name, "x")
+        assert caught.value.field == "name" and needle in str(caught.value)
+    with pytest.raises(NotFoundError) as caught:
+        deployments.env_delete("NEVER_SET")
+    assert caught.value.field == "name"
+    with pytest.raises(NotFoundError) as caught:
+        deployments.get("19990101.1")
+    assert caught.value.field == "version"
+    broken = deploy(runtime, write_project(tmp_path / "b", "b", extra="\nimport not_a_module_anywhere\n"), check=False)
+    assert "No module named 'not_a_module_anywhere'" in broken.stdout
+    with pytest.raises(APIError) as caught:
+        deployments.promote(deployed_version(broken))
+    assert caught.value.status_code == 409 and caught.value.field == "version"
+    missing = cli(runtime, "deploy", "--project", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
