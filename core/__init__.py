@@ -80,3 +80,8 @@ __all__ = [
     "trigger_options",
     "wait",
 ]
+
+# Deployments and environment variables through the API (what `outlast deploy|versions|env` use).
+from ._deployments import AsyncDeployments, Deployments
+
+__all__ += ["AsyncDeployments", "Deployments"]
