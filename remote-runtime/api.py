@@ -169,7 +169,12 @@ def create_public_token(body: PublicTokenRequest, env: Env, rt: State, request: 
 
 @router.get("/health", tags=["runtime"])
 def health(rt: State) -> dict[str, Any]:
-    return {"status": "ok", "database": "sqlite" if rt.db.is_sqlite else "postgresql", "node": rt.settings.node_id}
+    body = {"status": "ok", "database": "sqlite" if rt.db.is_sqlite else "postgresql", "node": rt.settings.node_id}
+    supervisor = rt.supervisor or rt.deployed_supervisor
+    if supervisor is not None:  # how this node's waiting runs are held
+        problem = supervisor.checkpoint_problem
+        body["checkpoints"] = {"enabled": not problem, **({"reason": problem} if problem else {})}
+    return body
 
 
 # --- errors ----------------------------------------------------------------------------------

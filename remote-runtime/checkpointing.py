@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -32,6 +33,9 @@ class Checkpointer:
         self.store = store
         self.scratch_dir = scratch_dir
         self.process_dir = process_dir
+        # One criu at a time: concurrent dumps of processes that are all PID 1 of their namespaces
+        # collide in criu's parasite ("Can't create a directory (-17)"), and each is CPU-bound anyway.
+        self._criu = threading.Lock()
 
     @classmethod
     async def detect(cls, settings: RuntimeSettings, store: CheckpointStore | None = None,
@@ -52,7 +56,8 @@ class Checkpointer:
         """Dump the (suspended) process tree at host `pid` and store it under `key`; the process is gone after."""
         images = self.scratch_dir / f"dump-{uuid.uuid4().hex}"
         try:
-            dumped = criu.dump(pid, images)
+            with self._criu:
+                dumped = criu.dump(pid, images)
             stored = self.store.put(key, images)
         finally:
             shutil.rmtree(images, ignore_errors=True)
@@ -77,7 +82,8 @@ class Checkpointer:
             home.mkdir(parents=True, exist_ok=True)
             (home / OUTPUT_FILE).touch()
             self.write_resume_file(process_id, socket_path)
-            return criu.restore(images, pidfile=images / "restored.pid")
+            with self._criu:
+                return criu.restore(images, pidfile=images / "restored.pid")
         finally:
             shutil.rmtree(images, ignore_errors=True)
 

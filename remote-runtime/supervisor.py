@@ -383,7 +383,7 @@ class Supervisor:
         while True:
             self._slot_freed.clear()  # before looking at the slots, so no wake-up between is lost
             self._start_backlog()
-            capacity = self._prefetch_limit() - len(self.executions)
+            capacity = self._prefetch_limit() - self.running - len(self.backlog)  # parked waits hold no slot
             # With every slot busy, top the backlog up only once it runs low, so that each claim
             # takes several runs at once.
             if capacity <= 0 or len(self.backlog) >= self.slots:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from outlast import RunStatus
 from outlast.wire import BatchItem
 from tests.conftest import wait_for
@@ -49,6 +51,8 @@ def hold_many(runtime) -> tuple[int, int]:
     return baseline, during
 
 
+@pytest.mark.timeout(1200)  # 400 task processes started, 200 of them checkpointed
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # memory does not depend on the store
 def test_checkpointed_waits_hold_no_memory_unlike_kept_alive_ones(make_runtime):
     checkpointed = make_runtime(project="waits", slots=4)
     baseline, during = hold_many(checkpointed)

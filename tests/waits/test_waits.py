@@ -207,3 +207,10 @@ def test_without_criu_waits_keep_the_process_alive_and_say_so(make_runtime, stor
     said = [m for m in messages(client, handle.id) if "NOT checkpointed" in m]
     assert said and "OUTLAST_CHECKPOINTS=off" in said[0]
     assert lines(runtime.log_path) and "NOT checkpointed" in runtime.log()
+    health = httpx.get(runtime.url + "/api/v1/health").json()
+    assert health["checkpoints"] == {"enabled": False,
+                                     "reason": "checkpointing is switched off (OUTLAST_CHECKPOINTS=off)"}
+
+
+def test_the_health_endpoint_says_checkpointing_is_on(shared_runtime):
+    assert httpx.get(shared_runtime.url + "/api/v1/health").json()["checkpoints"] == {"enabled": True}
