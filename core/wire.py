@@ -793,3 +793,12 @@ class EnvVar(BaseModel):
 
 class EnvVarSet(_Model):
     value: str = Field(max_length=65536)
+
+
+class WorkerDeployments(BaseModel):
+    """What a remote deployment worker serves for its environment (`GET /worker/deployments`)."""
+
+    versions: list[str] = Field(description="READY versions on disk or with unfinished runs")
+    task_ids: list[str]
+    current: list[str] = Field(description="current versions: kept warm")
+    configs: dict[str, dict[str, Any]] = Field(description="each version's modules, env and requirements")

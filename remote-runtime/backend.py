@@ -109,6 +109,7 @@ class HttpBackend:
     def __init__(self, api_url: str, secret_key: str, node_id: str, timeout: float = 30.0) -> None:
         self.node_id = node_id
         self.task_ids: list[str] = []
+        self.versions: list[str] | None = None  # deployed versions this node runs (None: a working copy)
         self._http = httpx.AsyncClient(
             base_url=api_url.rstrip("/") + API_PREFIX + "/worker",
             headers={"Authorization": f"Bearer {secret_key}"},
@@ -127,7 +128,7 @@ class HttpBackend:
 
     async def claim(self, limit: int, wait: float) -> list[Assignment]:
         response = await self._post("/claim", ClaimRequest(node_id=self.node_id, task_ids=self.task_ids,
-                                                                max_runs=limit, wait=wait))
+                                                                versions=self.versions, max_runs=limit, wait=wait))
         return ClaimResponse.model_validate_json(response.content).assignments
 
     async def heartbeat(self, attempts: Sequence[LeasedAttempt]) -> HeartbeatResponse:

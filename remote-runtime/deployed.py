@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from outlast._project import Project
 
-from .backend import LocalBackend
+from .backend import HttpBackend, LocalBackend
 from .deployments import Deployments
+
+if TYPE_CHECKING:
+    from .deployments_worker import RemoteDeployments
 from .processes import ProcessExited, TaskProcess
 from .settings import RuntimeSettings
 from .supervisor import Execution, Supervisor
@@ -23,9 +27,10 @@ log = logging.getLogger("outlast.deployed")
 
 
 class DeploymentSupervisor(Supervisor):
-    def __init__(self, backend: LocalBackend, deployments: Deployments, settings: RuntimeSettings) -> None:
+    def __init__(self, backend: LocalBackend | HttpBackend, deployments: Deployments | RemoteDeployments,
+                 settings: RuntimeSettings) -> None:
         super().__init__(backend, None, settings)
-        self.backend: LocalBackend = backend
+        self.backend: LocalBackend | HttpBackend = backend
         self.deployments = deployments
         self.current: list[str] = []
         self._roots: dict[str, str | None] = {}  # which unpacking of each version's directory is current
@@ -48,7 +53,8 @@ class DeploymentSupervisor(Supervisor):
         served = await asyncio.to_thread(self.deployments.served)
         self.current = await asyncio.to_thread(self.deployments.current_versions)
         self.backend.versions, self.backend.task_ids = served.versions, served.task_ids
-        self.backend.env_ids = served.env_ids
+        if served.env_ids:  # a remote worker's environment is its key's
+            self.backend.env_ids = served.env_ids
         self._unwarmable.clear()
         for process in list(self.idle):
             if recycle or process.version not in served.versions:
@@ -59,7 +65,8 @@ class DeploymentSupervisor(Supervisor):
             if recycle or version not in served.versions:
                 self._close_forkserver(version)
         self._fill_pool()
-        self.backend.wakeup.notify()  # the claim loop may be waiting with the old filter
+        if isinstance(self.backend, LocalBackend):
+            self.backend.wakeup.notify()  # the claim loop may be waiting with the old filter
 
     async def _project_for(self, version: str) -> tuple[Project, str | None]:
         project, python = await asyncio.to_thread(self.deployments.ensure_local, version)

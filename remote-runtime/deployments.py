@@ -333,6 +333,24 @@ class Deployments:
                       task_ids=sorted({m["id"] for r in chosen for m in r.manifests}),
                       env_ids=sorted({r.env_id for r in chosen}))
 
+    def served_in(self, env_id: str) -> tuple[Served, list[str], dict[str, dict[str, Any]]]:
+        """What a remote worker of the environment serves: versions, current ones, their configs."""
+        served = self.served()
+        with self.db.connect() as c:
+            rows = c.execute(sa.select(deployments.c.version, deployments.c.config).where(
+                deployments.c.env_id == env_id, deployments.c.version.in_(served.versions))).all()
+            tasks_of = {r.version: r.manifests for r in c.execute(sa.select(
+                deployments.c.version, deployments.c.manifests).where(deployments.c.version.in_(served.versions)))}
+        mine = sorted(r.version for r in rows)
+        current = self._current(env_id)
+        return (Served(versions=mine, task_ids=sorted({m["id"] for v in mine for m in tasks_of[v]}), env_ids=[env_id]),
+                [current] if current in mine else [], {r.version: r.config for r in rows})
+
+    def bundle(self, env_id: str, version: str, dest: Path) -> None:
+        """Copy a version's bundle out of the store (for a remote worker)."""
+        row = self._row(version, env_id)
+        self.store.get(row.bundle_key, dest)
+
     def current_versions(self) -> list[str]:
         with self.db.connect() as c:
             current = c.execute(sa.select(environments.c.current_version)).scalars().all()

@@ -7,14 +7,17 @@ BUILDING deployment; `GET /deployments/{version}` shows its build step until it 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import FileResponse
 
-from outlast.wire import API_PREFIX, Deployment, EnvVar, EnvVarSet, PromoteRequest
+from outlast.wire import API_PREFIX, Deployment, EnvVar, EnvVarSet, PromoteRequest, WorkerDeployments
 
 from .api import Env, PayloadTooLarge, State
 from .bundles import MAX_BUNDLE_BYTES, BundleError, UnsafeBundle
@@ -26,6 +29,11 @@ router = APIRouter(prefix=API_PREFIX)
 class InvalidBundle(EngineError):
     status_code = 422
     code = "invalid_bundle"
+
+
+class MissingBundle(EngineError):
+    status_code = 404
+    code = "bundle_not_found"
 
 
 def _bundle_limit() -> int:
@@ -101,3 +109,32 @@ async def delete_env_var(name: str, env: Env, rt: State) -> Response:
     await run_in_threadpool(rt.env_vars.delete, env, name)
     await rt.env_vars_changed()
     return Response(status_code=204)
+
+
+# --- remote deployment workers (`outlast worker --deployments`) ---------------------------------------
+
+
+@router.get("/worker/deployments", response_model=WorkerDeployments, tags=["worker"])
+def worker_deployments(env: Env, rt: State) -> WorkerDeployments:
+    served, current, configs = rt.deployments.served_in(env)
+    return WorkerDeployments(versions=served.versions, task_ids=served.task_ids, current=current, configs=configs)
+
+
+@router.get("/worker/deployments/{version}/bundle", tags=["worker"])
+def worker_bundle(version: str, env: Env, rt: State) -> FileResponse:
+    scratch = tempfile.mkdtemp(prefix="outlast-bundle-")
+    path = Path(scratch) / f"{version}.tar.gz"
+    try:
+        rt.deployments.bundle(env, version, path)
+    except BundleError as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise MissingBundle(str(exc), field="version") from None
+    return FileResponse(path, media_type="application/gzip",
+                        background=BackgroundTask(shutil.rmtree, scratch, ignore_errors=True))
+
+
+@router.get("/worker/env-vars", response_model=dict[str, str], tags=["worker"])
+def worker_env_vars(env: Env, rt: State) -> dict[str, str]:
+    """The decrypted values, for the environment's workers to start task processes with (never for people:
+    `GET /env-vars` shows hints only)."""
+    return rt.env_vars.values(env)

@@ -48,6 +48,8 @@ class RuntimeSettings:
     bundle_store: str | None = field(default_factory=lambda: os.environ.get("OUTLAST_BUNDLE_STORE") or None)
     # How often files of versions no run needs any more are garbage-collected.
     deploy_gc_interval: float = field(default_factory=lambda: _env_float("OUTLAST_DEPLOY_GC_INTERVAL", 60.0))
+    # Whether this runtime runs deployed versions itself (off: `outlast worker --deployments` nodes do).
+    serve_deployments: bool = field(default_factory=lambda: os.environ.get("OUTLAST_SERVE_DEPLOYMENTS", "1") != "0")
 
     @property
     def resolved_database_url(self) -> str:

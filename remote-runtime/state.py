@@ -133,7 +133,7 @@ class RuntimeState:
         while True:
             try:
                 served = await asyncio.to_thread(self.deployments.served)
-                if served.versions and self.deployed_supervisor is None:
+                if served.versions and self.deployed_supervisor is None and self.settings.serve_deployments:
                     from .deployed import DeploymentSupervisor
 
                     backend = LocalBackend(self.engine, self.wakeup, self.settings.node_id, served.env_ids)

@@ -101,16 +101,27 @@ def dev(
 
 @app.command()
 def worker(
-    project: Annotated[Path, typer.Option(help="Project directory whose tasks this node runs.")],
     api_url: Annotated[str, typer.Option(envvar="OUTLAST_API_URL")],
     secret_key: Annotated[str, typer.Option(envvar="OUTLAST_SECRET_KEY")],
+    project: Annotated[Path | None, typer.Option(help="Project directory whose tasks this node runs.")] = None,
+    deployments: Annotated[bool, typer.Option("--deployments", help="Run the environment's deployed versions "
+                                              "(see `outlast deploy`) instead of a project directory.")] = False,
+    data_dir: DataDirOption = Path(".outlast"),
     slots: SlotsOption = 2,
     node_id: Annotated[str | None, typer.Option(envvar="OUTLAST_NODE_ID")] = None,
 ) -> None:
     """Run a worker node for the environment of the secret key, against a remote runtime."""
+    settings = _settings(data_dir, None, "127.0.0.1", None, slots, node_id)
+    if deployments == (project is not None):
+        typer.secho("error: give --project DIR or --deployments (one of them)", fg="red", err=True)
+        raise typer.Exit(2)
+    if deployments:
+        from outlast.runtime.deployments_worker import run_deployment_worker
+
+        run_deployment_worker(settings, api_url, secret_key)
+        return
     from outlast.runtime.server import run_worker
 
-    settings = _settings(Path(".outlast"), None, "127.0.0.1", None, slots, node_id)
     run_worker(settings, _project(project), api_url, secret_key)
 
 
