@@ -472,7 +472,8 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
             (f"resume p50 / p99, {label}", _ms(entry["resume"]),
              "token completed (client) → next line after the wait runs"),
             (f"image per waiting run, {label}", f"{entry['stored_mb']:.1f} MB stored ({entry['image_mb']:.1f} MB raw)",
-             "compressed object in the store (CRIU's image files)"),
+             "what each put added to the store (compressed, pages the store already held not counted); raw: "
+             "CRIU's image files"),
         ]
     for key, label in (("checkpointed", "checkpointed"), ("kept_alive", "kept alive (OUTLAST_CHECKPOINTS=off)")):
         entry = (report.get("memory") or {}).get(key)
@@ -494,7 +495,8 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
              + (f" (asked for {capacity['asked']}; stopped at the {capacity['budget_s']:.0f} s budget)"
                 if n < capacity["asked"] else "")),
             ("  store on disk", f"{capacity['store']['disk_mb']:.0f} MB ({capacity['disk_mb_per_run']:.2f} MB/run)",
-             f"{capacity['store']['files']} objects; runs {_modes(capacity['modes'])}"),
+             f"all files of the store ({capacity['store']['files']}, shared pages included); runs "
+             f"{_modes(capacity['modes'])}"),
             ("  runtime RSS while they wait", f"{capacity['waiting']['rss_mb']:.0f} MB",
              f"runtime + descendants ({capacity['waiting']['processes']} processes); before: "
              f"{capacity['idle']['rss_mb']:.0f} MB ({capacity['idle']['processes']})"),
@@ -599,9 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         # Memory first, on fresh runtimes: the idle figure is then the runtime plus its warm pool.
-        # A node parks at most `slots` kept-alive runs (parked runs still count against what it claims),
-        # so the kept-alive runtime gets a slot per run; the figure counts only the processes holding runs.
-        with Runtime("kept-alive", max(settings.slots, settings.memory_runs), checkpoints=False) as runtime:
+        with Runtime("kept-alive", settings.slots, checkpoints=False) as runtime:
             report["memory"]["kept_alive"] = _phase(report, runtime, "memory: kept alive", measure_memory, runtime,
                                                     settings.memory_runs)
         with Runtime("checkpointed", settings.slots, checkpoints=True) as runtime:
