@@ -13,6 +13,7 @@ removes them after that (the bundle stays in the store, so a rollback unpacks it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ from .venvs import EnvironmentBuildFailed, python_for, requirements_hash
 log = logging.getLogger("outlast.deployments")
 IMPORT_TIMEOUT = 300
 UNPACK_ID = ".outlast-unpacked"
+STALE_BUILD_SECONDS = 1800  # longer than any build: pip's timeout plus the import step's
 _LIVE = [s.value for s in RunStatus if not s.is_final]
 D = DeploymentStatus
 
@@ -86,10 +88,9 @@ class Deployments:
     def create(self, env_id: str, bundle: Path, *, commit: str | None = None,
                branch: str | None = None) -> Deployment:
         """Check and store an uploaded bundle; returns its BUILDING deployment (then call `build`)."""
-        import hashlib
-
         summary = inspect_bundle(bundle)  # refuse unsafe bundles before anything is stored
-        digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
+        with bundle.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
         size = bundle.stat().st_size
         for _ in range(20):
             now = time.time()
@@ -317,6 +318,15 @@ class Deployments:
     def _fail(self, version: str, error: str) -> None:
         log.warning("deployment %s failed: %s", version, error)
         self._save(version, status=D.FAILED.value, step="failed", error=error, collected_at=time.time())
+
+    def fail_abandoned(self, older_than: float = STALE_BUILD_SECONDS) -> None:
+        """Builds cut off by a restart never finish: say so, so no deploy stays BUILDING forever."""
+        with self.db.connect() as c:
+            stale = c.execute(sa.select(deployments.c.version).where(
+                deployments.c.status == D.BUILDING.value,
+                deployments.c.created_at < time.time() - older_than)).scalars().all()
+        for version in stale:
+            self._fail(version, "the build did not finish (the runtime building it stopped); deploy again")
 
     # --- serving ---------------------------------------------------------------------------
 

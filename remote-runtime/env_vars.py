@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -98,7 +99,5 @@ class EnvVars:
 
 
 def _public(row: sa.Row) -> EnvVar:
-    from datetime import UTC, datetime
-
     return EnvVar(name=row.name, hint=row.hint, created_at=datetime.fromtimestamp(row.created_at, UTC),
                   updated_at=datetime.fromtimestamp(row.updated_at, UTC))

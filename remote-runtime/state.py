@@ -144,6 +144,7 @@ class RuntimeState:
                 if loop.time() >= next_gc:
                     next_gc = loop.time() + self.settings.deploy_gc_interval
                     await asyncio.to_thread(self.deployments.collect)
+                    await asyncio.to_thread(self.deployments.fail_abandoned)
             except Exception:
                 log.exception("deployment upkeep failed")
             with contextlib.suppress(TimeoutError):
