@@ -16,12 +16,12 @@ from outlast._project import Project
 
 from .backend import HttpBackend, LocalBackend
 from .deployments import Deployments
-
-if TYPE_CHECKING:
-    from .deployments_worker import RemoteDeployments
 from .processes import ProcessExited, TaskProcess
 from .settings import RuntimeSettings
 from .supervisor import Execution, Supervisor
+
+if TYPE_CHECKING:
+    from .deployments_worker import RemoteDeployments
 
 log = logging.getLogger("outlast.deployed")
 
