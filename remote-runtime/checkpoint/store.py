@@ -1,7 +1,8 @@
 """Where checkpoint images live between a dump and a restore: a local directory or S3.
 
 Each checkpoint is one object (see `archive`: tar + zstd -1 + a listing that proves it complete),
-named `<key>.tar.zst` so that keys like "run_abc" and "run_abc/1" never clash.
+named `<key>.tar.zst` so that keys like "run_abc" and "run_abc/1" never clash. The local store
+also deduplicates memory pages across checkpoints (see `pagepool`); S3 stores each image whole.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from .archive import CheckpointMissing, CheckpointStoreError, pack, unpack
+from .pagepool import PagePool, poolable
 
 __all__ = [
     "CheckpointMissing",
@@ -40,7 +42,7 @@ _SPOOL = 16 << 20  # S3 transfers stay in memory up to this size, then go throug
 class StoredCheckpoint:
     key: str
     raw_bytes: int  # size of the files in the image directory
-    stored_bytes: int  # size of the compressed object
+    stored_bytes: int  # bytes this put added: the compressed object, plus the new pages a local store pooled
     seconds: float  # packing plus writing/uploading
 
 
@@ -75,22 +77,49 @@ def validate_key(key: str) -> str:
 
 class LocalCheckpointStore:
     """One file per key under `root`. Written to a temp file, fsynced and renamed, so a crash
-    leaves either the old object or the new one under the real name, never half of one."""
+    leaves either the old object or the new one under the real name, never half of one.
 
-    def __init__(self, root: Path) -> None:
+    With `dedup` (default: on unless OUTLAST_CHECKPOINT_DEDUP=0), the pages files of CRIU images go
+    to a page pool under `root/.pages` shared by all keys, each distinct 4 KiB page stored once:
+    the waiting runs of one code version, forked from one fork server, share most of their pages."""
+
+    def __init__(self, root: Path, *, dedup: bool | None = None) -> None:
         self.root = Path(root).absolute()
+        self.dedup = dedup if dedup is not None else os.environ.get("OUTLAST_CHECKPOINT_DEDUP", "1") != "0"
+        self.pool = PagePool(self.root / ".pages")  # ".pages" cannot clash with a key (no hidden names)
 
     def path(self, key: str) -> Path:
         return self.root / (validate_key(key) + SUFFIX)
 
     def put(self, key: str, images_dir: Path) -> StoredCheckpoint:
         target = self.path(key)
+        images_dir = Path(images_dir)
         start = time.perf_counter()
+        pages = poolable(images_dir) if self.dedup else []
+        if not pages and not self.pool.exists():
+            raw, stored = self._write(target, images_dir)
+            return StoredCheckpoint(key, raw, stored, time.perf_counter() - start)
+        # Under the pool's lock: a concurrent delete must not drop a pack this put builds on.
+        with self.pool.writing() as pool:
+            pooled = {p.relative_to(images_dir).as_posix(): pool.add_file(p) for p in pages}
+            pool.commit_pack()
+            packs = {run[0] for _, _, runs in pooled.values() for run in runs}
+            # Referenced before the object lands: a crash in between leaks a reference, never a pack.
+            added = pool.reference(key, packs)
+            try:
+                raw, stored = self._write(target, images_dir, pooled)
+            except BaseException:
+                pool.release(key, only=added)
+                raise
+            pool.release(key, keep=packs)  # what the replaced object used and this one does not
+        return StoredCheckpoint(key, raw, stored + pool.new_bytes, time.perf_counter() - start)
+
+    def _write(self, target: Path, images_dir: Path, pooled: dict[str, Any] | None = None) -> tuple[int, int]:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as out:
-                raw = pack(Path(images_dir), out)
+                raw = pack(images_dir, out, pooled)
                 out.flush()
                 os.fsync(out.fileno())
                 stored = out.tell()
@@ -100,7 +129,7 @@ class LocalCheckpointStore:
                 os.unlink(tmp_name)
             raise
         _fsync_dir(target.parent)
-        return StoredCheckpoint(key, raw, stored, time.perf_counter() - start)
+        return raw, stored
 
     def get(self, key: str, dest_dir: Path) -> None:
         path = self.path(key)
@@ -108,12 +137,22 @@ class LocalCheckpointStore:
             source = path.open("rb")
         except FileNotFoundError:
             raise CheckpointMissing(f"no checkpoint {key!r} in {self.describe()}") from None
+        what = f"checkpoint {key!r} ({path})"
         with source:
-            unpack(source, Path(dest_dir), f"checkpoint {key!r} ({path})")
+            if not self.pool.exists():
+                unpack(source, Path(dest_dir), what)
+                return
+            with self.pool.reading() as pool:
+                unpack(source, Path(dest_dir), what, pool.fill)
 
     def delete(self, key: str) -> None:
         path = self.path(key)
-        path.unlink(missing_ok=True)
+        if self.pool.exists():
+            with self.pool.writing() as pool:
+                path.unlink(missing_ok=True)
+                pool.release(key)
+        else:
+            path.unlink(missing_ok=True)
         # Drop the key's now-empty folders (one per run otherwise piles up); a concurrent put
         # into one of them recreates it.
         for parent in path.parents:

@@ -1,0 +1,108 @@
+"""Page deduplication in the local checkpoint store: `python -m bench.dedup [--runs N]`.
+
+Forks N waiting children from one small fork server (tests/criu/fork_parent.py: the shape of
+`outlast._zygote`), dumps each with CRIU, then puts all the images into a plain local store
+(dedup=False) and into a deduplicating one, and gets each back. Prints bytes stored for the first
+image and for the others, disk used in all, and put/get times (medians). Needs working CRIU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: make `tests` importable
+    sys.path[0] = str(ROOT)
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from outlast.runtime.checkpoint import LocalCheckpointStore, check, dump  # noqa: E402
+from outlast.runtime.checkpoint.criu import set_child_subreaper  # noqa: E402
+from tests.criu.fork_parent import fork_children  # noqa: E402
+
+MB = 1e6
+
+
+def disk_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def dump_children(count: int, workdir: Path) -> list[Path]:
+    """Fork `count` children from one fork server and dump each; returns the image directories."""
+    set_child_subreaper(True)
+    server, children = fork_children(count, workdir)
+    images = []
+    try:
+        for i, (pid, log) in enumerate(children):
+            deadline = time.monotonic() + 30
+            while "tick 3\n" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            images.append(dump(pid, workdir / f"images-{i}").images_dir)
+    finally:
+        for pid, _ in children:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        server.kill()
+        server.wait()
+    return images
+
+
+def measure(store: LocalCheckpointStore, images: list[Path], workdir: Path) -> dict[str, float]:
+    puts = [store.put(f"run_{i}/1", path) for i, path in enumerate(images)]
+    gets = []
+    for i in range(len(images)):
+        start = time.perf_counter()
+        store.get(f"run_{i}/1", workdir / f"back-{i}")
+        gets.append(time.perf_counter() - start)
+        shutil.rmtree(workdir / f"back-{i}")
+    return {
+        "raw": statistics.mean(p.raw_bytes for p in puts),
+        "first": puts[0].stored_bytes,
+        "rest": statistics.mean(p.stored_bytes for p in puts[1:]) if len(puts) > 1 else float("nan"),
+        "disk": disk_bytes(store.root),
+        "put_first": puts[0].seconds,
+        "put_rest": statistics.median(p.seconds for p in puts[1:]) if len(puts) > 1 else float("nan"),
+        "get": statistics.median(gets),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20, help="waiting children to dump (default 20)")
+    args = parser.parse_args()
+    status = check()
+    if not status.available:
+        sys.exit(f"CRIU is not usable here: {status.reason}")
+    with tempfile.TemporaryDirectory(prefix="outlast-dedup-") as tmp:
+        workdir = Path(tmp)
+        images = dump_children(args.runs, workdir)
+        results = {}
+        for name, dedup in [("plain", False), ("dedup", True)]:
+            results[name] = measure(LocalCheckpointStore(workdir / name, dedup=dedup), images, workdir)
+    table = Table(title=f"local checkpoint store, {args.runs} waiting runs forked from one fork server")
+    table.add_column("metric")
+    for name in results:
+        table.add_column(name, justify="right")
+    rows = [("raw image (MB)", "raw", MB, ".1f"), ("stored, first image (MB)", "first", MB, ".2f"),
+            ("stored, each further image (MB)", "rest", MB, ".3f"), ("disk used in all (MB)", "disk", MB, ".1f"),
+            ("put, first image (ms)", "put_first", 1e-3, ".0f"), ("put, further images, median (ms)", "put_rest",
+                                                                    1e-3, ".0f"),
+            ("get, median (ms)", "get", 1e-3, ".0f")]
+    for label, key, unit, fmt in rows:
+        table.add_row(label, *(format(r[key] / unit, fmt) for r in results.values()))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,417 @@
+"""A content-addressed pool of 4 KiB memory pages shared by the checkpoints of one local store.
+
+Task processes forked from one fork server share most of their memory page for page, so the
+`pages-*.img` files of their CRIU images are mostly the same pages. Each `put` hashes every page
+(sha256 cut to 16 bytes: CPUs hash it in hardware) and writes only the pages the pool does not
+hold yet, into one new *pack*: zstd-1 frames of up to 256 pages, followed by the pages' hashes,
+the frames' offsets and a footer with a checksum over both. A checkpoint then records its pages
+files as runs of (pack, first page, count). `refs.json` says which keys use which pack; a pack no
+key uses any more is deleted.
+
+Layout under `<store>/.pages/`: `lock` (flock: several runtime processes may share a store),
+`refs.json`, `packs/<32 hex>.pack`. Pack files never change once renamed into place, so the
+index of the pages they hold is cached in memory; puts and deletes hold the lock exclusively,
+gets shared (so no pack they read disappears meanwhile).
+
+A pooled file's digest in the archive listing is the sha256 of its pages' hashes in order, not of
+its bytes: put hashes each page anyway, and get checks every page it writes back against it, so
+neither side hashes the data twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import re
+import struct
+import tempfile
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+import zstandard
+
+from .archive import LEVEL, CheckpointStoreError
+
+PAGE = 4096
+BLOCK_PAGES = 256  # one zstd frame per MiB of new pages: compresses as well as a stream, reads back in pieces
+_HASH = 16
+_MAGIC = b"OLPAGES1"
+_FOOTER = struct.Struct("<QQQ16s8s")  # pages, blocks, index offset, index checksum, magic
+_PACK_ID = re.compile(r"[0-9a-f]{32}")
+
+Run = list[Any]  # [pack id, first page, page count]
+
+
+def poolable(images_dir: Path) -> list[Path]:
+    """The pages files of a CRIU image directory (one with pagemaps) that hold whole pages."""
+    if not any(images_dir.glob("pagemap-*.img")):
+        return []
+    return sorted(p for p in images_dir.glob("pages-*.img")
+                  if p.is_file() and not p.is_symlink() and p.stat().st_size % PAGE == 0)
+
+
+class PagePool:
+    """The pool under `root`. Thread-safe; processes sharing `root` coordinate through flock."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.packs = root / "packs"
+        self._refs_path = root / "refs.json"
+        self._mutex = threading.Lock()  # guards the in-memory index below
+        self._known: dict[str, list[bytes]] = {}  # pack id -> its page hashes
+        self._index: dict[bytes, tuple[str, int]] = {}  # page hash -> (pack id, page number)
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    @contextlib.contextmanager
+    def _flock(self, exclusive: bool) -> Iterator[None]:
+        self.packs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # A new open file description per call: flock then also excludes other threads of this process.
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[PoolWrite]:
+        """Exclusive access for a put or a delete; the pool is tidied (unused packs dropped) on the way out."""
+        with self._mutex, self._flock(exclusive=True):
+            write = PoolWrite(self)
+            try:
+                yield write
+            finally:
+                write.abandon()
+                self._tidy()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[PoolRead]:
+        """Shared access for a get: no pack can disappear meanwhile."""
+        with self._flock(exclusive=False):
+            reader = PoolRead(self)
+            try:
+                yield reader
+            finally:
+                reader.close()
+
+    # -- references ---------------------------------------------------------------------------
+
+    def read_refs(self) -> dict[str, set[str]]:
+        try:
+            doc = json.loads(self._refs_path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise CheckpointStoreError(f"page pool {self.root}: unreadable {self._refs_path.name}: {exc}") from exc
+        return {str(pack): set(keys) for pack, keys in doc.items()}
+
+    def write_refs(self, refs: dict[str, set[str]]) -> None:
+        body = json.dumps({pack: sorted(keys) for pack, keys in sorted(refs.items()) if keys}).encode()
+        _atomic_write(self._refs_path, body)
+
+    def _tidy(self) -> None:
+        """Delete packs no key references (a crash between writing a pack and referencing it leaves such)."""
+        refs = self.read_refs()
+        for path in self.packs.glob("*.pack"):
+            if not refs.get(path.stem):
+                path.unlink(missing_ok=True)
+        for path in self.packs.glob(".*.tmp"):
+            path.unlink(missing_ok=True)  # left by a crashed put; we hold the lock, so nobody writes it
+
+    def _sync_index(self) -> None:
+        """Learn packs other processes (or earlier puts) wrote; forget deleted ones. Caller holds the lock."""
+        on_disk = {p.stem for p in self.packs.glob("*.pack") if _PACK_ID.fullmatch(p.stem)}
+        gone = self._known.keys() - on_disk
+        for pack in gone:
+            del self._known[pack]
+        if gone:
+            self._index = {}
+            for pack, hashes in self._known.items():
+                for number, digest in enumerate(hashes):
+                    self._index.setdefault(digest, (pack, number))
+        for pack in sorted(on_disk - self._known.keys()):
+            try:
+                with (self.packs / f"{pack}.pack").open("rb") as f:
+                    hashes, _ = _read_index(f)
+            except (OSError, CheckpointStoreError):
+                hashes = []  # a damaged pack: new puts do not build on it
+            self._known[pack] = hashes
+            for number, digest in enumerate(hashes):
+                self._index.setdefault(digest, (pack, number))
+
+
+class PoolWrite:
+    """One put's (or delete's) changes to the pool, made under the exclusive lock."""
+
+    def __init__(self, pool: PagePool) -> None:
+        self.pool = pool
+        pool._sync_index()
+        self.new_id = uuid.uuid4().hex
+        self._new: dict[bytes, int] = {}  # hash -> page number in the new pack
+        self._hashes: list[bytes] = []
+        self._pending: list[memoryview] = []
+        self._offsets: list[int] = [0]
+        self._tmp: IO[bytes] | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._frames: deque[Future[bytes]] = deque()
+        self._compressor = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True)
+        self.new_bytes = 0  # size of the pack this put wrote
+
+    def add_file(self, path: Path) -> tuple[int, str, list[Run]]:
+        """Pool the pages of `path`; return its size, digest (see `page_list_digest`) and runs of pages."""
+        listed = hashlib.sha256()
+        page_hash = hashlib.sha256
+        runs: list[Run] = []
+        last: Run = ["", -2, 0]
+        size = 0
+        index, new, new_id = self.pool._index, self._new, self.new_id
+        with path.open("rb") as f:
+            while chunk := f.read(BLOCK_PAGES * PAGE):
+                size += len(chunk)
+                view = memoryview(chunk)
+                for offset in range(0, len(chunk), PAGE):
+                    page = view[offset:offset + PAGE]
+                    digest = page_hash(page).digest()[:_HASH]
+                    listed.update(digest)
+                    where = index.get(digest)
+                    if where is None:
+                        number = new.get(digest)
+                        where = (new_id, self._append(digest, page) if number is None else number)
+                    if last[0] == where[0] and last[1] + last[2] == where[1]:
+                        last[2] += 1
+                    else:
+                        last = [where[0], where[1], 1]
+                        runs.append(last)
+        if size % PAGE:
+            raise CheckpointStoreError(f"{path}: {size} bytes is not a whole number of pages")
+        return size, listed.hexdigest(), runs
+
+    def _append(self, digest: bytes, page: memoryview) -> int:
+        number = len(self._hashes)
+        self._new[digest] = number
+        self._hashes.append(digest)
+        self._pending.append(page)  # a view into the chunk just read: no copy until the block is joined
+        if len(self._pending) == BLOCK_PAGES:
+            self._flush_block()
+        return number
+
+    def _flush_block(self) -> None:
+        if not self._pending:
+            return
+        if self._tmp is None:
+            fd, name = tempfile.mkstemp(prefix=f".{self.new_id}.", suffix=".tmp", dir=self.pool.packs)
+            self._tmp = os.fdopen(fd, "wb")
+            self._tmp_name = name
+            # zstd lets go of the GIL: blocks compress on a second core while this thread hashes pages.
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="outlast-pagepool")
+        self._frames.append(self._worker.submit(self._compressor.compress, b"".join(self._pending)))
+        self._pending = []
+        while len(self._frames) > 2:  # bounds the memory held by blocks waiting to be written
+            self._write_frame()
+
+    def _write_frame(self) -> None:
+        assert self._tmp is not None
+        frame = self._frames.popleft().result()
+        self._tmp.write(frame)
+        self._offsets.append(self._offsets[-1] + len(frame))
+
+    def commit_pack(self) -> str | None:
+        """Write the new pages (if any) as a pack; return its id."""
+        self._flush_block()
+        if self._tmp is None:
+            return None
+        while self._frames:
+            self._write_frame()
+        index = b"".join(self._hashes) + struct.pack(f"<{len(self._offsets)}Q", *self._offsets)
+        checksum = hashlib.blake2b(index, digest_size=16).digest()
+        blocks = len(self._offsets) - 1
+        self._tmp.write(index + _FOOTER.pack(len(self._hashes), blocks, self._offsets[-1], checksum, _MAGIC))
+        self._tmp.flush()
+        os.fsync(self._tmp.fileno())
+        self.new_bytes = self._tmp.tell()
+        self._tmp.close()
+        self._tmp = None
+        os.replace(self._tmp_name, self.pool.packs / f"{self.new_id}.pack")
+        _fsync_dir(self.pool.packs)
+        self.pool._known[self.new_id] = self._hashes
+        for number, digest in enumerate(self._hashes):
+            self.pool._index.setdefault(digest, (self.new_id, number))
+        return self.new_id
+
+    def reference(self, key: str, packs: set[str]) -> set[str]:
+        """Add `key` to the users of `packs`; return the packs it was not using before."""
+        refs = self.pool.read_refs()
+        added = {pack for pack in packs if key not in refs.get(pack, set())}
+        for pack in added:
+            refs.setdefault(pack, set()).add(key)
+        if added:
+            self.pool.write_refs(refs)
+        return added
+
+    def release(self, key: str, keep: AbstractSet[str] = frozenset(), only: AbstractSet[str] | None = None) -> None:
+        """`key` no longer uses the packs `only` names (default: any), except `keep`; packs left without
+        users are deleted on the way out of `writing()`."""
+        refs = self.pool.read_refs()
+        changed = False
+        for pack, keys in refs.items():
+            if pack not in keep and (only is None or pack in only) and key in keys:
+                keys.discard(key)
+                changed = True
+        if changed:
+            self.pool.write_refs(refs)
+
+    def abandon(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(cancel_futures=True)
+            self._worker = None
+        if self._tmp is not None:
+            self._tmp.close()
+            self._tmp = None
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp_name)
+
+
+class PoolRead:
+    """Rebuilds pages files from runs, for `archive.unpack` (one get, under the shared lock)."""
+
+    def __init__(self, pool: PagePool) -> None:
+        self.pool = pool
+        self._packs: dict[str, _PackReader] = {}
+
+    def fill(self, target: Path, runs: Any, what: str) -> tuple[int, str]:
+        """Write the pages `runs` name to the new file `target`; return its size and digest."""
+        if not isinstance(runs, list):
+            raise CheckpointStoreError(f"{what} is corrupt: page runs of {target.name} are not a list")
+        listed = hashlib.sha256()
+        page_hash = hashlib.sha256
+        size = 0
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            for run in runs:
+                if not (isinstance(run, list) and len(run) == 3 and isinstance(run[0], str)
+                        and _PACK_ID.fullmatch(run[0]) and all(type(n) is int and n >= 0 for n in run[1:])):
+                    raise CheckpointStoreError(f"{what} is corrupt: bad page run {run!r} in {target.name}")
+                pack = self._pack(run[0], what)
+                for data in pack.pages(run[1], run[2], what):
+                    view = memoryview(data)
+                    for offset in range(0, len(data), PAGE):
+                        listed.update(page_hash(view[offset:offset + PAGE]).digest()[:_HASH])
+                    out.write(data)
+                    size += len(data)
+        return size, listed.hexdigest()
+
+    def _pack(self, pack: str, what: str) -> _PackReader:
+        if pack not in self._packs:
+            try:
+                f = (self.pool.packs / f"{pack}.pack").open("rb")
+            except FileNotFoundError:
+                raise CheckpointStoreError(f"{what} is corrupt or truncated: its page pack {pack} is missing "
+                                           f"from {self.pool.packs}") from None
+            self._packs[pack] = _PackReader(f, pack)
+        return self._packs[pack]
+
+    def close(self) -> None:
+        for reader in self._packs.values():
+            reader.file.close()
+
+
+class _PackReader:
+    def __init__(self, file: IO[bytes], pack: str) -> None:
+        self.file = file
+        self.pack = pack
+        self._offsets: list[int] | None = None
+        self._count = 0
+        self._block = -1
+        self._data = b""
+        self._decompressor = zstandard.ZstdDecompressor()
+
+    def pages(self, first: int, count: int, what: str) -> Iterator[bytes]:
+        if self._offsets is None:
+            try:
+                hashes, self._offsets = _read_index(self.file)
+            except CheckpointStoreError as exc:
+                raise CheckpointStoreError(f"{what} is corrupt or truncated: page pack {self.pack}: {exc}") from None
+            self._count = len(hashes)
+        if count == 0 or first + count > self._count:
+            raise CheckpointStoreError(f"{what} is corrupt: pages {first}+{count} are not in page pack {self.pack} "
+                                       f"({self._count} pages)")
+        number = first
+        while number < first + count:
+            block, start = divmod(number, BLOCK_PAGES)
+            data = self._load(block, what)
+            take = min(first + count - number, BLOCK_PAGES - start)
+            yield data[start * PAGE:(start + take) * PAGE]
+            number += take
+
+    def _load(self, block: int, what: str) -> bytes:
+        if block != self._block:
+            assert self._offsets is not None
+            begin, end = self._offsets[block], self._offsets[block + 1]
+            self.file.seek(begin)
+            frame = self.file.read(end - begin)
+            expected = min(BLOCK_PAGES, self._count - block * BLOCK_PAGES) * PAGE
+            try:
+                data = self._decompressor.decompress(frame, max_output_size=expected)
+            except zstandard.ZstdError as exc:
+                raise CheckpointStoreError(f"{what} is corrupt: page pack {self.pack} block {block}: {exc}") from exc
+            if len(data) != expected:
+                raise CheckpointStoreError(f"{what} is corrupt: page pack {self.pack} block {block} holds "
+                                           f"{len(data)} bytes, not {expected}")
+            self._block, self._data = block, data
+        return self._data
+
+
+def _read_index(f: IO[bytes]) -> tuple[list[bytes], list[int]]:
+    """A pack's page hashes and frame offsets, checked against the footer's checksum."""
+    end = f.seek(0, os.SEEK_END)
+    if end < _FOOTER.size:
+        raise CheckpointStoreError("too short for a page pack")
+    f.seek(end - _FOOTER.size)
+    pages, blocks, index_at, checksum, magic = _FOOTER.unpack(f.read(_FOOTER.size))
+    length = pages * _HASH + (blocks + 1) * 8
+    if magic != _MAGIC or index_at + length + _FOOTER.size != end or blocks != -(-pages // BLOCK_PAGES):
+        raise CheckpointStoreError("not a page pack, or a truncated one")
+    f.seek(index_at)
+    index = f.read(length)
+    if hashlib.blake2b(index, digest_size=16).digest() != checksum:
+        raise CheckpointStoreError("its index does not match its checksum")
+    hashes = [index[i:i + _HASH] for i in range(0, pages * _HASH, _HASH)]
+    offsets = list(struct.unpack_from(f"<{blocks + 1}Q", index, pages * _HASH))
+    if offsets[0] != 0 or offsets[-1] != index_at or any(a >= b for a, b in itertools.pairwise(offsets)):
+        raise CheckpointStoreError("its frame offsets are inconsistent")
+    return hashes, offsets
+
+
+def _atomic_write(path: Path, body: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(body)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
