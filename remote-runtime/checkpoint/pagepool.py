@@ -31,8 +31,9 @@ import struct
 import tempfile
 import threading
 import uuid
+import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -50,6 +51,8 @@ _FOOTER = struct.Struct("<QQQ16s8s")  # pages, blocks, index offset, index check
 _PACK_ID = re.compile(r"[0-9a-f]{32}")
 
 Run = list[Any]  # [pack id, first page, page count]
+_POOLS: weakref.WeakValueDictionary[Path, PagePool] = weakref.WeakValueDictionary()
+_POOLS_LOCK = threading.Lock()
 
 
 def poolable(images_dir: Path) -> list[Path]:
@@ -63,13 +66,24 @@ def poolable(images_dir: Path) -> list[Path]:
 class PagePool:
     """The pool under `root`. Thread-safe; processes sharing `root` coordinate through flock."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, has_object: Callable[[str], bool]) -> None:
         self.root = root
         self.packs = root / "packs"
         self._refs_path = root / "refs.json"
+        self._has_object = has_object
         self._mutex = threading.Lock()  # guards the in-memory index below
         self._known: dict[str, list[bytes]] = {}  # pack id -> its page hashes
         self._index: dict[bytes, tuple[str, int]] = {}  # page hash -> (pack id, page number)
+        self._reconciled = False
+
+    @classmethod
+    def shared(cls, root: Path, has_object: Callable[[str], bool]) -> PagePool:
+        """The pool of `root` for this process: store objects over one directory share one index in memory."""
+        with _POOLS_LOCK:
+            pool = _POOLS.get(root)
+            if pool is None:
+                pool = _POOLS[root] = cls(root, has_object)
+            return pool
 
     def exists(self) -> bool:
         return self.root.is_dir()
@@ -90,6 +104,9 @@ class PagePool:
         """Exclusive access for a put or a delete; the pool is tidied (unused packs dropped) on the way out."""
         with self._mutex, self._flock(exclusive=True):
             write = PoolWrite(self)
+            if not self._reconciled:
+                self._forget_missing()
+                self._reconciled = True
             try:
                 yield write
             finally:
@@ -127,8 +144,17 @@ class PagePool:
         for path in self.packs.glob("*.pack"):
             if not refs.get(path.stem):
                 path.unlink(missing_ok=True)
-        for path in self.packs.glob(".*.tmp"):
+        for path in [*self.packs.glob(".*.tmp"), *self.root.glob(".refs.json.*.tmp")]:
             path.unlink(missing_ok=True)  # left by a crashed put; we hold the lock, so nobody writes it
+
+    def _forget_missing(self) -> None:
+        """Drop references of keys whose object is gone (a crash between a delete's unlink and its
+        release leaves such). Once per process: it looks at every key. Caller holds the lock, so no
+        put is between referencing a pack and renaming its object into place."""
+        refs = self.read_refs()
+        gone = {key for keys in refs.values() for key in keys if not self._has_object(key)}
+        if gone:
+            self.write_refs({pack: keys - gone for pack, keys in refs.items()})
 
     def _sync_index(self) -> None:
         """Learn packs other processes (or earlier puts) wrote; forget deleted ones. Caller holds the lock."""

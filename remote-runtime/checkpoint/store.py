@@ -8,6 +8,7 @@ also deduplicates memory pages across checkpoints (see `pagepool`); S3 stores ea
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import tempfile
@@ -86,7 +87,8 @@ class LocalCheckpointStore:
     def __init__(self, root: Path, *, dedup: bool | None = None) -> None:
         self.root = Path(root).absolute()
         self.dedup = dedup if dedup is not None else os.environ.get("OUTLAST_CHECKPOINT_DEDUP", "1") != "0"
-        self.pool = PagePool(self.root / ".pages")  # ".pages" cannot clash with a key (no hidden names)
+        # ".pages" cannot clash with a key (keys have no hidden names).
+        self.pool = PagePool.shared(self.root / ".pages", functools.partial(_has_object, self.root))
 
     def path(self, key: str) -> Path:
         return self.root / (validate_key(key) + SUFFIX)
@@ -261,6 +263,13 @@ def open_store(url: str | None, data_dir: Path) -> CheckpointStore:
         raise ValueError(f"OUTLAST_CHECKPOINT_STORE {url!r}: unsupported scheme {parsed.scheme!r} "
                          "(use a directory, file:///path or s3://bucket/prefix)")
     return LocalCheckpointStore(Path(url).expanduser())
+
+
+def _has_object(root: Path, key: str) -> bool:
+    try:
+        return (root / (validate_key(key) + SUFFIX)).is_file()
+    except ValueError:
+        return False
 
 
 def _fsync_dir(path: Path) -> None:
