@@ -81,6 +81,14 @@ def test_a_waiting_run_is_checkpointed_its_process_is_gone_and_it_resumes_with_i
     wait_for(lambda: not images(runtime), timeout=10, message="the image of the finished run to be deleted")
 
 
+def test_an_open_http_connection_pool_survives_a_checkpoint(shared_runtime, client):
+    handle = client.trigger("http-across-wait", {"url": shared_runtime.url, "seconds": 3})
+    run = client.poll(handle.id, timeout=60)
+    assert run.status is RunStatus.COMPLETED, messages(client, handle.id)
+    assert run.output == [200, 200]
+    assert any("checkpointed" in m for m in messages(client, handle.id))
+
+
 def test_a_wait_below_the_threshold_stays_in_the_process(client):
     handle = client.trigger("short-wait", {"seconds": 0.5})
     run = client.poll(handle.id, timeout=30)

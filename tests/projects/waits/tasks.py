@@ -134,3 +134,16 @@ async def hold(payload: dict, ctx) -> str:
     mark(f"hold-{ctx.run_id}.token", token.id)
     result = await wait.for_token(token)
     return result.output
+
+
+@task(id="http-across-wait")
+async def http_across_wait(payload: dict) -> list[int]:
+    """Holds a keep-alive HTTP connection pool across a checkpoint: it comes back closed, httpx reconnects."""
+    import httpx
+
+    statuses = []
+    async with httpx.AsyncClient(base_url=payload["url"]) as client:
+        statuses.append((await client.get("/api/v1/health")).status_code)
+        await wait.for_(seconds=payload.get("seconds", 3))
+        statuses.append((await client.get("/api/v1/health")).status_code)
+    return statuses
