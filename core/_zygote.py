@@ -14,7 +14,6 @@ stays single-threaded, as forking requires.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -23,8 +22,7 @@ import traceback
 from typing import Any
 
 from . import _process
-
-_CLONE_NEWPID = 0x20000000
+from ._pidns import fork_init
 
 
 def main() -> None:
@@ -36,11 +34,10 @@ def main() -> None:
         _reply(replies, {"import_error": "".join(traceback.format_exception(exc))})
         return
     _reply(replies, {"ready": True})
-    unshare = ctypes.CDLL(None, use_errno=True).unshare
     for line in sys.stdin.buffer:
         request = json.loads(line)
         try:
-            reply: dict[str, Any] = {"pid": _fork_task(request, unshare)}
+            reply: dict[str, Any] = {"pid": _fork_task(request)}
         except Exception as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         _reply(replies, reply)
@@ -50,35 +47,15 @@ def _reply(fd: int, message: dict[str, Any]) -> None:
     os.write(fd, json.dumps(message).encode() + b"\n")
 
 
-def _fork_task(request: dict[str, Any], unshare: Any) -> int:
+def _fork_task(request: dict[str, Any]) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
-    r, w = os.pipe()
-    middle = os.fork()
-    if middle == 0:
-        try:
-            os.close(r)
-            if request.get("namespace") and unshare(_CLONE_NEWPID) != 0:
-                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWPID) failed")
-            task = os.fork()
-            if task == 0:
-                os.close(w)
-                _become_task(request)
-            os.write(w, f"{task}\n".encode())
-        except BaseException as exc:
-            os.write(w, f"E{exc}".encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    chunks = []
-    while chunk := os.read(r, 4096):
-        chunks.append(chunk)
-    os.close(r)
-    os.waitpid(middle, 0)
-    answer = b"".join(chunks).decode(errors="replace")
-    if not answer.rstrip().isdigit():
-        raise OSError(answer.removeprefix("E") or "the task process was not forked")
-    return int(answer)
+
+    def become(report_fd: int) -> None:
+        os.close(report_fd)  # the task has started: nothing more to report
+        _become_task(request)
+
+    return fork_init(become, new_namespace=bool(request.get("namespace")))
 
 
 def _become_task(request: dict[str, Any]) -> None:

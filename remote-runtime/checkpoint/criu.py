@@ -33,12 +33,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from outlast._pidns import fork_init
+
 MIN_VERSION = (4, 2)
 DEFAULT_ROOT_PREFIX = Path("/opt/outlast-criu")
 INSTALL_HINT = "run scripts/install-criu.sh"
 MANIFEST = "outlast-images.json"
 
-_CLONE_NEWPID = 0x20000000
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_GET_CHILD_SUBREAPER = 37
 _CAP_SYS_ADMIN = 21
@@ -340,53 +341,25 @@ def spawn_in_pid_namespace(argv: Sequence[str], env: Mapping[str, str], cwd: str
                            stdout_path: str | os.PathLike[str]) -> int:
     """Start `argv` as PID 1 of a new PID namespace; return its host PID once it has exec'd.
 
-    Double fork: a middle child calls unshare(CLONE_NEWPID) (3.11 has no os.unshare), forks the
-    namespace init and exits; the init is then re-parented to this process, which is made a child
-    subreaper, so wait for it with os.waitpid. The init calls setsid, has stdin on /dev/null and
-    stdout/stderr on `stdout_path` opened O_WRONLY|O_APPEND, no other fds, default signal mask.
+    This process is made a child subreaper, so the init is re-parented to it: wait for it with
+    os.waitpid. The init calls setsid, has stdin on /dev/null and stdout/stderr on `stdout_path`
+    opened O_WRONLY|O_APPEND, no other fds, default signal mask.
     Note: as PID 1 it ignores signals it has no handler for (SIGTERM included); SIGKILL works.
     """
     if not argv:
         raise ValueError("argv is empty")
-    unshare = _libc().unshare  # resolved before forking
     set_child_subreaper(True)
     args, environ, workdir = list(argv), dict(env), os.fspath(cwd)
     max_fd = os.sysconf("SC_OPEN_MAX")
     out_fd = os.open(stdout_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    r, w = os.pipe()  # close-on-exec: EOF once the init has exec'd and the middle child exited
     try:
-        middle = os.fork()
-        if middle == 0:  # middle child: never returns
-            try:
-                if unshare(_CLONE_NEWPID) != 0:
-                    raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWPID) failed")
-                init = os.fork()
-                if init == 0:
-                    _exec_init(args, environ, workdir, null_fd, out_fd, w, max_fd)
-                os.write(w, f"P{init}\n".encode())
-            except BaseException as exc:
-                os.write(w, f"E{exc}".encode())
-            finally:
-                os._exit(0)
-        os.close(w)
-        w = -1
-        chunks = []
-        while chunk := os.read(r, 4096):
-            chunks.append(chunk)
-        os.waitpid(middle, 0)
+        return fork_init(lambda w: _exec_init(args, environ, workdir, null_fd, out_fd, w, max_fd))
+    except OSError as exc:
+        raise OSError(f"could not start {args[0]!r} in a new PID namespace: {exc}") from None
     finally:
-        for fd in (r, w, out_fd, null_fd):
-            if fd >= 0:
-                os.close(fd)
-    message = b"".join(chunks).decode(errors="replace")
-    found = re.search(r"P(\d+)\n", message)  # the init's error may come before or after this
-    error = message.replace(found[0], "") if found else message
-    if found and not error:
-        return int(found[1])
-    if found:
-        os.waitpid(int(found[1]), 0)
-    raise OSError(f"could not start {args[0]!r} in a new PID namespace: {error.removeprefix('E') or 'unknown'}")
+        os.close(out_fd)
+        os.close(null_fd)
 
 
 def _exec_init(argv: list[str], env: dict[str, str], cwd: str, null_fd: int, out_fd: int, w: int,
