@@ -33,7 +33,8 @@ LISTING = ".outlast-archive.json"
 _FORMAT = 1
 _FORMAT_POOLED = 2  # the listing also says where the pooled files' content is
 
-# Writes a pooled file into the new file at the path given, from its reference; returns its size and sha256.
+# Writes a pooled file into the new file at the path given, from its reference; returns its size and the
+# digest its pool lists it with (the local page pool: sha256 over its pages' hashes, see pagepool.py).
 Fill = Callable[[Path, Any, str], tuple[int, str]]
 _CHUNK = 1 << 20
 
