@@ -245,6 +245,8 @@ def test_threads_put_and_delete_at_once(store: LocalCheckpointStore, tmp_path: P
     second = LocalCheckpointStore(store.root)  # another instance on the same directory, as the runtime has
     barrier = threading.Barrier(4)
 
+    store.put("run_x/1", images[7])
+
     def work(worker: int) -> None:
         barrier.wait()
         target = store if worker % 2 else second
@@ -252,9 +254,12 @@ def test_threads_put_and_delete_at_once(store: LocalCheckpointStore, tmp_path: P
             target.put(f"run_{n}/1", images[n])
             target.put(f"run_{n}/2", images[(n + 1) % 8])
             target.delete(f"run_{n}/2")
+            target.get("run_x/1", tmp_path / f"x-{n}")  # gets meanwhile see whole images
+            assert digests(tmp_path / f"x-{n}") == digests(images[7])
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(work, range(4)))
+    store.delete("run_x/1")
     for n in range(8):
         assert not store.exists(f"run_{n}/2")
         store.get(f"run_{n}/1", tmp_path / f"back-{n}")
