@@ -5,13 +5,14 @@ Task processes forked from one fork server share most of their memory page for p
 (sha256 cut to 16 bytes: CPUs hash it in hardware) and writes only the pages the pool does not
 hold yet, into one new *pack*: zstd-1 frames of up to 256 pages, followed by the pages' hashes,
 the frames' offsets and a footer with a checksum over both. A checkpoint then records its pages
-files as runs of (pack, first page, count). `refs.json` says which keys use which pack; a pack no
-key uses any more is deleted.
+files as runs of (pack, first page, count). A pack no key uses any more is deleted.
 
-Layout under `<store>/.pages/`: `lock` (flock: several runtime processes may share a store),
-`refs.json`, `packs/<32 hex>.pack`. Pack files never change once renamed into place, so the
-index of the pages they hold is cached in memory; puts and deletes hold the lock exclusively,
-gets shared (so no pack they read disappears meanwhile).
+Layout under `<store>/.pages/`: `lock` (flock: several runtime processes may share a store; its
+first 8 bytes count changes to `packs/`), `packs/<32 hex>.pack`, `users/<pack>/<key hash>` (an
+empty file per key using the pack) and `keys/<key hash>` (the packs a key uses): a put or delete
+touches only its own key's files, however many keys the store holds. Pack files never change once
+renamed into place, so the index of the pages they hold is cached in memory; puts and deletes
+hold the lock exclusively, gets shared (so no pack they read disappears meanwhile).
 
 A pooled file's digest in the archive listing is the sha256 of its pages' hashes in order, not of
 its bytes: put hashes each page anyway, and get checks every page it writes back against it, so
@@ -69,12 +70,15 @@ class PagePool:
     def __init__(self, root: Path, has_object: Callable[[str], bool]) -> None:
         self.root = root
         self.packs = root / "packs"
-        self._refs_path = root / "refs.json"
+        self.users = root / "users"  # users/<pack>/<key hash>: an empty file per key using the pack
+        self.keys = root / "keys"  # keys/<key hash>: {"key", "packs"}: the packs a key uses
         self._has_object = has_object
         self._mutex = threading.Lock()  # guards the in-memory index below
         self._known: dict[str, list[bytes]] = {}  # pack id -> its page hashes
         self._index: dict[bytes, tuple[str, int]] = {}  # page hash -> (pack id, page number)
+        self._generation = -1  # of the packs directory when the index was last synced
         self._reconciled = False
+        self._lock_fd = -1  # while writing: the lock file, which also holds the generation
 
     @classmethod
     def shared(cls, root: Path, has_object: Callable[[str], bool]) -> PagePool:
@@ -89,29 +93,33 @@ class PagePool:
         return self.root.is_dir()
 
     @contextlib.contextmanager
-    def _flock(self, exclusive: bool) -> Iterator[None]:
-        self.packs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def _flock(self, exclusive: bool) -> Iterator[int]:
+        for folder in (self.packs, self.users, self.keys):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         # A new open file description per call: flock then also excludes other threads of this process.
         fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
+            yield fd
         finally:
             os.close(fd)  # releases the lock
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[PoolWrite]:
-        """Exclusive access for a put or a delete; the pool is tidied (unused packs dropped) on the way out."""
-        with self._mutex, self._flock(exclusive=True):
-            write = PoolWrite(self)
-            if not self._reconciled:
-                self._forget_missing()
-                self._reconciled = True
+        """Exclusive access for a put or a delete."""
+        with self._mutex, self._flock(exclusive=True) as fd:
+            self._lock_fd = fd
             try:
-                yield write
+                if not self._reconciled:
+                    self._reconcile()
+                    self._reconciled = True
+                write = PoolWrite(self)
+                try:
+                    yield write
+                finally:
+                    write.abandon()
             finally:
-                write.abandon()
-                self._tidy()
+                self._lock_fd = -1
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[PoolRead]:
@@ -123,41 +131,102 @@ class PagePool:
             finally:
                 reader.close()
 
-    # -- references ---------------------------------------------------------------------------
+    # -- generation: bumped whenever packs come or go, so that syncing the index is one pread -----
 
-    def read_refs(self) -> dict[str, set[str]]:
+    def _read_generation(self) -> int:
+        data = os.pread(self._lock_fd, 8, 0)
+        return int.from_bytes(data, "little") if len(data) == 8 else 0
+
+    def _bump_generation(self) -> None:
+        """Say that packs came or went. Our own changes are already in our index, so if it was up to
+        date it stays so. Not fsynced: after a crash every process starts with an empty index."""
+        generation = self._read_generation() + 1
+        os.pwrite(self._lock_fd, generation.to_bytes(8, "little"), 0)
+        if self._generation == generation - 1:
+            self._generation = generation
+
+    # -- references: per-key and per-pack files, so a put or delete costs the same with 10 or 10,000 keys --
+
+    def packs_of(self, key: str) -> set[str]:
         try:
-            doc = json.loads(self._refs_path.read_bytes())
+            doc = json.loads((self.keys / _key_name(key)).read_bytes())
+            return {str(pack) for pack in doc["packs"] if _PACK_ID.fullmatch(str(pack))}
         except FileNotFoundError:
-            return {}
-        except ValueError as exc:
-            raise CheckpointStoreError(f"page pool {self.root}: unreadable {self._refs_path.name}: {exc}") from exc
-        return {str(pack): set(keys) for pack, keys in doc.items()}
+            return set()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointStoreError(f"page pool {self.root}: unreadable record of key {key!r}: {exc}") from exc
 
-    def write_refs(self, refs: dict[str, set[str]]) -> None:
-        body = json.dumps({pack: sorted(keys) for pack, keys in sorted(refs.items()) if keys}).encode()
-        _atomic_write(self._refs_path, body)
+    def _record(self, key: str, packs: set[str], durable: bool) -> None:
+        """Write which packs `key` uses. Growing records must be on disk before the object that needs
+        them; a shrunk record lost in a crash only keeps a pack a little longer (see `_reconcile`)."""
+        path = self.keys / _key_name(key)
+        if packs:
+            _atomic_write(path, json.dumps({"key": key, "packs": sorted(packs)}).encode(), durable)
+        else:
+            path.unlink(missing_ok=True)
 
-    def _tidy(self) -> None:
-        """Delete packs no key references (a crash between writing a pack and referencing it leaves such)."""
-        refs = self.read_refs()
-        for path in self.packs.glob("*.pack"):
-            if not refs.get(path.stem):
+    def _add_user(self, pack: str, key: str) -> None:
+        folder = self.users / pack
+        created = not folder.is_dir()
+        folder.mkdir(exist_ok=True, mode=0o700)
+        os.close(os.open(folder / _key_name(key), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        _fsync_dir(folder)
+        if created:
+            _fsync_dir(self.users)
+
+    def _drop_user(self, pack: str, key: str) -> None:
+        folder = self.users / pack
+        (folder / _key_name(key)).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError, OSError):
+            folder.rmdir()  # fails while other keys use the pack
+        if not folder.exists():
+            self._delete_pack(pack)
+
+    def _delete_pack(self, pack: str) -> None:
+        (self.packs / f"{pack}.pack").unlink(missing_ok=True)
+        for digest in self._known.pop(pack, []):
+            if self._index.get(digest, ("",))[0] == pack:
+                del self._index[digest]
+        self._bump_generation()
+
+    def _reconcile(self) -> None:
+        """Once per process, under the lock: undo what crashes left behind. Looks at every key, so
+        not on each put: references of keys whose object is gone (a delete that crashed between
+        removing the object and releasing its packs), user entries no key record backs (a put or
+        delete that crashed between the two), packs without users (a put that crashed before
+        referencing its pack) and temp files. No put is mid-way meanwhile: we hold the lock."""
+        records: dict[str, set[str]] = {}
+        for path in self.keys.iterdir():
+            if path.name.startswith("."):
                 path.unlink(missing_ok=True)
-        for path in [*self.packs.glob(".*.tmp"), *self.root.glob(".refs.json.*.tmp")]:
-            path.unlink(missing_ok=True)  # left by a crashed put; we hold the lock, so nobody writes it
-
-    def _forget_missing(self) -> None:
-        """Drop references of keys whose object is gone (a crash between a delete's unlink and its
-        release leaves such). Once per process: it looks at every key. Caller holds the lock, so no
-        put is between referencing a pack and renaming its object into place."""
-        refs = self.read_refs()
-        gone = {key for keys in refs.values() for key in keys if not self._has_object(key)}
-        if gone:
-            self.write_refs({pack: keys - gone for pack, keys in refs.items()})
+                continue
+            try:
+                doc = json.loads(path.read_bytes())
+                key, packs = str(doc["key"]), {str(p) for p in doc["packs"]}
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # unreadable: keep its packs, to be safe
+            if self._has_object(key):
+                records[path.name] = packs
+            else:
+                path.unlink(missing_ok=True)
+        unreadable = {p.name for p in self.keys.iterdir()} - records.keys()
+        for folder in self.users.iterdir():
+            for user in folder.iterdir():
+                if user.name not in unreadable and folder.name not in records.get(user.name, ()):
+                    user.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        for path in self.packs.iterdir():
+            if path.name.startswith(".") or not (self.users / path.stem).is_dir():
+                path.unlink(missing_ok=True)
+        self._bump_generation()
 
     def _sync_index(self) -> None:
         """Learn packs other processes (or earlier puts) wrote; forget deleted ones. Caller holds the lock."""
+        generation = self._read_generation()
+        if generation == self._generation:
+            return
+        self._generation = generation
         on_disk = {p.stem for p in self.packs.glob("*.pack") if _PACK_ID.fullmatch(p.stem)}
         gone = self._known.keys() - on_disk
         for pack in gone:
@@ -271,32 +340,32 @@ class PoolWrite:
         self._tmp = None
         os.replace(self._tmp_name, self.pool.packs / f"{self.new_id}.pack")
         _fsync_dir(self.pool.packs)
+        self.pool._bump_generation()
         self.pool._known[self.new_id] = self._hashes
         for number, digest in enumerate(self._hashes):
             self.pool._index.setdefault(digest, (self.new_id, number))
         return self.new_id
 
     def reference(self, key: str, packs: set[str]) -> set[str]:
-        """Add `key` to the users of `packs`; return the packs it was not using before."""
-        refs = self.pool.read_refs()
-        added = {pack for pack in packs if key not in refs.get(pack, set())}
-        for pack in added:
-            refs.setdefault(pack, set()).add(key)
+        """Add `key` to the users of `packs` (durably); return the packs it was not using before."""
+        current = self.pool.packs_of(key)
+        added = packs - current
+        for pack in sorted(added):
+            self.pool._add_user(pack, key)
         if added:
-            self.pool.write_refs(refs)
+            self.pool._record(key, current | packs, durable=True)
         return added
 
     def release(self, key: str, keep: AbstractSet[str] = frozenset(), only: AbstractSet[str] | None = None) -> None:
-        """`key` no longer uses the packs `only` names (default: any), except `keep`; packs left without
-        users are deleted on the way out of `writing()`."""
-        refs = self.pool.read_refs()
-        changed = False
-        for pack, keys in refs.items():
-            if pack not in keep and (only is None or pack in only) and key in keys:
-                keys.discard(key)
-                changed = True
-        if changed:
-            self.pool.write_refs(refs)
+        """`key` no longer uses the packs `only` names (default: any), except `keep`; packs left
+        without users are deleted."""
+        current = self.pool.packs_of(key)
+        drop = {pack for pack in current if pack not in keep and (only is None or pack in only)}
+        if not drop:
+            return
+        self.pool._record(key, current - drop, durable=False)
+        for pack in sorted(drop):
+            self.pool._drop_user(pack, key)
 
     def abandon(self) -> None:
         if self._worker is not None:
@@ -420,19 +489,25 @@ def _read_index(f: IO[bytes]) -> tuple[list[bytes], list[int]]:
     return hashes, offsets
 
 
-def _atomic_write(path: Path, body: bytes) -> None:
+def _key_name(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32]  # keys may be longer than a file name
+
+
+def _atomic_write(path: Path, body: bytes, durable: bool) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(body)
-            out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:
