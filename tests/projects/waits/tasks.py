@@ -23,7 +23,7 @@ async def stateful_wait(payload: dict) -> dict:
     counter = 0
     big = list(range(payload.get("items", 50_000_000 // 28)))  # ~50 MB of ints by default
     counter += 1
-    handle = tempfile.TemporaryFile("w+")  # an open file, mid-write
+    handle = tempfile.TemporaryFile("w+")  # noqa: SIM115 - an open file, held across the checkpoint
     handle.write("before the wait\n")
     handle.flush()
     local = {"name": payload.get("name", "state"), "nested": [1, 2, {"three": 3}]}
