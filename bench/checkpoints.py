@@ -398,9 +398,8 @@ def measure_capacity(runtime: Runtime, runs: int, budget: float, tree_limit_mb: 
     before_cleanup = runtime.memory()
     if stopped:
         console.log(f"  {stopped}; canceling the runs not restored yet")
-        for run in list(runtime.client.iter_runs(status=["WAITING", "QUEUED"], limit=500)):
-            with contextlib.suppress(Exception):
-                runtime.client.cancel_run(run.id)
+        left = [run.id for run in runtime.client.iter_runs(status=["WAITING", "QUEUED"], limit=500)]
+        _parallel(lambda run_id: _cancel(runtime, run_id), left)
         runtime.await_drained([*LIVE_STATUSES, "WAITING"], 120, "the canceled runs")
     else:
         _check_completed(runtime, run_ids)
@@ -421,6 +420,11 @@ def measure_capacity(runtime: Runtime, runs: int, budget: float, tree_limit_mb: 
         "restores_stopped": stopped,
         "after_restores": before_cleanup,
     }
+
+
+def _cancel(runtime: Runtime, run_id: str) -> None:
+    with contextlib.suppress(Exception):  # it may have started or ended meanwhile
+        runtime.client.cancel_run(run_id)
 
 
 def _count(runtime: Runtime, status: str, among: list[str] | None = None) -> int:
