@@ -265,7 +265,7 @@ class PoolWrite:
         self.new_bytes = 0  # size of the pack this put wrote
 
     def add_file(self, path: Path) -> tuple[int, str, list[Run]]:
-        """Pool the pages of `path`; return its size, digest (see `page_list_digest`) and runs of pages."""
+        """Pool the pages of `path`; return its size, digest (sha256 of its pages' hashes) and runs of pages."""
         listed = hashlib.sha256()
         page_hash = hashlib.sha256
         runs: list[Run] = []
@@ -350,8 +350,10 @@ class PoolWrite:
         """Add `key` to the users of `packs` (durably); return the packs it was not using before."""
         current = self.pool.packs_of(key)
         added = packs - current
-        for pack in sorted(added):
-            self.pool._add_user(pack, key)
+        for pack in sorted(packs):
+            # Even for packs the record names: a crash may have lost a shrunk record after its users went.
+            if pack in added or not (self.pool.users / pack / _key_name(key)).exists():
+                self.pool._add_user(pack, key)
         if added:
             self.pool._record(key, current | packs, durable=True)
         return added

@@ -23,6 +23,7 @@ from outlast.runtime.checkpoint import (
     restore,
 )
 from outlast.runtime.checkpoint.archive import pack
+from outlast.runtime.checkpoint.pagepool import _key_name
 from tests.criu.fork_parent import fork_children
 from tests.criu.test_checkpoint_store import digests, leftovers
 from tests.criu.test_criu import (
@@ -326,6 +327,17 @@ def test_leftovers_of_a_crash_are_cleaned_up_by_the_next_process(store: LocalChe
     assert digests(tmp_path / "back") == digests(tmp_path / "b")
     store.delete("run_c/2")
     assert packs(store) == []
+
+
+def test_a_put_restores_user_entries_a_crash_lost(store: LocalCheckpointStore, tmp_path: Path) -> None:
+    store.put("run_u/1", image(tmp_path / "a", 1))
+    store.put("run_u/2", image(tmp_path / "b", 2))
+    (first,) = [p for p in packs(store) if len(list((store.pool.users / p.stem).iterdir())) == 2]
+    (store.pool.users / first.stem / _key_name("run_u/1")).unlink()  # as if a crash lost it
+    store.put("run_u/1", image(tmp_path / "c", 3))  # uses the same shared pages again
+    store.delete("run_u/2")
+    store.get("run_u/1", tmp_path / "back")
+    assert digests(tmp_path / "back") == digests(tmp_path / "c")
 
 
 def test_real_criu_dumps_of_forked_children_share_their_pages(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
