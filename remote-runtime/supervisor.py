@@ -49,6 +49,7 @@ from outlast.wire import (
     Suspend,
     Suspended,
     SuspendRequest,
+    TaskManifest,
     TaskRunError,
     WaitpointKind,
     WaitpointResult,
@@ -149,6 +150,7 @@ class Supervisor:
         self.checkpointer: Checkpointer | None = None
         self.checkpoint_problem = ""  # why waits are kept in memory here, when they are
         self.forkservers: dict[str, asyncio.Future[ForkServer]] = {}  # per version: task processes fork from it
+        self.manifests: dict[str, list[TaskManifest]] = {}  # per version, as its first process declared them
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -176,6 +178,7 @@ class Supervisor:
         if hello.import_error:
             raise TasksImportFailed(hello.import_error)
         await self.backend.register(version, hello.tasks)
+        self.manifests[version] = hello.tasks
         previous, self.version = self.version, version
         if previous and previous != version:
             self._close_forkserver(previous)
@@ -461,9 +464,11 @@ class Supervisor:
             if process is not None:
                 process.result = None
                 process.execution = None
+                # Warm processes are kept up to one per slot: restored ones would otherwise pile up.
                 if process.checkpointed:
                     pass
-                elif process.alive and self._reusable(process) and not process.retired:
+                elif (process.alive and self._reusable(process) and not process.retired
+                      and len(self.idle) < self.slots):
                     self.idle.append(process)
                 elif process.alive:
                     self._in_background(process.shutdown())
@@ -513,7 +518,8 @@ class Supervisor:
     # --- waits ---------------------------------------------------------------------------
 
     def _checkpoint_after(self, process: TaskProcess, task_id: str) -> float:
-        manifest = next((t for t in process.tasks if t.id == task_id), None)
+        known = process.tasks or self.manifests.get(process.version, [])  # a restored process said no hello
+        manifest = next((t for t in known if t.id == task_id), None)
         if manifest is not None and manifest.checkpoint_after is not None:
             return manifest.checkpoint_after
         return self.settings.checkpoint_after
