@@ -61,7 +61,10 @@ pytestmark = pytest.mark.skipif(settings.ROOT_URLCONF != "djshop.urls",
 @pytest.fixture(scope="module")
 def runtime(django_db_setup) -> Iterator[RuntimeProcess]:
     """`manage.py outlast dev`: an embedded runtime whose tasks are the installed apps' tasks modules."""
-    env = {**os.environ, "DJSHOP_DB": str(DATABASE), "DJANGO_SETTINGS_MODULE": "djshop.settings",
+    from django.db import connection
+
+    # The database pytest-django created (under pytest-xdist its name carries the worker's suffix).
+    env = {**os.environ, "DJSHOP_DB": connection.settings_dict["NAME"], "DJANGO_SETTINGS_MODULE": "djshop.settings",
            "OUTLAST_API_URL": URL, "OUTLAST_SECRET_KEY": SECRET_KEY, "OUTLAST_HEARTBEAT_INTERVAL": "0.5"}
     env.pop("OUTLAST_DATABASE_URL", None)
     args = [sys.executable, str(PROJECT / "manage.py"), "outlast", "dev", "--data-dir", str(SCRATCH / "data")]
