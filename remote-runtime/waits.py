@@ -160,9 +160,9 @@ class Waits:
             rows.append(row)
         if rows:
             c.execute(waitpoints.insert(), rows)
-        return c.execute(sa.select(waitpoints).where(waitpoints.c.env_id == env_id,
-                                                     waitpoints.c.idempotency_key.in_(keys))
-                         .order_by(waitpoints.c.idempotency_key)).all()
+        by_key = {r.idempotency_key: r for r in c.execute(sa.select(waitpoints).where(
+            waitpoints.c.env_id == env_id, waitpoints.c.idempotency_key.in_(keys)))}
+        return [by_key[key] for key in keys]  # in the order of the items
 
     @staticmethod
     def _block(c: sa.Connection, run_id: str, waitpoint_ids: Sequence[str]) -> None:

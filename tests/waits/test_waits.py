@@ -157,6 +157,12 @@ def test_trigger_and_wait_and_a_batch_with_a_failing_child(client):
     assert all(child.version == run.version for child in children), "children run their parent's version"
 
 
+def test_a_batch_gives_its_results_in_the_order_of_its_items(client):
+    run = client.poll(client.trigger("wide-batch", {"count": 12}).id, timeout=90)
+    assert run.status is RunStatus.COMPLETED, messages(client, run.id)
+    assert run.output == [n * 2 for n in range(12)]
+
+
 def test_parallel_waits_with_gather(client):
     handle = client.trigger("parallel", {"seconds": 4})
     run = client.poll(handle.id, timeout=90)

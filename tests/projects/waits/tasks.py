@@ -147,3 +147,9 @@ async def http_across_wait(payload: dict) -> list[int]:
         await wait.for_(seconds=payload.get("seconds", 3))
         statuses.append((await client.get("/api/v1/health")).status_code)
     return statuses
+
+
+@task(id="wide-batch")
+async def wide_batch(payload: dict) -> list[int]:
+    results = await double.batch_trigger_and_wait([{"value": n} for n in range(payload["count"])])
+    return results.unwrap()
