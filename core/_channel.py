@@ -114,7 +114,10 @@ class ControlChannel:
     def _read_loop(self) -> None:
         while True:
             frames = self._frames
-            message = frames.recv(to_task_process) if frames is not None else None
+            try:
+                message = frames.recv(to_task_process) if frames is not None else None
+            except OSError:  # reset by a supervisor that was killed: as lost as a closed connection
+                message = None
             if message is None:
                 if self.run_id is not None:
                     self._on_supervisor_lost()  # the runtime retries the run elsewhere
