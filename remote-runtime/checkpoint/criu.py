@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import json
 import os
 import re
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from outlast._pidns import fork_init
+from outlast._pidns import libc as pidns_libc
 
 MIN_VERSION = (4, 2)
 DEFAULT_ROOT_PREFIX = Path("/opt/outlast-criu")
@@ -320,15 +320,10 @@ def _tree(pid: int) -> set[int]:
 # processes
 
 
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
 def set_child_subreaper(enabled: bool = True) -> bool:
     """prctl(PR_SET_CHILD_SUBREAPER): orphans below this process are re-parented to it (and so can
     be waited for) instead of to init. Returns the previous setting."""
-    libc = _libc()
+    libc = pidns_libc()
     previous = ctypes.c_int(0)
     libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(previous), 0, 0, 0)
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, int(enabled), 0, 0, 0) != 0:
