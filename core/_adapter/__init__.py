@@ -5,6 +5,7 @@ and convert the `AdapterResponse` back. Receivers mount extra routes with
 `AdapterEndpoints.add_route` and check signatures with `verify_signature`.
 """
 
+from ._asgi import standalone_app
 from ._bridge import SyncBridge
 from ._endpoints import AdapterEndpoints, Handler, WebhookRoute, headers_of
 from ._facade import AppClient, AsyncAppClient
@@ -28,5 +29,6 @@ __all__ = [
     "headers_of",
     "json_response",
     "sign_webhook",
+    "standalone_app",
     "verify_signature",
 ]
