@@ -7,7 +7,6 @@ import hashlib
 import io
 import os
 import shutil
-import socket
 import sys
 import tarfile
 import tracemalloc
@@ -18,7 +17,6 @@ from pathlib import Path
 import boto3
 import pytest
 import zstandard
-from moto.server import ThreadedMotoServer
 
 from outlast.runtime.checkpoint import (
     CheckpointError,
@@ -34,6 +32,7 @@ from outlast.runtime.checkpoint import (
 )
 from outlast.runtime.checkpoint.archive import LISTING
 from outlast.runtime.settings import RuntimeSettings
+from tests.conftest import moto_s3
 from tests.criu.test_criu import (
     kill,
     require_criu,
@@ -49,16 +48,8 @@ CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS).create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
-
+    with moto_s3(BUCKET) as endpoint:
+        yield endpoint
 
 @pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> CheckpointStore:

@@ -3,41 +3,29 @@ garbage-collected a rollback brings it back from the bucket."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from outlast._deployments import Deployments
-from tests.conftest import RuntimeProcess, runtime_process, wait_for
+from tests.conftest import S3_ENV, RuntimeProcess, moto_s3, runtime_process, wait_for
 
 from ._projects import cli, data_dir, deploy, deployed_version, write_project
 
 BUCKET = "outlast-bundles"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
-
+    with moto_s3(BUCKET) as endpoint:
+        yield endpoint
 
 @pytest.fixture
 def runtime(tmp_path, s3_endpoint) -> Iterator[RuntimeProcess]:
     runtime = runtime_process(tmp_path, None, project=None, extra_env={
         "OUTLAST_BUNDLE_STORE": f"s3://{BUCKET}/deploys", "OUTLAST_S3_ENDPOINT_URL": s3_endpoint,
-        "OUTLAST_DEPLOY_GC_INTERVAL": "1", **CREDENTIALS}).start()
+        "OUTLAST_DEPLOY_GC_INTERVAL": "1", **S3_ENV}).start()
     try:
         yield runtime
     finally:

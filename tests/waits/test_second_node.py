@@ -8,27 +8,26 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from outlast import RunStatus
-from tests.conftest import PG_ADMIN_URL, _create_pg_database, _drop_pg_database, free_port, runtime_process, wait_for
+from tests.conftest import (
+    PG_ADMIN_URL,
+    S3_ENV,
+    _create_pg_database,
+    _drop_pg_database,
+    moto_s3,
+    runtime_process,
+    wait_for,
+)
 from tests.e2e._shared import process_gone
 
 BUCKET = "outlast-waits"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture
 def s3_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
-
+    with moto_s3(BUCKET) as endpoint:
+        yield endpoint
 
 @pytest.fixture
 def database_url() -> Iterator[str]:
@@ -46,7 +45,7 @@ def stored_images(endpoint: str) -> list[str]:
 def test_a_run_checkpointed_on_one_node_is_restored_by_another(tmp_path, s3_endpoint, database_url):
     processes = tmp_path / "processes"  # the same path on every node, as the runtime requires
     env = {"OUTLAST_CHECKPOINT_AFTER": "1", "OUTLAST_CHECKPOINT_STORE": f"s3://{BUCKET}/checkpoints",
-           "OUTLAST_S3_ENDPOINT_URL": s3_endpoint, "OUTLAST_PROCESS_DIR": str(processes), **CREDENTIALS}
+           "OUTLAST_S3_ENDPOINT_URL": s3_endpoint, "OUTLAST_PROCESS_DIR": str(processes), **S3_ENV}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     node_a = runtime_process(tmp_path / "a", database_url, project="waits", node_id="node-a", extra_env=env)
