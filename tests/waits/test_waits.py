@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from outlast import RunStatus
+from outlast import RunStatus, wait
 from outlast.wire import CreateTokenRequest
 from tests.conftest import RuntimeProcess, wait_for
 from tests.e2e._shared import lines, process_gone, shared_runtime_fixture
@@ -144,6 +144,12 @@ def test_tokens_from_the_sdk_outside_a_task(client):
     done = client.complete_token(token.id, {"value": 1})
     assert done.status == "COMPLETED" and done.output == {"value": 1}
     assert client.retrieve_waitpoint(token.id).output == {"value": 1}
+
+    # The wait module outside a task goes through the API client too.
+    other = wait.create_token(timeout="1h", tags=["outside"], client=client)
+    assert f"/api/v1/waitpoints/tokens/{other.id}/callback/" in other.url
+    wait.complete_token(other, {"value": 2}, client=client)
+    assert client.retrieve_waitpoint(other.id).output == {"value": 2}
 
 
 def test_trigger_and_wait_and_a_batch_with_a_failing_child(client):
