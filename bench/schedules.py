@@ -29,12 +29,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from outlast.runtime.db import Database
+from outlast.runtime.access.environments import Environments
 from outlast.runtime.engine import RunEngine
-from outlast.runtime.environments import Environments
-from outlast.runtime.ids import new_run_id
-from outlast.runtime.scheduler import Scheduler, next_tick
-from outlast.runtime.schema import runs, schedules
+from outlast.runtime.engine.schedules import Scheduler, next_tick
+from outlast.runtime.store.db import Database
+from outlast.runtime.store.ids import new_run_id
+from outlast.runtime.store.schema import runs, schedules
 from outlast.wire import TaskManifest
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

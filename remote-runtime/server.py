@@ -13,10 +13,10 @@ from rich.console import Console
 
 from outlast._project import Project
 
-from .api import create_app
-from .backend import HttpBackend
+from .api.app import create_app
 from .settings import RuntimeSettings
 from .state import RuntimeState
+from .worker.backend import HttpBackend
 
 console = Console(stderr=True)
 
@@ -60,8 +60,8 @@ def run_worker(settings: RuntimeSettings, project: Project, api_url: str, secret
 
 async def _worker(settings: RuntimeSettings, project: Project, api_url: str, secret_key: str,
                   reload: bool) -> None:
-    from .dev import reload_on_change
-    from .supervisor import Supervisor
+    from .worker.reload import reload_on_change
+    from .worker.supervisor import Supervisor
 
     backend = HttpBackend(api_url, secret_key, settings.node_id)
     supervisor = Supervisor(backend, project, settings)

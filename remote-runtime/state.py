@@ -10,14 +10,14 @@ from typing import Any
 
 from outlast._project import Project
 
-from .backend import LocalBackend
+from .access.environments import Environments
 from .checkpoint.store import open_store
-from .db import Database
-from .engine import RunEngine
-from .environments import Environments
-from .notify import PostgresListener, Wakeup
-from .scheduler import Scheduler
+from .engine.facade import RunEngine
+from .engine.schedules import Scheduler
 from .settings import RuntimeSettings
+from .store.db import Database
+from .store.notify import PostgresListener, Wakeup
+from .worker.backend import LocalBackend
 
 log = logging.getLogger("outlast.runtime")
 
@@ -55,14 +55,14 @@ class RuntimeState:
             listener.start()
         reloader: asyncio.Task[None] | None = None
         if self.project is not None:
-            from .supervisor import Supervisor
+            from .worker.supervisor import Supervisor
 
             env_ids = [e for e in self.settings.environments if e in self.environments.ids()]
             backend = LocalBackend(self.engine, self.wakeup, self.settings.node_id, env_ids)
             self.supervisor = Supervisor(backend, self.project, self.settings)
             await self.supervisor.start()
             if self.reload:
-                from .dev import reload_on_change
+                from .worker.reload import reload_on_change
 
                 reloader = asyncio.create_task(reload_on_change(self.supervisor))
         deployments = asyncio.create_task(self._deployments_loop())
@@ -99,9 +99,9 @@ class RuntimeState:
     # --- deployments ---------------------------------------------------------------------------
 
     def _init_deployments(self) -> None:
-        from .bundles import open_bundle_store
-        from .deployments import Deployments
-        from .env_vars import EnvVars, load_key
+        from .deploy.bundles import open_bundle_store
+        from .deploy.deployments import Deployments
+        from .deploy.env_vars import EnvVars, load_key
 
         self.env_vars = EnvVars(self.db, load_key(self.settings.data_dir))
         self.deployments = Deployments(self.engine, self.env_vars,
@@ -134,7 +134,7 @@ class RuntimeState:
             try:
                 served = await asyncio.to_thread(self.deployments.served)
                 if served.versions and self.deployed_supervisor is None and self.settings.serve_deployments:
-                    from .deployed import DeploymentSupervisor
+                    from .deploy.supervisor import DeploymentSupervisor
 
                     backend = LocalBackend(self.engine, self.wakeup, self.settings.node_id, served.env_ids)
                     self.deployed_supervisor = DeploymentSupervisor(backend, self.deployments, self.settings)

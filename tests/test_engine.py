@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from outlast.runtime import queue
-from outlast.runtime.db import Database
+from outlast.runtime.access.environments import Environments
 from outlast.runtime.engine import RunEngine
-from outlast.runtime.environments import Environments
+from outlast.runtime.store import queue
+from outlast.runtime.store.db import Database
 from outlast.wire import AttemptCompletion, AttemptOutcome, BatchItem, RunStatus, TaskManifest, WorkerReport
 
 

@@ -3,8 +3,8 @@
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from outlast.runtime.db import Database
-from outlast.runtime.schema import metadata
+from outlast.runtime.store.db import Database
+from outlast.runtime.store.schema import metadata
 
 
 def test_migrations_match_the_declared_schema(tmp_path, store):

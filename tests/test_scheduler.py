@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 
 from outlast import schedules
-from outlast.runtime.db import Database
+from outlast.runtime.access.environments import Environments
 from outlast.runtime.engine import RunEngine
-from outlast.runtime.environments import Environments
+from outlast.runtime.engine.schedules import InvalidSchedule, Scheduler, check, latest_tick, ticks_after
 from outlast.runtime.errors import Conflict, UnknownTask
-from outlast.runtime.scheduler import InvalidSchedule, Scheduler, check, latest_tick, ticks_after
+from outlast.runtime.store.db import Database
 from outlast.wire import (
     BatchItem,
     CatchUp,

@@ -116,7 +116,7 @@ def worker(
         typer.secho("error: give --project DIR or --deployments (one of them)", fg="red", err=True)
         raise typer.Exit(2)
     if deployments:
-        from outlast.runtime.deployments_worker import run_deployment_worker
+        from outlast.runtime.deploy.remote import run_deployment_worker
 
         run_deployment_worker(settings, api_url, secret_key)
         return

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from outlast import InvalidRequestError, NotFoundError, trigger_options
-from outlast.runtime.public_tokens import InvalidToken, PublicTokens
+from outlast.runtime.access.public_tokens import InvalidToken, PublicTokens
 from outlast.wire import PublicTokenRequest
 from tests.adapters._support import project_runtime_fixture
 from tests.conftest import PROJECTS

@@ -10,7 +10,7 @@ import pytest
 
 from outlast._bundle import pack_bundle, plan_bundle
 from outlast._project import load_project
-from outlast.runtime.bundles import UnsafeBundle, unpack_bundle
+from outlast.runtime.deploy.bundles import UnsafeBundle, unpack_bundle
 
 
 def _bundle(path: Path, entries: list[tuple[str, bytes | None, str]]) -> Path:

@@ -9,13 +9,13 @@ import sqlalchemy as sa
 
 from outlast._bundle import pack_bundle, plan_bundle
 from outlast._project import load_project
-from outlast.runtime.bundles import LocalBundleStore
-from outlast.runtime.db import Database
-from outlast.runtime.deployments import Deployments
+from outlast.runtime.access.environments import Environments
+from outlast.runtime.deploy.bundles import LocalBundleStore
+from outlast.runtime.deploy.deployments import Deployments
+from outlast.runtime.deploy.env_vars import EnvVars, load_key
 from outlast.runtime.engine import RunEngine
-from outlast.runtime.env_vars import EnvVars, load_key
-from outlast.runtime.environments import Environments
-from outlast.runtime.schema import env_vars
+from outlast.runtime.store.db import Database
+from outlast.runtime.store.schema import env_vars
 
 from ._projects import write_project
 

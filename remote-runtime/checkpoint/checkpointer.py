@@ -20,10 +20,10 @@ from typing import Any
 
 from outlast._channel import RESUME_FILE
 
-from .checkpoint import criu
-from .checkpoint.store import CheckpointStore, open_store
-from .processes import OUTPUT_FILE, process_home
-from .settings import RuntimeSettings
+from ..settings import RuntimeSettings
+from ..worker.processes import OUTPUT_FILE, process_home
+from . import criu
+from .store import CheckpointStore, open_store
 
 log = logging.getLogger("outlast.checkpoint")
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from outlast.wire import API_PREFIX, Schedule, ScheduleCreate, ScheduleList, ScheduleType, ScheduleUpdate
 
-from .api import Env, State
+from .deps import Env, State
 
 router = APIRouter(prefix=f"{API_PREFIX}/schedules", tags=["schedules"])
 

@@ -14,8 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from outlast.wire import API_PREFIX, CompleteTokenRequest, CreateTokenRequest, Waitpoint, WaitToken
 
-from .api import Env, State
-from .errors import EngineError
+from ..errors import EngineError
+from .deps import Env, State
 
 router = APIRouter(prefix=f"{API_PREFIX}/waitpoints", tags=["waitpoints"])
 

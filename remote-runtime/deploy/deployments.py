@@ -36,12 +36,12 @@ from outlast._errors import ConfigurationError
 from outlast._project import Project, load_project
 from outlast.wire import BatchItem, DeployedTask, Deployment, DeploymentStatus, RunStatus, TaskManifest
 
+from ..engine.facade import RunEngine
+from ..errors import Conflict, EngineError
+from ..store.schema import deployments, environments, runs, tasks
+from ..worker.processes import _PRIVATE_VARIABLES
 from .bundles import BundleError, BundleStore, inspect_bundle, unpack_bundle
-from .engine import RunEngine
 from .env_vars import EnvVars
-from .errors import Conflict, EngineError
-from .processes import _PRIVATE_VARIABLES
-from .schema import deployments, environments, runs, tasks
 from .venvs import EnvironmentBuildFailed, python_for, requirements_hash
 
 log = logging.getLogger("outlast.deployments")

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
-from .checkpoint.store import validate_key
+from ..checkpoint.store import validate_key
 
 MAX_BUNDLE_BYTES = 50 * 1024 * 1024  # compressed, as uploaded
 MAX_UNPACKED_BYTES = 200 * 1024 * 1024

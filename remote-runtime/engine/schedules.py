@@ -39,11 +39,11 @@ from outlast.wire import (
     TriggerOptions,
 )
 
-from . import queue
-from .engine import RunEngine
-from .errors import Conflict, EngineError, UnknownTask
-from .ids import new_run_id
-from .schema import run_events, run_tags, runs, schedules, tasks
+from ..errors import Conflict, EngineError, UnknownTask
+from ..store import queue
+from ..store.ids import new_run_id
+from ..store.schema import run_events, run_tags, runs, schedules, tasks
+from .facade import RunEngine
 
 log = logging.getLogger("outlast.runtime.scheduler")
 

@@ -24,10 +24,10 @@ import httpx
 from outlast._project import Project
 from outlast.wire import API_PREFIX, WorkerDeployments
 
-from .backend import HttpBackend
+from ..settings import RuntimeSettings
+from ..worker.backend import HttpBackend
 from .bundles import unpack_bundle
 from .deployments import UNPACK_ID, BuildFailed, Served
-from .settings import RuntimeSettings
 from .venvs import python_for
 
 log = logging.getLogger("outlast.deployments_worker")
@@ -112,7 +112,7 @@ def run_deployment_worker(settings: RuntimeSettings, api_url: str, secret_key: s
 async def _serve(settings: RuntimeSettings, api_url: str, secret_key: str) -> None:
     from rich.console import Console
 
-    from .deployed import DeploymentSupervisor
+    from .supervisor import DeploymentSupervisor
 
     deployments = RemoteDeployments(api_url, secret_key, settings.data_dir)
     backend = HttpBackend(api_url, secret_key, settings.node_id)

@@ -27,7 +27,7 @@ from outlast.wire import (
     WorkerReport,
 )
 
-from .api import Env, State
+from .deps import Env, State
 
 router = APIRouter(prefix=f"{API_PREFIX}/worker", tags=["worker"])
 

@@ -37,13 +37,13 @@ from outlast.wire import (
     WorkerReport,
 )
 
-from . import queue
-from .db import Database
-from .errors import Conflict, InvalidPayload, RunNotFound, UnknownTask
-from .ids import new_run_id
-from .notify import WORK_CHANNEL
-from .queue import ReadyRun
-from .schema import environments, run_events, run_tags, runs, tasks
+from ..errors import Conflict, InvalidPayload, RunNotFound, UnknownTask
+from ..store import queue
+from ..store.db import Database
+from ..store.ids import new_run_id
+from ..store.notify import WORK_CHANNEL
+from ..store.queue import ReadyRun
+from ..store.schema import environments, run_events, run_tags, runs, tasks
 from .waits import Waits
 
 DEFAULT_IDEMPOTENCY_TTL = 30 * 86400

@@ -58,8 +58,9 @@ from outlast.wire import (
     to_supervisor,
 )
 
+from ..checkpoint.checkpointer import Checkpointer
+from ..settings import RuntimeSettings
 from .backend import WorkerBackend
-from .checkpointing import Checkpointer
 from .forkserver import ForkServer, ForkServerFailed
 from .forkserver import supported as forkserver_supported
 from .processes import (
@@ -71,7 +72,6 @@ from .processes import (
     spawn,
     task_environment,
 )
-from .settings import RuntimeSettings
 
 log = logging.getLogger("outlast.supervisor")
 PREFETCH_MULTIPLIER = 4

@@ -34,15 +34,15 @@ from outlast.wire import (
     WaitToken,
 )
 
-from . import queue
-from .errors import Conflict, EngineError
-from .ids import new_run_id
-from .queue import ReadyRun
-from .schema import run_checkpoints, run_events, run_waits, runs, waitpoints
+from ..errors import Conflict, EngineError
+from ..store import queue
+from ..store.ids import new_run_id
+from ..store.queue import ReadyRun
+from ..store.schema import run_checkpoints, run_events, run_waits, runs, waitpoints
 
 if TYPE_CHECKING:
-    from .db import Database
-    from .engine import RunEngine
+    from ..store.db import Database
+    from .facade import RunEngine
 
 S = RunStatus
 K = WaitpointKind

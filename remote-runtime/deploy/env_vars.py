@@ -18,9 +18,9 @@ import sqlalchemy as sa
 
 from outlast.wire import EnvVar
 
-from .errors import EngineError
-from .queue import upsert
-from .schema import env_vars
+from ..errors import EngineError
+from ..store.queue import upsert
+from ..store.schema import env_vars
 
 KEY_ENV = "OUTLAST_ENCRYPTION_KEY"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from outlast._errors import ConfigurationError
 
-from .schema import environments
+from ..store.schema import environments
 
 DEFAULT_ENVIRONMENTS = ("dev", "prod")
 MIN_KEY_LENGTH = 16

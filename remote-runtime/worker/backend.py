@@ -32,8 +32,8 @@ from outlast.wire import (
     WorkerReport,
 )
 
-from .engine import RunEngine
-from .notify import Wakeup
+from ..engine.facade import RunEngine
+from ..store.notify import Wakeup
 
 _WAITPOINT_STATES = TypeAdapter(list[WaitpointState])
 

@@ -23,7 +23,7 @@ from outlast._framing import write_frame
 from outlast._project import Project
 from outlast.wire import Hello, Result, Resumed, Shutdown, StartAttempt, Suspended, TaskManifest
 
-from .checkpoint import criu
+from ..checkpoint import criu
 from .forkserver import ForkServer, ForkServerFailed
 
 # Variables a task process must never inherit from the runtime (its store, its own key).

@@ -24,8 +24,8 @@ import sqlalchemy as sa
 
 from outlast.wire import PUBLIC_TOKEN_PREFIX, PublicToken, PublicTokenRequest
 
-from .errors import EngineError
-from .schema import environments
+from ..errors import EngineError
+from ..store.schema import environments
 
 SECRET_ENV = "OUTLAST_PUBLIC_TOKEN_SECRET"
 _CONTEXT = b"outlast public token v1:"

@@ -19,9 +19,9 @@ from starlette.responses import FileResponse
 
 from outlast.wire import API_PREFIX, Deployment, EnvVar, EnvVarSet, PromoteRequest, WorkerDeployments
 
-from .api import Env, PayloadTooLarge, State
-from .bundles import MAX_BUNDLE_BYTES, BundleError, UnsafeBundle
-from .errors import EngineError
+from ..deploy.bundles import MAX_BUNDLE_BYTES, BundleError, UnsafeBundle
+from ..errors import EngineError
+from .deps import Env, PayloadTooLarge, State
 
 router = APIRouter(prefix=API_PREFIX)
 

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 
 from outlast._project import Project
 
-from .backend import HttpBackend, LocalBackend
+from ..settings import RuntimeSettings
+from ..worker.backend import HttpBackend, LocalBackend
+from ..worker.processes import ProcessExited, TaskProcess
+from ..worker.supervisor import Execution, Supervisor
 from .deployments import Deployments
-from .processes import ProcessExited, TaskProcess
-from .settings import RuntimeSettings
-from .supervisor import Execution, Supervisor
 
 if TYPE_CHECKING:
-    from .deployments_worker import RemoteDeployments
+    from .remote import RemoteDeployments
 
 log = logging.getLogger("outlast.deployed")
 

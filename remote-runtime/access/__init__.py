@@ -1,0 +1,1 @@
+"""Who may do what: environments and their secret keys, public access tokens."""

@@ -1,0 +1,25 @@
+"""The runtime's FastAPI app (`/api/v1`): the routers, error handlers and body limit put together."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from outlast.wire import API_PREFIX
+
+from ..access.public_tokens import PublicTokens
+from ..state import RuntimeState
+from . import deployments, runs, schedules, waitpoints, worker
+from .body_limit import BodyLimit
+from .errors import add_error_handlers
+
+
+def create_app(runtime: RuntimeState) -> FastAPI:
+    app = FastAPI(title="outlast runtime", version="1", lifespan=runtime.lifespan,
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs", redoc_url=None)
+    app.state.outlast = runtime
+    app.state.public_tokens = PublicTokens(runtime.db)
+    for module in (runs, worker, schedules, waitpoints, deployments):
+        app.include_router(module.router)
+    add_error_handlers(app)
+    app.add_middleware(BodyLimit, max_payload_bytes=runtime.settings.max_payload_bytes)
+    return app

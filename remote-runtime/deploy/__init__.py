@@ -1,0 +1,1 @@
+"""Deployments: bundles, virtualenvs, versions, environment variables, the deployed supervisor."""
