@@ -1,0 +1,178 @@
+"""Value types every protocol shares: run statuses, durations, a task's configuration and context."""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_TAGS = 10
+MACHINE_PRESETS = ("micro", "small-1x", "small-2x", "medium-1x", "medium-2x", "large-1x", "large-2x")
+
+
+class RunStatus(enum.StrEnum):
+    DELAYED = "DELAYED"
+    QUEUED = "QUEUED"
+    EXECUTING = "EXECUTING"
+    WAITING = "WAITING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CRASHED = "CRASHED"
+    CANCELED = "CANCELED"
+    EXPIRED = "EXPIRED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in _LIVE_STATUSES
+
+
+_LIVE_STATUSES = {RunStatus.DELAYED, RunStatus.QUEUED, RunStatus.EXECUTING, RunStatus.WAITING}
+FINAL_STATUSES = frozenset(s for s in RunStatus if s.is_final)
+
+
+# --- durations -----------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: float | int | str | timedelta) -> float:
+    """Seconds from a number of seconds, a timedelta, or a string such as "90s", "1h30m", "2d"."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"invalid duration {value!r}: use seconds or a string like '30s', '5m', '1h30m', '2d'")
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    else:
+        raise ValueError(f"invalid duration {value!r}")
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, Field(ge=0)]
+
+
+class StrictModel(BaseModel):
+    """Base of every request-like model: an unknown field is an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def duration_field(value: Any) -> Any:
+    """A `field_validator(mode="before")` body: a duration (or None) as seconds."""
+    return None if value is None else parse_duration(value)
+
+
+def delay_field(value: Any) -> Any:
+    """A `field_validator(mode="before")` body: seconds from now (a duration) or a point in time."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and "T" in value:
+        return value  # ISO timestamp, parsed by pydantic
+    return parse_duration(value)
+
+
+def timezone_name(value: str) -> str:
+    """The IANA time zone name itself, or `ValueError` naming it when it is unknown."""
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}: use an IANA name such as 'Europe/Paris' or 'UTC'") from None
+    return value
+
+
+# --- task configuration ------------------------------------------------------------------
+
+
+class RetryPolicy(StrictModel):
+    """Exponential backoff: delay(n) = min(max_delay, min_delay * factor ** (n - 1)), jittered."""
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    min_delay: float = Field(1.0, ge=0)
+    max_delay: float = Field(60.0, ge=0)
+    factor: float = Field(2.0, ge=1)
+    randomize: bool = True
+
+    _durations = field_validator("min_delay", "max_delay", mode="before")(duration_field)
+
+
+class QueueOptions(StrictModel):
+    name: str = Field(min_length=1, max_length=128)
+    concurrency_limit: int | None = Field(None, ge=0, le=100_000)
+
+
+class CatchUp(enum.StrEnum):
+    """What a schedule does with ticks missed while no runtime was up: fire the latest once, or skip."""
+
+    LAST = "last"
+    SKIP = "skip"
+
+
+class ScheduleSpec(StrictModel):
+    """A declarative schedule, as a task's manifest carries it (`@schedules.task(cron=...)`)."""
+
+    cron: str = Field(min_length=1, max_length=256)
+    timezone: str = Field("UTC", max_length=64)
+    catch_up: CatchUp = CatchUp.LAST
+
+    _timezone = field_validator("timezone")(timezone_name)
+
+
+class TaskManifest(StrictModel):
+    """What a worker tells the runtime about one task it can run."""
+
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")
+    export: str = ""
+    module: str = ""
+    queue: QueueOptions | None = None
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    max_duration: float | None = Field(None, gt=0)
+    machine: str | None = None
+    payload_schema: dict[str, Any] | None = None
+    schedule: ScheduleSpec | None = None
+    checkpoint_after: float | None = Field(
+        None, ge=0, description="seconds a wait stays in memory before the process is checkpointed")
+
+
+# --- inside a run ----------------------------------------------------------------------------
+
+
+class TaskRunError(BaseModel):
+    type: str
+    message: str
+    stack: str | None = None
+
+
+class RunContext(BaseModel):
+    """What a task function receives as `ctx`, and what the supervisor sends to start an attempt."""
+
+    run_id: str
+    attempt: int
+    task: str
+    env: str
+    tags: list[str] = Field(default_factory=list)
+    version: str | None = None
+    queue: str = ""
+    concurrency_key: str | None = None
+    machine: str | None = None
+    max_duration: float | None = None
+    created_at: datetime
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class MetadataOp(StrictModel):
+    op: Literal["set", "delete", "append", "increment"]
+    key: str = Field(min_length=1, max_length=256)
+    value: Any = None

@@ -1,0 +1,134 @@
+"""The worker API (a supervisor, possibly on another node <-> the runtime): claims, leases, waits, reports."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .values import MetadataOp, RunContext, StrictModel, TaskManifest, TaskRunError
+from .waits import WaitpointResult, WaitSpec
+
+
+class CheckpointMode(enum.StrEnum):
+    CRIU = "criu"  # the process image is on disk; the process is gone
+    KEPT_ALIVE = "kept_alive"  # no checkpointing here: the process waits in memory on its node
+
+
+class WaitRequest(StrictModel):
+    node_id: str
+    run_id: str
+    attempt: int
+    key: str = Field(min_length=1, max_length=64, description="unique per call within the attempt")
+    spec: WaitSpec
+
+
+class SuspendRequest(StrictModel):
+    node_id: str
+    run_id: str
+    attempt: int
+    mode: CheckpointMode
+    waiting: list[str] = Field(description="the waitpoints the task still waits for")
+    image_key: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    duration_ms: int = 0
+
+
+class ResumeRequest(StrictModel):
+    node_id: str
+    run_id: str
+    attempt: int
+
+
+class ResumeInfo(BaseModel):
+    mode: CheckpointMode
+    image_key: str | None = None
+    results: list[WaitpointResult] = Field(default_factory=list)
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+
+
+class WorkerRegistration(StrictModel):
+    node_id: str
+    version: str
+    tasks: list[TaskManifest]
+
+
+class ClaimRequest(StrictModel):
+    node_id: str
+    task_ids: list[str] = Field(description="the tasks this worker can run")
+    versions: list[str] | None = Field(None, description="deployed versions it runs; none: working-copy runs only")
+    max_runs: int = Field(ge=1, le=1000)
+    wait: float = Field(0, ge=0, le=60, description="long-poll up to this many seconds")
+
+
+class Assignment(BaseModel):
+    """One claimed attempt: the context and the payload to run it with (or the checkpoint to resume)."""
+
+    context: RunContext
+    payload: Any = None
+    execution_ms: int = 0
+    resume: ResumeInfo | None = None
+
+
+class ClaimResponse(BaseModel):
+    assignments: list[Assignment]
+
+
+class LeasedAttempt(StrictModel):
+    run_id: str
+    attempt: int
+    waiting: list[str] = Field(default_factory=list, description="waitpoints it waits for in memory")
+
+
+class HeartbeatRequest(StrictModel):
+    node_id: str
+    attempts: list[LeasedAttempt]
+
+
+class HeartbeatResponse(BaseModel):
+    stop: list[str] = Field(default_factory=list, description="run ids the worker must terminate")
+    completed: list[WaitpointResult] = Field(default_factory=list, description="waitpoints now complete")
+
+
+class AttemptOutcome(enum.StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    CRASHED = "crashed"
+    TIMED_OUT = "timed_out"
+    RELEASED = "released"  # claimed but never started (the worker is stopping): back to the queue
+
+
+class AttemptCompletion(StrictModel):
+    run_id: str
+    attempt: int
+    outcome: AttemptOutcome
+    output: Any = None
+    error: TaskRunError | None = None
+    retryable: bool = True
+    duration_ms: int = 0
+
+
+class LogRecord(StrictModel):
+    run_id: str
+    attempt: int
+    level: str = "info"
+    message: str
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    time: datetime
+
+
+class MetadataUpdate(StrictModel):
+    run_id: str
+    ops: list[MetadataOp]
+
+
+class WorkerReport(StrictModel):
+    """Buffered output of running attempts, flushed together: logs first, then metadata."""
+
+    logs: list[LogRecord] = Field(default_factory=list)
+    metadata: list[MetadataUpdate] = Field(default_factory=list)
+    completions: list[AttemptCompletion] = Field(default_factory=list)
