@@ -27,7 +27,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from outlast.runtime.checkpoint import LocalCheckpointStore, check, dump  # noqa: E402
-from outlast.runtime.checkpoint.criu import set_child_subreaper  # noqa: E402
+from outlast.runtime.worker.pidns import set_child_subreaper  # noqa: E402
 from tests.criu.fork_parent import fork_children  # noqa: E402
 
 MB = 1e6

@@ -1,7 +1,7 @@
 """Checkpoint/restore of waiting task processes with CRIU (Linux only).
 
-`criu` holds the primitives (find/check the binary, dump, restore, spawn a process as PID 1 of
-its own PID namespace); `doctor` says whether they work on this host and why not; `store` keeps
+`criu` holds the primitives (find/check the binary, dump, restore; spawning a process as PID 1
+of its own PID namespace is `worker.pidns`); `doctor` says whether they work on this host and why not; `store` keeps
 image directories between a dump and a restore (local directory or S3).
 """
 
@@ -13,7 +13,6 @@ from .criu import (
     dump,
     find_criu,
     restore,
-    spawn_in_pid_namespace,
 )
 from .store import (
     CheckpointMissing,
@@ -40,5 +39,4 @@ __all__ = [
     "find_criu",
     "open_store",
     "restore",
-    "spawn_in_pid_namespace",
 ]

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..worker.pidns import set_child_subreaper, spawn_in_pid_namespace
 from . import criu
 
 CHECKS = ("os", "criu binary", "privileges", "criu check", "dump + restore")
@@ -49,13 +50,13 @@ def _binary(binary: Path | None) -> tuple[str | None, str]:
 
 def _dump_and_restore() -> tuple[str | None, str]:
     """Spawn a ticking interpreter in a PID namespace, dump it, restore it, see it tick on."""
-    previous = criu.set_child_subreaper(True)
+    previous = set_child_subreaper(True)
     pid = restored = None
     try:
         with tempfile.TemporaryDirectory(prefix="outlast-doctor-") as tmp:
             work = Path(tmp)
             log = work / "task.log"
-            pid = criu.spawn_in_pid_namespace([sys.executable, "-c", _TICKER], dict(os.environ), work, log)
+            pid = spawn_in_pid_namespace([sys.executable, "-c", _TICKER], dict(os.environ), work, log)
             if not _wait(lambda: _last(log) >= 3):
                 return "the test process did not start ticking", ""
             result = criu.dump(pid, work / "images")
@@ -77,7 +78,7 @@ def _dump_and_restore() -> tuple[str | None, str]:
                     os.kill(leftover, signal.SIGKILL)
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(leftover, 0)
-        criu.set_child_subreaper(previous)
+        set_child_subreaper(previous)
 
 
 def _last(log: Path) -> int:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..checkpoint.criu import set_child_subreaper
+from .pidns import set_child_subreaper
 
 
 class ForkServerFailed(Exception):

@@ -23,8 +23,8 @@ from outlast._framing import write_frame
 from outlast._project import Project
 from outlast.wire import Hello, Result, Resumed, Shutdown, StartAttempt, Suspended, TaskManifest
 
-from ..checkpoint import criu
 from .forkserver import ForkServer, ForkServerFailed
+from .pidns import spawn_in_pid_namespace
 
 # Variables a task process must never inherit from the runtime (its store, its own key).
 _PRIVATE_VARIABLES = ("OUTLAST_DATABASE_URL", "OUTLAST_SECRET_KEY", "OUTLAST_DATA_DIR")
@@ -233,5 +233,5 @@ async def spawn(project: Project, version: str, options: SpawnOptions,
         popen = await asyncio.create_subprocess_exec(*argv, env=env, cwd=str(project.root),
                                                      stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
     else:
-        popen = PidProcess(criu.spawn_in_pid_namespace(argv, env, project.root, output))
+        popen = PidProcess(spawn_in_pid_namespace(argv, env, project.root, output))
     return TaskProcess(process_id=process_id, version=version, popen=popen, ready=ready, namespaced=namespaced)

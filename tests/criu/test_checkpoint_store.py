@@ -28,10 +28,10 @@ from outlast.runtime.checkpoint import (
     dump,
     open_store,
     restore,
-    spawn_in_pid_namespace,
 )
 from outlast.runtime.checkpoint.archive import LISTING
 from outlast.runtime.settings import RuntimeSettings
+from outlast.runtime.worker.pidns import spawn_in_pid_namespace
 from tests.conftest import moto_s3
 from tests.criu.test_criu import (
     kill,

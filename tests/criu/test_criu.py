@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from outlast.runtime.checkpoint import CheckpointError, check, dump, restore, spawn_in_pid_namespace
-from outlast.runtime.checkpoint.criu import MANIFEST, set_child_subreaper
+from outlast.runtime.checkpoint import CheckpointError, check, dump, restore
+from outlast.runtime.checkpoint.criu import MANIFEST
 from outlast.runtime.checkpoint.doctor import report
+from outlast.runtime.worker.pidns import set_child_subreaper, spawn_in_pid_namespace
 
 TASK = Path(__file__).with_name("task_with_state.py")
 
