@@ -23,6 +23,7 @@ from ._errors import (
     RunFailedError,
     RuntimeUnavailableError,
 )
+from ._hooks import on_process_start, on_resume
 from ._tasks import Task, queue, schema_task, task
 from ._wait import BatchRunResult, TaskRunResult, TokenResult, WaitpointTimeoutError
 from .wire import (
@@ -71,6 +72,8 @@ __all__ = [
     "WaitpointTimeoutError",
     "logger",
     "metadata",
+    "on_process_start",
+    "on_resume",
     "queue",
     "runs",
     "schedules",

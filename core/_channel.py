@@ -63,6 +63,7 @@ class ControlChannel:
         self.resume_dir = Path(resume_dir) if resume_dir else None
         self.inbox: queue.Queue[StartAttempt | Shutdown | None] = queue.Queue()
         self.run_id: str | None = None  # the attempt running now, if any
+        self.restores = 0  # how often this process was restored from a checkpoint (its resume hooks use it)
         self._frames: FrameSocket | None = frames
         self._lock = threading.Lock()  # guards the connection, the buffer and the pending maps
         self._buffer: list[BaseModel] = []
@@ -145,10 +146,6 @@ class ControlChannel:
             if future is not None and not future.done():
                 future.set_result(result)
 
-    def pending_waitpoints(self) -> list[str]:
-        with self._lock:
-            return [key for key, future in self._waiting.items() if not future.done()]
-
     def end_attempt(self) -> None:
         with self._lock:
             self._waiting.clear()
@@ -169,6 +166,7 @@ class ControlChannel:
             signal.sigwait({RESUME_SIGNAL})
             with contextlib.suppress(OSError, ValueError, KeyError):
                 self._reconnect()
+                self.restores += 1
                 return
 
     def _reconnect(self) -> None:

@@ -19,10 +19,11 @@ def main(argv: list[str]) -> int:
     sys.path.insert(0, project_dir)
     os.chdir(project_dir)
     try:
-        from ._process import _setup_django, import_tasks
+        from ._libraries import setup_django
+        from ._process import import_tasks
         from ._tasks import registered_tasks
 
-        _setup_django()
+        setup_django()
         import_tasks([m for m in modules.split(",") if m])
         tasks = [t.manifest.model_dump(mode="json") for t in registered_tasks().values()]
     except BaseException as exc:

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from pydantic import TypeAdapter
 
-from . import _context
+from . import _context, _hooks, _libraries
 from ._channel import RESUME_SIGNAL, ControlChannel, HeartbeatThread, connect
 from ._errors import AbortTaskRunError
 from ._offload import resolve_payload
@@ -146,11 +146,17 @@ class TaskProcess:
         _context.bind(context, self.channel, declared.manifest.checkpoint_after or self.checkpoint_after)
         self.channel.run_id = context.run_id
         try:
-            payload = declared.prepare_payload(resolve_payload(start.payload))  # S3-offloaded: fetched
-            output = declared(payload, context)
-            if asyncio.iscoroutine(output):
-                output = self._run_coroutine(output)
-            output = _json.dump_python(output, mode="json")
+            try:
+                _hooks.begin_attempt()
+                payload = declared.prepare_payload(resolve_payload(start.payload))  # S3-offloaded: fetched
+                output = declared(payload, context)
+                if asyncio.iscoroutine(output):
+                    output = self._run_coroutine(output)
+                output = _json.dump_python(output, mode="json")
+            finally:
+                hook_failure = _hooks.end_attempt()
+            if hook_failure is not None:  # a resume hook raised and the task caught it: the attempt fails
+                raise hook_failure
             return Result(run_id=context.run_id, attempt=context.attempt, ok=True, output=output)
         except Exception as exc:
             return Result(run_id=context.run_id, attempt=context.attempt, ok=False, error=_error(exc),
@@ -163,16 +169,6 @@ class TaskProcess:
             _context.unbind()
 
 
-def _setup_django() -> None:
-    """A Django project's tasks use its models: set Django up first when DJANGO_SETTINGS_MODULE says so."""
-    from importlib.util import find_spec
-
-    if os.environ.get("DJANGO_SETTINGS_MODULE") and find_spec("django") is not None:
-        import django
-
-        django.setup()
-
-
 def _terminate(signum: int, frame: Any) -> None:
     # Unwinds the running task so its `finally` blocks run before the process exits.
     raise SystemExit(128 + signum)
@@ -183,8 +179,9 @@ def prepare() -> None:
     project_dir = os.environ["OUTLAST_PROJECT_DIR"]
     sys.path.insert(0, project_dir)
     os.chdir(project_dir)
-    _setup_django()
+    _libraries.before_import()
     import_tasks([m for m in os.environ.get("OUTLAST_TASK_MODULES", "tasks").split(",") if m])
+    _libraries.after_import()
 
 
 def serve(import_error: str | None = None) -> None:

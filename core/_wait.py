@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from . import _client, _context
+from . import _client, _context, _hooks
 from ._errors import OutlastError, RunFailedError
+from ._validation import validate
 from .wire import (
     BatchItem,
     CreateTokenRequest,
@@ -135,8 +136,8 @@ def create_token(*, timeout: float | str | timedelta | datetime | None = None, t
     """
     if isinstance(timeout, timedelta):
         timeout = timeout.total_seconds()
-    request = _client._validate(CreateTokenRequest, {"timeout": timeout, "tags": list(tags),
-                                                      "idempotency_key": idempotency_key})
+    request = validate(CreateTokenRequest, {"timeout": timeout, "tags": list(tags),
+                                            "idempotency_key": idempotency_key})
     if _context.active_run() is None:
         return _client_call(client, lambda c: c.create_token(request))
     return _dual(lambda: _token_call(TokenCall(create=request)).result(),
@@ -209,13 +210,17 @@ def _check(reply: Reply) -> Reply:
 def _wait(spec: WaitSpec) -> list[WaitpointResult]:
     channel = _channel()
     reply = _check(_register(spec).result())
-    return [state.result or channel.waitpoint(state.id).result() for state in reply.waitpoints]
+    results = [state.result or channel.waitpoint(state.id).result() for state in reply.waitpoints]
+    _hooks.after_wait(channel.restores)  # checkpointed meanwhile: on_resume hooks, in the task's thread
+    return results
 
 
 async def _await(spec: WaitSpec) -> list[WaitpointResult]:
     channel = _channel()
     reply = _check(await asyncio.wrap_future(_register(spec)))
-    return [state.result or await asyncio.wrap_future(channel.waitpoint(state.id)) for state in reply.waitpoints]
+    results = [state.result or await asyncio.wrap_future(channel.waitpoint(state.id)) for state in reply.waitpoints]
+    _hooks.after_wait(channel.restores)
+    return results
 
 
 def _wait_none(spec: WaitSpec) -> None:

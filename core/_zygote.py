@@ -10,10 +10,17 @@ Each task process is forked twice: the middle child (optionally after unshare(CL
 making the task PID 1 of a new PID namespace) forks the task and exits, so the task is
 re-parented to the supervisor, a child subreaper, which waits for it. The fork server itself
 stays single-threaded, as forking requires.
+
+A task process keeps every descriptor the project opened while importing (a log file, an
+sqlite3 connection, a socket): they are the project's, as in any prefork server. It loses only
+the fork server's own: the request pipe (replaced by /dev/null) and the reply channel.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import io
 import json
 import os
 import signal
@@ -33,11 +40,12 @@ def main() -> None:
     except BaseException as exc:
         _reply(replies, {"import_error": "".join(traceback.format_exception(exc))})
         return
+    _flush_open_files()
     _reply(replies, {"ready": True})
     for line in sys.stdin.buffer:
         request = json.loads(line)
         try:
-            reply: dict[str, Any] = {"pid": _fork_task(request)}
+            reply: dict[str, Any] = {"pid": _fork_task(request, replies)}
         except Exception as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         _reply(replies, reply)
@@ -47,12 +55,23 @@ def _reply(fd: int, message: dict[str, Any]) -> None:
     os.write(fd, json.dumps(message).encode() + b"\n")
 
 
-def _fork_task(request: dict[str, Any]) -> int:
+def _flush_open_files() -> None:
+    """Write out what the project buffered in files while importing; else every task process
+    would inherit the buffer and write it again."""
+    for obj in gc.get_objects():
+        if isinstance(obj, io.IOBase):
+            with contextlib.suppress(Exception):  # closed, read-only, or a broken user subclass
+                if not obj.closed and obj.writable():
+                    obj.flush()
+
+
+def _fork_task(request: dict[str, Any], replies: int) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
 
     def become(report_fd: int) -> None:
         os.close(report_fd)  # the task has started: nothing more to report
+        os.close(replies)  # the fork server's, not the task's
         _become_task(request)
 
     return fork_init(become, new_namespace=bool(request.get("namespace")))
@@ -62,14 +81,12 @@ def _become_task(request: dict[str, Any]) -> None:
     """In the forked task: its own session, stdio, environment; then serve attempts. Never returns."""
     try:
         os.setsid()
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
+        _replace_descriptor(0, os.open(os.devnull, os.O_RDONLY))  # was the request pipe
         if request.get("output"):
             # Append-only, so that a checkpoint of this process restores whatever the file's size then.
             out = os.open(request["output"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             os.dup2(out, 1)
-            os.dup2(out, 2)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+            _replace_descriptor(2, out)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         os.environ.update(request.get("env", {}))
         _process.serve()
@@ -79,6 +96,11 @@ def _become_task(request: dict[str, Any]) -> None:
         traceback.print_exc()
         os._exit(1)
     os._exit(0)
+
+
+def _replace_descriptor(target: int, fd: int) -> None:
+    os.dup2(fd, target)
+    os.close(fd)
 
 
 if __name__ == "__main__":

@@ -242,8 +242,8 @@ def test_task_process_sets_django_up_before_importing_tasks(tmp_path):
     """The hook itself: a task module that imports models imports cleanly in a bare interpreter."""
     env = {**os.environ, "DJSHOP_DB": str(tmp_path / "x.sqlite3"), "DJANGO_SETTINGS_MODULE": "djshop.settings",
            "PYTHONPATH": str(PROJECT)}
-    code = ("from outlast._process import _setup_django, import_tasks\n"
-            "_setup_django(); import_tasks(['shop.tasks'])\n"
+    code = ("from outlast._libraries import setup_django\nfrom outlast._process import import_tasks\n"
+            "setup_django(); import_tasks(['shop.tasks'])\n"
             "from outlast._tasks import registered_tasks; print(sorted(registered_tasks()))")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
