@@ -1,18 +1,18 @@
-"""Deployments and environment variables through the runtime's API (used by the CLI and the Vercel adapter).
+"""`client.deployments`: deployments and environment variables (used by the CLI and the Vercel adapter).
 
-Requests are built once here and sent by either twin, like `_schedules`.
+`Deployments(client)` and `AsyncDeployments(client)` are the twins; `_DeploymentCalls` builds their
+requests once, on the client's `RequestBuilder`, like the schedules namespace.
 """
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote
 
 import httpx
 from pydantic import TypeAdapter
 
-from ._client import AsyncClient, Client, _parse
-from .wire import API_PREFIX, Deployment, EnvVar, EnvVarSet, PromoteRequest
+from ._requests import ApiCall, AsyncSender, RequestBuilder, Sender
+from .wire import Deployment, EnvVar, EnvVarSet, PromoteRequest
 
 __all__ = ["AsyncDeployments", "Deployments"]
 
@@ -20,111 +20,98 @@ _DEPLOYMENT = TypeAdapter(Deployment)
 _DEPLOYMENTS = TypeAdapter(list[Deployment])
 _ENV_VAR = TypeAdapter(EnvVar)
 _ENV_VARS = TypeAdapter(list[EnvVar])
-_NOTHING = TypeAdapter(Any)
 
 
-def _upload(client: Client | AsyncClient, bundle: bytes, commit: str | None, branch: str | None) -> httpx.Request:
-    params = [(k, v) for k, v in (("commit", commit), ("branch", branch)) if v]
-    requests = client._requests
-    headers = {**requests.headers, "Content-Type": "application/gzip"}
-    # A large bundle may take a while to arrive and be checked: a longer write/read budget than API calls.
-    timeout = httpx.Timeout(max(requests.timeout.read or 10, 120), connect=requests.timeout.connect)
-    return httpx.Request("POST", f"{requests.api_url}{API_PREFIX}/deployments", params=params, content=bundle,
-                         headers=headers, extensions={"timeout": timeout.as_dict()})
+class _DeploymentCalls:
+    """Every deployments and env-vars request, whichever twin sends it."""
 
+    def __init__(self, requests: RequestBuilder) -> None:
+        self.requests = requests
 
-def _requests(client: Client | AsyncClient) -> Any:
-    return client._requests
+    def deploy(self, bundle: bytes, commit: str | None, branch: str | None) -> ApiCall[Deployment]:
+        params = [(k, v) for k, v in (("commit", commit), ("branch", branch)) if v]
+        # A large bundle may take a while to arrive and be checked: a longer write/read budget than API calls.
+        budget = self.requests.timeout
+        timeout = httpx.Timeout(max(budget.read or 10, 120), connect=budget.connect)
+        return self.requests.call("POST", "/deployments", _DEPLOYMENT, params=params, content=bundle,
+                                  content_type="application/gzip", timeout=timeout)
 
+    def get(self, version: str) -> ApiCall[Deployment]:
+        return self.requests.call("GET", f"/deployments/{quote(version, safe='')}", _DEPLOYMENT)
 
-class _Builder:
-    def __init__(self, client: Client | AsyncClient) -> None:
-        self.client = client
+    def list(self) -> ApiCall[list[Deployment]]:
+        return self.requests.call("GET", "/deployments", _DEPLOYMENTS)
 
-    def deploy(self, bundle: bytes, commit: str | None, branch: str | None) -> httpx.Request:
-        return _upload(self.client, bundle, commit, branch)
+    def promote(self, version: str | None, commit: str | None) -> ApiCall[Deployment]:
+        body = PromoteRequest(version=version, commit=commit)
+        return self.requests.call("POST", "/deployments/promote", _DEPLOYMENT, body=body)
 
-    def get(self, version: str) -> httpx.Request:
-        return _requests(self.client).build("GET", f"/deployments/{quote(version, safe='')}")
+    def rollback(self) -> ApiCall[Deployment]:
+        return self.requests.call("POST", "/deployments/rollback", _DEPLOYMENT)
 
-    def list(self) -> httpx.Request:
-        return _requests(self.client).build("GET", "/deployments")
+    def env_list(self) -> ApiCall[list[EnvVar]]:
+        return self.requests.call("GET", "/env-vars", _ENV_VARS)
 
-    def promote(self, version: str | None, commit: str | None) -> httpx.Request:
-        return _requests(self.client).build("POST", "/deployments/promote",
-                                            body=PromoteRequest(version=version, commit=commit))
+    def env_set(self, name: str, value: str) -> ApiCall[EnvVar]:
+        return self.requests.call("PUT", f"/env-vars/{quote(name, safe='')}", _ENV_VAR, body=EnvVarSet(value=value))
 
-    def rollback(self) -> httpx.Request:
-        return _requests(self.client).build("POST", "/deployments/rollback")
-
-    def env_list(self) -> httpx.Request:
-        return _requests(self.client).build("GET", "/env-vars")
-
-    def env_set(self, name: str, value: str) -> httpx.Request:
-        return _requests(self.client).build("PUT", f"/env-vars/{quote(name, safe='')}", body=EnvVarSet(value=value))
-
-    def env_delete(self, name: str) -> httpx.Request:
-        return _requests(self.client).build("DELETE", f"/env-vars/{quote(name, safe='')}")
-
-
-def _no_content(response: httpx.Response) -> None:
-    if response.status_code != 204:
-        _parse(response, _NOTHING)
+    def env_delete(self, name: str) -> ApiCall[None]:
+        return self.requests.call("DELETE", f"/env-vars/{quote(name, safe='')}", None)
 
 
 class Deployments:
-    """`Deployments(client).promote(commit=...)`, `.list()`, `.env_set(...)`, ..."""
+    """`Deployments(client)` or `client.deployments`: `.promote(commit=...)`, `.list()`, `.env_set(...)`, ..."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Sender) -> None:
         self._client = client
-        self._build = _Builder(client)
+        self._calls = _DeploymentCalls(client.requests)
 
     def deploy(self, bundle: bytes, *, commit: str | None = None, branch: str | None = None) -> Deployment:
-        return _parse(self._client._send(self._build.deploy(bundle, commit, branch)), _DEPLOYMENT)
+        return self._client.execute(self._calls.deploy(bundle, commit, branch))
 
     def get(self, version: str) -> Deployment:
-        return _parse(self._client._send(self._build.get(version)), _DEPLOYMENT)
+        return self._client.execute(self._calls.get(version))
 
     def list(self) -> list[Deployment]:
-        return _parse(self._client._send(self._build.list()), _DEPLOYMENTS)
+        return self._client.execute(self._calls.list())
 
     def promote(self, version: str | None = None, *, commit: str | None = None) -> Deployment:
-        return _parse(self._client._send(self._build.promote(version, commit)), _DEPLOYMENT)
+        return self._client.execute(self._calls.promote(version, commit))
 
     def rollback(self) -> Deployment:
-        return _parse(self._client._send(self._build.rollback()), _DEPLOYMENT)
+        return self._client.execute(self._calls.rollback())
 
     def env_list(self) -> list[EnvVar]:
-        return _parse(self._client._send(self._build.env_list()), _ENV_VARS)
+        return self._client.execute(self._calls.env_list())
 
     def env_set(self, name: str, value: str) -> EnvVar:
-        return _parse(self._client._send(self._build.env_set(name, value)), _ENV_VAR)
+        return self._client.execute(self._calls.env_set(name, value))
 
     def env_delete(self, name: str) -> None:
-        _no_content(self._client._send(self._build.env_delete(name)))
+        self._client.execute(self._calls.env_delete(name))
 
 
 class AsyncDeployments:
     """The async twin (what a web app's webhook receiver uses)."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncSender) -> None:
         self._client = client
-        self._build = _Builder(client)
+        self._calls = _DeploymentCalls(client.requests)
 
     async def get(self, version: str) -> Deployment:
-        return _parse(await self._client._send(self._build.get(version)), _DEPLOYMENT)
+        return await self._client.execute(self._calls.get(version))
 
     async def list(self) -> list[Deployment]:
-        return _parse(await self._client._send(self._build.list()), _DEPLOYMENTS)
+        return await self._client.execute(self._calls.list())
 
     async def promote(self, version: str | None = None, *, commit: str | None = None) -> Deployment:
-        return _parse(await self._client._send(self._build.promote(version, commit)), _DEPLOYMENT)
+        return await self._client.execute(self._calls.promote(version, commit))
 
     async def env_list(self) -> list[EnvVar]:
-        return _parse(await self._client._send(self._build.env_list()), _ENV_VARS)
+        return await self._client.execute(self._calls.env_list())
 
     async def env_set(self, name: str, value: str) -> EnvVar:
-        return _parse(await self._client._send(self._build.env_set(name, value)), _ENV_VAR)
+        return await self._client.execute(self._calls.env_set(name, value))
 
     async def env_delete(self, name: str) -> None:
-        _no_content(await self._client._send(self._build.env_delete(name)))
+        await self._client.execute(self._calls.env_delete(name))

@@ -11,21 +11,15 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Unpack
 
-from ._client import AsyncClient, Client, DurationArg, RunFilters, default_async_client, default_client
+from ._client import AsyncClient, Client, DurationArg, RunFilters
+from ._client import or_default as _sync
+from ._client import or_default_async as _async
 from .wire import Run, RunEvent, RunHandle, RunList
 
 __all__ = [
     "acancel", "aevents", "aiter", "alist", "apoll", "areplay", "areschedule", "aretrieve",
     "cancel", "events", "iter", "list", "poll", "replay", "reschedule", "retrieve",
 ]
-
-
-def _sync(client: Client | None) -> Client:
-    return client if client is not None else default_client()
-
-
-def _async(client: AsyncClient | None) -> AsyncClient:
-    return client if client is not None else default_async_client()
 
 
 def retrieve(run_id: str, *, client: Client | None = None) -> Run:

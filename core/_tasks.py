@@ -44,7 +44,6 @@ class Task(Generic[R]):
         self.fn = fn
         self.id = id
         self.payload_model = payload_model
-        self.is_async = inspect.iscoroutinefunction(fn)
         self._takes_ctx = len(inspect.signature(fn).parameters) >= 2
         self.manifest = TaskManifest(
             id=id,
@@ -73,10 +72,10 @@ class Task(Generic[R]):
 
     # --- triggering ----------------------------------------------------------------------
 
-    def _checked(self, payload: Any) -> Any:
+    def check_payload(self, payload: Any) -> Any:
         """Validate against the schema before anything is sent; a bad payload never makes a run."""
         if self.payload_model is None:
-            return _jsonable(payload)
+            return jsonable(payload)
         if isinstance(payload, self.payload_model):
             return payload.model_dump(mode="json")
         try:
@@ -85,29 +84,30 @@ class Task(Generic[R]):
             raise _payload_error(self.id, exc) from None
 
     def trigger(self, payload: Any = None, *, client: _client.Client | None = None, **options: Any) -> RunHandle:
-        body = self._checked(payload)
+        body = self.check_payload(payload)
         return (client or _client.default_client()).trigger(self.id, body, _client.trigger_options(**options))
 
     async def atrigger(
         self, payload: Any = None, *, client: _client.AsyncClient | None = None, **options: Any
     ) -> RunHandle:
-        body = self._checked(payload)
+        body = self.check_payload(payload)
         client = client or _client.default_async_client()
         return await client.trigger(self.id, body, _client.trigger_options(**options))
 
-    def _batch(self, items: Sequence[Any]) -> list[BatchItem]:
-        checked = [{**item, "payload": self._checked(item["payload"])} if _tasks_api.is_item(item)
-                   else self._checked(item) for item in items]
+    def batch_items(self, items: Sequence[Any]) -> list[BatchItem]:
+        """Batch items for this task, each payload checked (items as for `batch_trigger`)."""
+        checked = [{**item, "payload": self.check_payload(item["payload"])} if _tasks_api.is_item(item)
+                   else self.check_payload(item) for item in items]
         return _tasks_api.items_for(self.id, checked)
 
     def batch_trigger(self, items: Sequence[Any], *, client: _client.Client | None = None) -> BatchHandle:
         """Trigger one run per item (a payload, or `{"payload": ..., "options": {...}}`), in one request."""
-        return (client or _client.default_client()).batch_trigger(self._batch(items))
+        return (client or _client.default_client()).batch_trigger(self.batch_items(items))
 
     async def abatch_trigger(
         self, items: Sequence[Any], *, client: _client.AsyncClient | None = None
     ) -> BatchHandle:
-        return await (client or _client.default_async_client()).batch_trigger(self._batch(items))
+        return await (client or _client.default_async_client()).batch_trigger(self.batch_items(items))
 
     # --- inside a task: trigger children and wait for them ------------------------------
 
@@ -116,15 +116,16 @@ class Task(Generic[R]):
 
         Awaitable in async code, blocking in sync code. The child runs the parent's version.
         """
-        item = BatchItem(task=self.id, payload=self._checked(payload), options=_client.trigger_options(**options))
+        item = BatchItem(task=self.id, payload=self.check_payload(payload), options=_client.trigger_options(**options))
         return _wait.wait_for_runs([item], single=True)
 
     def batch_trigger_and_wait(self, items: Sequence[Any]) -> Any:
         """Run one child per item and wait for all of them (a `BatchRunResult`, in item order)."""
-        return _wait.wait_for_runs(self._batch(items), single=False)
+        return _wait.wait_for_runs(self.batch_items(items), single=False)
 
 
-def _jsonable(payload: Any) -> Any:
+def jsonable(payload: Any) -> Any:
+    """`payload` as JSON-ready data; `InvalidRequestError` when it cannot be sent as JSON."""
     try:
         return pydantic.TypeAdapter(Any).dump_python(payload, mode="json")
     except pydantic.PydanticSerializationError as exc:
@@ -141,7 +142,8 @@ def _payload_error(task_id: str, exc: pydantic.ValidationError) -> InvalidReques
     )
 
 
-def _register(new: Task[Any]) -> None:
+def register(new: Task[Any]) -> None:
+    """Add a declared task to the registry a task process reads; the same id twice is an error."""
     existing = _registry.get(new.id)
     if existing is not None and (existing.manifest.module, existing.manifest.export) != (
         new.manifest.module, new.manifest.export,
@@ -189,10 +191,19 @@ def schema_task(
 def _declare(**config: Any) -> Callable[[Callable[..., R]], Task[R]]:
     def decorate(fn: Callable[..., R]) -> Task[R]:
         declared = Task(fn, **config)
-        _register(declared)
+        register(declared)
         return declared
 
     return decorate
+
+
+def task_id_of(task: Task[Any] | str) -> str:
+    """The id of a task given as a `Task` or as its id (what adapters accept); `TypeError` otherwise."""
+    if isinstance(task, Task):
+        return task.id
+    if isinstance(task, str) and task:
+        return task
+    raise TypeError(f"task must be a Task or a task id, got {task!r}")
 
 
 def registered_tasks() -> dict[str, Task[Any]]:

@@ -8,16 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Unpack
 
-from ._client import (
-    AsyncClient,
-    Client,
-    TriggerKwargs,
-    _clean_options,
-    _validate,
-    default_async_client,
-    default_client,
-    trigger_options,
-)
+from ._client import AsyncClient, Client, TriggerKwargs, or_default, or_default_async, trigger_options
+from ._validation import clean_options, validate
 from .wire import BatchHandle, BatchItem, BatchTriggerRequest, RunHandle, TriggerOptions
 
 __all__ = [
@@ -29,7 +21,7 @@ _ITEM_KEYS = frozenset({"payload", "options"})
 
 def _options(options: Any) -> Any:
     # Mappings are keyword options (None = unset); anything else is left for validation to judge.
-    return _clean_options(options) if isinstance(options, Mapping) else options
+    return clean_options(options) if isinstance(options, Mapping) else options
 
 
 def is_item(item: Any) -> bool:
@@ -47,7 +39,7 @@ def items_for(task_id: str, items: Sequence[Any]) -> list[BatchItem]:
             raw.append(entry)
         else:
             raw.append({"task": task_id, "payload": item})
-    return _validate(BatchTriggerRequest, {"items": raw}).items
+    return validate(BatchTriggerRequest, {"items": raw}).items
 
 
 def _items_many(items: Sequence[BatchItem | Mapping[str, Any]]) -> list[BatchItem]:
@@ -56,14 +48,14 @@ def _items_many(items: Sequence[BatchItem | Mapping[str, Any]]) -> list[BatchIte
         if isinstance(item, Mapping) and item.get("options") is not None:
             item = {**item, "options": _options(item["options"])}
         raw.append(item)
-    return _validate(BatchTriggerRequest, {"items": raw}).items
+    return validate(BatchTriggerRequest, {"items": raw}).items
 
 
 def trigger(task_id: str, payload: Any = None, *, client: Client | None = None,
             **options: Unpack[TriggerKwargs]) -> RunHandle:
     """Start a run of `task_id` with `payload`; keyword arguments are `trigger_options`."""
     opts: TriggerOptions = trigger_options(**options)
-    return (client or default_client()).trigger(task_id, payload, opts)
+    return or_default(client).trigger(task_id, payload, opts)
 
 
 def batch_trigger(task_id: str, items: Sequence[Any], *, client: Client | None = None) -> BatchHandle:
@@ -73,7 +65,7 @@ def batch_trigger(task_id: str, items: Sequence[Any], *, client: Client | None =
     A dict whose only keys are "payload" and "options" is always read as the latter, so wrap such
     a payload: `{"payload": {"payload": 1}}`.
     """
-    return (client or default_client()).batch_trigger(items_for(task_id, items))
+    return or_default(client).batch_trigger(items_for(task_id, items))
 
 
 def batch_trigger_many(
@@ -81,25 +73,25 @@ def batch_trigger_many(
 ) -> BatchHandle:
     """Start runs of several tasks in one request; each item is a `BatchItem` or a dict with "task",
     "payload" and "options"."""
-    return (client or default_client()).batch_trigger(_items_many(items))
+    return or_default(client).batch_trigger(_items_many(items))
 
 
 async def atrigger(task_id: str, payload: Any = None, *, client: AsyncClient | None = None,
                    **options: Unpack[TriggerKwargs]) -> RunHandle:
     """Start a run of `task_id` with `payload`; keyword arguments are `trigger_options`."""
     opts: TriggerOptions = trigger_options(**options)
-    return await (client or default_async_client()).trigger(task_id, payload, opts)
+    return await or_default_async(client).trigger(task_id, payload, opts)
 
 
 async def abatch_trigger(
     task_id: str, items: Sequence[Any], *, client: AsyncClient | None = None
 ) -> BatchHandle:
     """Start one run of `task_id` per item, in one request (see `batch_trigger`)."""
-    return await (client or default_async_client()).batch_trigger(items_for(task_id, items))
+    return await or_default_async(client).batch_trigger(items_for(task_id, items))
 
 
 async def abatch_trigger_many(
     items: Sequence[BatchItem | Mapping[str, Any]], *, client: AsyncClient | None = None
 ) -> BatchHandle:
     """Start runs of several tasks in one request (see `batch_trigger_many`)."""
-    return await (client or default_async_client()).batch_trigger(_items_many(items))
+    return await or_default_async(client).batch_trigger(_items_many(items))

@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
-__all__ = ["current_trace", "trace_from_headers", "tracing"]
+__all__ = ["current_trace", "reset_trace", "set_trace", "trace_from_headers", "tracing"]
 
 _current: ContextVar[dict[str, str] | None] = ContextVar("outlast_trace", default=None)
 # W3C Trace Context: version-traceid-parentid-flags
@@ -37,14 +37,24 @@ def current_trace() -> dict[str, str] | None:
     return _current.get()
 
 
+def set_trace(trace: Mapping[str, str] | None) -> Token[dict[str, str] | None]:
+    """From now on, triggered runs carry `trace`; for frameworks whose request hooks come apart (Flask)."""
+    return _current.set(dict(trace) if trace else None)
+
+
+def reset_trace(token: Token[dict[str, str] | None]) -> None:
+    """Back to the trace before the `set_trace` that returned `token`."""
+    _current.reset(token)
+
+
 @contextlib.contextmanager
 def tracing(trace: Mapping[str, str] | None) -> Iterator[None]:
     """Within the block, triggered runs carry `trace` in their metadata."""
-    token = _current.set(dict(trace) if trace else None)
+    token = set_trace(trace)
     try:
         yield
     finally:
-        _current.reset(token)
+        reset_trace(token)
 
 
 def with_trace(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:

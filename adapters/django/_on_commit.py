@@ -15,7 +15,7 @@ from typing import Any
 from django.db import transaction
 
 from outlast._client import trigger_options
-from outlast._tasks import Task, _jsonable
+from outlast._tasks import Task, jsonable, task_id_of
 from outlast.wire import BatchHandle, RunHandle
 
 from .conf import endpoints
@@ -64,8 +64,8 @@ def batch_trigger_on_commit(task: Task[Any] | str, items: Sequence[Any], *, usin
     """`batch_trigger` once the transaction commits; items as for `Task.batch_trigger`."""
     from outlast._tasks_api import items_for
 
-    checked = task._batch(items) if isinstance(task, Task) else items_for(task, items)
-    pending = PendingBatch(checked[0].task if checked else _task_id(task))
+    checked = task.batch_items(items) if isinstance(task, Task) else items_for(task, items)
+    pending = PendingBatch(checked[0].task if checked else task_id_of(task))
 
     def send() -> None:
         if checked:
@@ -75,15 +75,7 @@ def batch_trigger_on_commit(task: Task[Any] | str, items: Sequence[Any], *, usin
     return pending
 
 
-def _task_id(task: Task[Any] | str) -> str:
-    if isinstance(task, Task):
-        return task.id
-    if isinstance(task, str) and task:
-        return task
-    raise TypeError(f"task must be a Task or a task id, got {task!r}")
-
-
 def _checked(task: Task[Any] | str, payload: Any) -> tuple[str, Any]:
     if isinstance(task, Task):
-        return task.id, task._checked(payload)
-    return _task_id(task), _jsonable(payload)
+        return task.id, task.check_payload(payload)
+    return task_id_of(task), jsonable(payload)

@@ -19,7 +19,7 @@ from outlast._adapter import (
 )
 from outlast._errors import RuntimeUnavailableError
 from outlast._tasks import Task
-from outlast._trace import _current, trace_from_headers
+from outlast._trace import reset_trace, set_trace, trace_from_headers
 
 __all__ = ["Outlast", "OutlastState"]
 
@@ -131,13 +131,13 @@ def _serve(path: str) -> Response:
 def _start_trace() -> None:
     trace = trace_from_headers({name.lower(): value for name, value in request.headers.items()})
     if trace:
-        g._outlast_trace = _current.set(trace)
+        g.outlast_trace = set_trace(trace)
 
 
 def _end_trace(_exc: BaseException | None) -> None:
-    token = g.pop("_outlast_trace", None)
+    token = g.pop("outlast_trace", None)
     if token is not None:
-        _current.reset(token)
+        reset_trace(token)
 
 
 def _unavailable(exc: RuntimeUnavailableError) -> Response:

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from outlast._errors import ConfigurationError
-from outlast._tasks import Task
+from outlast._tasks import Task, task_id_of
 
 __all__ = ["EventRoutes", "Rule", "on_eventbridge", "on_s3", "on_schedule", "on_sns", "on_sqs", "routes"]
 
@@ -73,7 +73,7 @@ class Rule:
 
     @property
     def task_id(self) -> str:
-        return self.task if isinstance(self.task, str) else self.task.id
+        return task_id_of(self.task)
 
 
 class EventRoutes:

@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from outlast._client import _clean_options, trigger_options
-from outlast._tasks import Task
+from outlast._client import trigger_options
+from outlast._tasks import Task, task_id_of
+from outlast._validation import clean_options
 from outlast.wire import BatchItem
 
 from ._events import EventShapeError, EventType, SupabaseEvent
@@ -66,7 +67,7 @@ class Route:
     def item(self, event: SupabaseEvent) -> BatchItem:
         payload = self.payload(event) if self.payload else event.payload()
         if self._task is not None:
-            payload = self._task._checked(payload)  # schema tasks validate here, before anything is sent
+            payload = self._task.check_payload(payload)  # schema tasks validate here, before anything is sent
         options = {**self.options, "idempotency_key": event.idempotency_key(self.primary_key)}
         return BatchItem(task=self.task, payload=payload, options=trigger_options(**options))
 
@@ -111,16 +112,15 @@ class Router:
         **options: Any,
     ) -> Route:
         """Route `event` (insert, update or delete) on `table` to `task`; trigger options are checked now."""
-        if not isinstance(task, Task | str) or not task:
-            raise TypeError(f"task must be a Task or a task id, got {task!r}")
+        task_id = task_id_of(task)
         if when is not None and not callable(when):
             raise TypeError(f"when must be a function of the record, got {when!r}")
-        options = _clean_options(options)
+        options = clean_options(options)
         if "idempotency_key" in options:
             raise ValueError("idempotency_key is set per event by the router; leave it out")
         trigger_options(**options)  # a bad option fails at declaration, not on the first event
         route = Route(
-            table=qualified(table), event=event_type(event), task=task if isinstance(task, str) else task.id,
+            table=qualified(table), event=event_type(event), task=task_id,
             when=when, payload=payload,
             primary_key=(primary_key,) if isinstance(primary_key, str) else tuple(primary_key),
             options=options, _task=task if isinstance(task, Task) else None,

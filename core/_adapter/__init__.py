@@ -7,10 +7,10 @@ and convert the `AdapterResponse` back. Receivers mount extra routes with
 
 from ._asgi import standalone_app
 from ._bridge import SyncBridge
-from ._endpoints import AdapterEndpoints, Handler, WebhookRoute, headers_of
+from ._endpoints import AdapterEndpoints, Handler, headers_of
 from ._facade import AppClient, AsyncAppClient
 from ._http import AdapterRequest, AdapterResponse, error_response, json_response
-from ._settings import DEFAULT_PREFIX, AdapterSettings
+from ._settings import DEFAULT_PREFIX, AdapterSettings, WebhookRoute
 from ._webhooks import WebhookSignatureError, sign_webhook, verify_signature
 
 __all__ = [

@@ -62,7 +62,7 @@ class SyncBridge:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(loop.stop)
 
-    def _forget(self) -> None:
+    def forget_loop(self) -> None:
         # A forked child (gunicorn worker) has no loop thread: it starts its own on first use.
         self._loop = None
         self._lock = threading.Lock()
@@ -75,7 +75,7 @@ async def _traced(coro: Coroutine[Any, Any, T], trace: dict[str, str] | None) ->
 
 def _after_fork() -> None:
     for bridge in list(_bridges):
-        bridge._forget()
+        bridge.forget_loop()
 
 
 if hasattr(os, "register_at_fork"):

@@ -25,13 +25,13 @@ from typing import Any
 from outlast._client import AsyncClient, Client
 from outlast._errors import APIError, ConfigurationError, OutlastError, RuntimeUnavailableError
 from outlast._offload import Offloader
-from outlast._tasks import Task
+from outlast._tasks import Task, registered_tasks, task_id_of
 
 from ._facade import AppClient, AsyncAppClient
 from ._health import health
 from ._http import AdapterRequest, AdapterResponse, error_response
 from ._run_view import retrieve_run, stream_run
-from ._settings import AdapterSettings
+from ._settings import AdapterSettings, WebhookRoute
 from ._webhooks import receive_webhook
 
 __all__ = ["AdapterEndpoints", "Handler"]
@@ -94,7 +94,7 @@ class AdapterEndpoints:
     ) -> None:
         self.settings = settings or AdapterSettings.from_mapping({})
         self._routes: list[_Route] = []
-        self._declared: list[str] | None = None if tasks is None else [_task_id(t) for t in tasks]
+        self._declared: list[str] | None = None if tasks is None else [task_id_of(t) for t in tasks]
         self.webhooks: dict[str, WebhookRoute] = {}
         self._client: Client | None = None
         self._client_lock = threading.Lock()
@@ -224,34 +224,16 @@ class AdapterEndpoints:
             raise ConfigurationError(
                 f"webhook {name!r} has no secret: pass secret= or set OUTLAST_WEBHOOK_SECRET"
             )
-        self.webhooks[name] = WebhookRoute(name, _task_id(task), tuple(secrets))
+        self.webhooks[name] = WebhookRoute(name, task_id_of(task), tuple(secrets))
 
     # --- health ------------------------------------------------------------------------------
 
     def declared_tasks(self) -> list[str]:
         """Task ids this app relies on: those given to the constructor, else every declared task."""
-        if self._declared is not None:
-            ids = list(self._declared)
-        else:
-            from outlast._tasks import registered_tasks
-
-            ids = sorted(registered_tasks())
+        ids = list(self._declared) if self._declared is not None else sorted(registered_tasks())
         ids += [hook.task for hook in self.webhooks.values() if hook.task not in ids]
         return ids
 
-    def declare_tasks(self, tasks: Iterable[Task[Any] | str]) -> None:
-        self._declared = [*(self._declared or []), *(_task_id(t) for t in tasks)]
-
-
-def _task_id(task: Task[Any] | str) -> str:
-    return task if isinstance(task, str) else task.id
-
-
-@dataclass(frozen=True)
-class WebhookRoute:
-    name: str
-    task: str
-    secrets: tuple[str, ...]
 
 
 def _builtin_routes(endpoints: AdapterEndpoints) -> None:

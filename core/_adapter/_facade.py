@@ -9,7 +9,7 @@ from typing import Any
 from outlast import _tasks_api
 from outlast._client import AsyncClient, Client, DurationArg
 from outlast._offload import Offloader
-from outlast._tasks import Task
+from outlast._tasks import Task, task_id_of
 from outlast.wire import BatchHandle, PublicToken, RunHandle
 
 __all__ = ["AppClient", "AsyncAppClient"]
@@ -21,11 +21,7 @@ def _offloadable(task: Task[Any] | str) -> bool:
 
 
 def _plain(task: Task[Any] | str, payload: Any) -> Any:
-    return task._checked(payload) if isinstance(task, Task) else payload
-
-
-def _task_id(task: Task[Any] | str) -> str:
-    return task.id if isinstance(task, Task) else task
+    return task.check_payload(payload) if isinstance(task, Task) else payload
 
 
 class AppClient:
@@ -41,7 +37,7 @@ class AppClient:
     def trigger(self, task: Task[Any] | str, payload: Any = None, **options: Any) -> RunHandle:
         if self.offloader is not None and _offloadable(task):
             payload = self.offloader.offload(_plain(task, payload))
-            return _tasks_api.trigger(_task_id(task), payload, client=self.raw, **options)
+            return _tasks_api.trigger(task_id_of(task), payload, client=self.raw, **options)
         if isinstance(task, Task):
             return task.trigger(payload, client=self.raw, **options)
         return _tasks_api.trigger(task, payload, client=self.raw, **options)
@@ -70,7 +66,7 @@ class AsyncAppClient:
     async def trigger(self, task: Task[Any] | str, payload: Any = None, **options: Any) -> RunHandle:
         if self.offloader is not None and _offloadable(task):
             payload = await asyncio.to_thread(self.offloader.offload, _plain(task, payload))
-            return await _tasks_api.atrigger(_task_id(task), payload, client=self.raw, **options)
+            return await _tasks_api.atrigger(task_id_of(task), payload, client=self.raw, **options)
         if isinstance(task, Task):
             return await task.atrigger(payload, client=self.raw, **options)
         return await _tasks_api.atrigger(task, payload, client=self.raw, **options)

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import TypeAdapter
-
-from outlast._client import _parse
 from outlast._errors import AuthenticationError, ConfigurationError, RuntimeUnavailableError
-from outlast.wire import TaskInfo
 
 from ._http import AdapterRequest, AdapterResponse, json_response
-
-_TASKS = TypeAdapter(list[TaskInfo])
 
 
 async def health(request: AdapterRequest) -> AdapterResponse:
@@ -25,7 +19,7 @@ async def health(request: AdapterRequest) -> AdapterResponse:
     problems: list[str] = []
     try:
         client = endpoints.async_client()
-        deployed = _parse(await client._send(client._requests.build("GET", "/tasks")), _TASKS)
+        deployed = await client.execute(client.requests.list_tasks())
         body["runtime_reachable"] = body["key_valid"] = True
         versions = {task.id: task.version for task in deployed}
         missing = [task for task in declared if task not in versions]

@@ -5,14 +5,25 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from outlast._client import AsyncClient
 from outlast.wire import ErrorBody
 
-if TYPE_CHECKING:
-    from ._endpoints import AdapterEndpoints
+from ._settings import AdapterSettings, WebhookRoute
 
-__all__ = ["AdapterRequest", "AdapterResponse", "error_response", "json_response"]
+__all__ = ["AdapterRequest", "AdapterResponse", "Dispatcher", "error_response", "json_response"]
+
+
+class Dispatcher(Protocol):
+    """What a handler reaches through `request.endpoints`: the `AdapterEndpoints` that dispatched it."""
+
+    settings: AdapterSettings
+    webhooks: dict[str, WebhookRoute]
+
+    def async_client(self) -> AsyncClient: ...
+
+    def declared_tasks(self) -> list[str]: ...
 
 
 @dataclass
@@ -32,7 +43,7 @@ class AdapterRequest:
     body: bytes = b""
     query: Mapping[str, str] = field(default_factory=dict)
     path_params: dict[str, str] = field(default_factory=dict)
-    endpoints: AdapterEndpoints | None = None
+    endpoints: Dispatcher | None = None
 
     def __post_init__(self) -> None:
         self.method = self.method.upper()

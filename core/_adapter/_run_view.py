@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-from outlast._client import _RUN, AsyncClient, _parse, _require_id
+from outlast._client import AsyncClient
 from outlast.wire import PUBLIC_TOKEN_PREFIX, Run
 
 from ._http import AdapterRequest, AdapterResponse, error_response, json_response
@@ -24,9 +24,9 @@ KEEPALIVE = 15.0  # an SSE comment this often keeps proxies from closing an idle
 
 
 async def _fetch(client: AsyncClient, run_id: str, token: str) -> Run:
-    request = client._requests.build("GET", f"/runs/{_require_id(run_id, 'run_id')}")
-    request.headers["Authorization"] = f"Bearer {token}"
-    return _parse(await client._send(request), _RUN)
+    call = client.requests.retrieve_run(run_id)
+    call.request.headers["Authorization"] = f"Bearer {token}"  # the browser's token, not the app's key
+    return await client.execute(call)
 
 
 def _token(request: AdapterRequest) -> str | AdapterResponse:

@@ -1,4 +1,5 @@
-"""Adapter settings from a framework's config (Flask `app.config`, Django `settings`) or the environment."""
+"""Adapter settings from a framework's config (Flask `app.config`, Django `settings`) or the environment,
+and the webhooks an app accepts."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from outlast._config import ClientSettings, from_env
 from outlast._errors import ConfigurationError
 from outlast._offload import DEFAULT_THRESHOLD as DEFAULT_OFFLOAD_THRESHOLD
 
-__all__ = ["DEFAULT_PREFIX", "DEFAULT_WEBHOOK_TOLERANCE", "AdapterSettings"]
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_WEBHOOK_TOLERANCE", "AdapterSettings", "WebhookRoute"]
 
 DEFAULT_PREFIX = "/outlast"
 DEFAULT_WEBHOOK_TOLERANCE = 300.0  # seconds a signed webhook stays acceptable
@@ -85,3 +86,12 @@ def _seconds(value: Any, name: str) -> float:
     if not seconds > 0:
         raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
     return seconds
+
+
+@dataclass(frozen=True)
+class WebhookRoute:
+    """One signed webhook an app accepts: its name, the task it triggers, and the secrets that sign it."""
+
+    name: str
+    task: str
+    secrets: tuple[str, ...]

@@ -469,7 +469,7 @@ def test_default_clients_are_shared(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_client, "_async_defaults", type(_client._async_defaults)())
     client = default_client()
     assert default_client() is client
-    assert client._requests.headers["Authorization"] == "Bearer sk_env"
+    assert client.requests.headers["Authorization"] == "Bearer sk_env"
     client.close()
 
     async def pair() -> tuple[AsyncClient, AsyncClient]:
