@@ -62,12 +62,14 @@ async def _worker(settings: RuntimeSettings, project: Project, api_url: str, sec
                   reload: bool) -> None:
     from .worker.reload import reload_on_change
     from .worker.supervisor import Supervisor
+    from .worker.versions import WorkingCopy
 
     backend = HttpBackend(api_url, secret_key, settings.node_id)
-    supervisor = Supervisor(backend, project, settings)
+    working_copy = WorkingCopy(project, backend)
+    supervisor = Supervisor(backend, working_copy, settings)
     await supervisor.start()
     console.print(f"[bold green]outlast worker[/bold green] {settings.node_id} serving {project.root} "
-                  f"(version {supervisor.version}) for {api_url}")
+                  f"(version {working_copy.version}) for {api_url}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -8,6 +8,7 @@ process where its (possibly new) supervisor listens.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -95,3 +96,15 @@ class Checkpointer:
 
     def forget_process(self, process_id: str) -> None:
         shutil.rmtree(process_home(self.process_dir, process_id), ignore_errors=True)
+
+
+@dataclasses.dataclass
+class CheckpointSupport:
+    """Whether this node checkpoints waiting processes: its checkpointer, or why waits stay in memory
+    here. Learned when a supervisor starts (`detect`); until then neither."""
+
+    checkpointer: Checkpointer | None = None
+    problem: str = ""
+
+    async def detect(self, settings: RuntimeSettings) -> None:
+        self.checkpointer, self.problem = await Checkpointer.detect(settings)

@@ -100,6 +100,7 @@ class TaskProcess:
     suspended: asyncio.Future[Suspended] | None = None  # while it closes its connection for a dump
     resumed: asyncio.Future[Resumed] | None = None  # while it reconnects after a restore
     execution: Any = None  # the supervisor's record of the attempt it runs now
+    origin: object = None  # what its version source started it from (see VersionSource.origin)
 
     @property
     def pid(self) -> int:
@@ -118,6 +119,11 @@ class TaskProcess:
         self.result = asyncio.get_running_loop().create_future()
         write_frame(self.writer, message)
         return self.result
+
+    def send(self, message: Any) -> None:
+        """Write a frame to it, unless it is being checkpointed (it asks again after its restore) or gone."""
+        if self.suspended is None and self.writer is not None and not self.writer.is_closing():
+            write_frame(self.writer, message)
 
     def gone(self, reason: str) -> None:
         """Record why the process is gone and fail whatever waited on it."""

@@ -1,0 +1,135 @@
+"""Attempt execution: one claimed attempt, from taking (or restoring) its process to its outcome.
+
+Every attempt runs in a task process, never in the supervisor's own. It ends in a result, an
+error, a crash or a timeout past its max_duration, all reported; or in a suspension (checkpointed
+and gone while it waits), which reports nothing: the runtime hears of the suspension itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from outlast.wire import AttemptCompletion, AttemptOutcome, Result, StartAttempt, TaskRunError
+
+from ..settings import RuntimeSettings
+from .attempts import Attempts, Execution
+from .pool import ProcessPool
+from .processes import ProcessExited, TaskProcess
+from .reports import ReportBuffer
+from .suspension import RestoreFailed, Suspension
+
+log = logging.getLogger("outlast.supervisor")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ending:
+    """How an attempt ended, as reported. The default is a crash the supervisor could not explain
+    (it was stopped midway, say)."""
+
+    outcome: AttemptOutcome = AttemptOutcome.CRASHED
+    output: Any = None
+    error: TaskRunError | None = None
+    retryable: bool = True
+
+    @classmethod
+    def crashed(cls, error_type: str, message: str) -> Ending:
+        return cls(error=TaskRunError(type=error_type, message=message))
+
+
+class AttemptRunner:
+    def __init__(self, pool: ProcessPool, suspension: Suspension, attempts: Attempts, reports: ReportBuffer,
+                 settings: RuntimeSettings) -> None:
+        self.pool = pool
+        self.suspension = suspension
+        self.attempts = attempts
+        self.reports = reports
+        self.grace = settings.cancel_grace
+
+    async def execute(self, execution: Execution) -> None:
+        process: TaskProcess | None = None
+        ending: Ending | None = Ending()  # None: suspended, nothing to report
+        try:
+            if execution.assignment.resume is not None:
+                process = execution.process = await self.suspension.restore(execution)
+            else:
+                process = execution.process = await self.pool.take(
+                    self.pool.code.version_to_run(execution.context))
+                self._start(execution, process)
+            ending = await self._ending(execution, process)
+        except ProcessExited as exc:
+            ending = Ending.crashed("TaskProcessCrashed", execution.stop_reason or str(exc))
+        except RestoreFailed as exc:
+            ending = Ending.crashed("RestoreFailed", str(exc))
+        except asyncio.CancelledError:
+            if process is not None:
+                await process.terminate(self.grace)
+            raise
+        except Exception as exc:  # e.g. no process could be started: the attempt crashed, and is retried
+            log.exception("attempt %s of %s failed in the supervisor", execution.context.attempt,
+                          execution.context.run_id)
+            if process is not None:
+                process.kill()
+            ending = Ending.crashed("SupervisorError", f"{type(exc).__name__}: {exc}")
+        finally:
+            self.attempts.finished(execution)
+            if process is not None:
+                process.result = None
+                process.execution = None
+                self.pool.give_back(process)
+            if ending is not None:
+                self._report(execution, ending)
+
+    def _start(self, execution: Execution, process: TaskProcess) -> None:
+        context = execution.context
+        process.last_seen = time.monotonic()
+        process.execution = execution
+        execution.checkpoint_after = self.suspension.checkpoint_after(process, context.task)
+        # ctx.version names the code that actually runs the attempt (the run may not be locked to one).
+        started = context.model_copy(update={"version": process.version})
+        process.start(StartAttempt(context=started, payload=execution.assignment.payload))
+
+    async def _ending(self, execution: Execution, process: TaskProcess) -> Ending | None:
+        try:
+            answer = await self._until_answer(execution, process)
+        except TimeoutError:
+            await process.terminate(self.grace)
+            return Ending(AttemptOutcome.TIMED_OUT, error=TaskRunError(
+                type="MaxDurationExceeded", message=f"run exceeded its max_duration of "
+                                                    f"{execution.context.max_duration:g}s"))
+        if answer is None:
+            return None
+        return Ending(AttemptOutcome.OK if answer.ok else AttemptOutcome.ERROR, answer.output, answer.error,
+                      answer.retryable)
+
+    async def _until_answer(self, execution: Execution, process: TaskProcess) -> Result | None:
+        """The attempt's result; None once it is checkpointed and gone. TimeoutError past max_duration.
+
+        Meanwhile, a wait still pending at its `suspend_at` suspends the process.
+        """
+        result = process.result
+        assert result is not None
+        while True:
+            execution.changed.clear()
+            changed = asyncio.ensure_future(execution.changed.wait())
+            await asyncio.wait({result, changed}, timeout=execution.seconds_to_next_deadline(),
+                               return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+            if result.done():
+                return result.result()
+            if execution.parked:
+                continue
+            if execution.out_of_time():
+                raise TimeoutError
+            if execution.suspension_due() and await self.suspension.suspend(execution, process):
+                return None
+
+    def _report(self, execution: Execution, ending: Ending) -> None:
+        seconds = execution.active_seconds()
+        self.attempts.record_duration(seconds)
+        self.reports.complete(AttemptCompletion(
+            run_id=execution.context.run_id, attempt=execution.context.attempt, outcome=ending.outcome,
+            output=ending.output, error=ending.error, retryable=ending.retryable, duration_ms=int(seconds * 1000)))

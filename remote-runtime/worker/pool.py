@@ -1,0 +1,196 @@
+"""The process pool: this node's task processes, the warm idle ones, and a fork server per version.
+
+Which versions to keep warm, where each version's code is and whether a process may be reused
+is the business of a `VersionSource` (a working copy, or the deployed versions); the pool does
+the spawning, tracking and reaping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from outlast._project import Project
+from outlast.wire import RunContext, TaskManifest
+
+from ..checkpoint.checkpointer import CheckpointSupport
+from ..settings import RuntimeSettings
+from .background import Background
+from .forkserver import ForkServer, ForkServerFailed
+from .forkserver import supported as forkserver_supported
+from .processes import SpawnOptions, TaskProcess, describe_exit, spawn, task_environment
+
+READY_SECONDS = 120.0  # for a new process to import the project and say hello
+CONNECT_SECONDS = 10.0  # for a process that connected to show up in the pool (a fork call still returning)
+
+
+class VersionSource(Protocol):
+    """Which code versions a node runs and where each one's code is."""
+
+    async def load(self, pool: ProcessPool) -> list[str]:
+        """Learn what to serve (at start, and again on reload); returns the task ids it imported."""
+        ...
+
+    async def project_for(self, pool: ProcessPool, version: str) -> tuple[Project, str | None]:
+        """The project a process of `version` runs, and its interpreter (None: this one)."""
+        ...
+
+    def origin(self, version: str) -> object:
+        """What a process of `version` spawned now starts from (compared later by `reusable`)."""
+        ...
+
+    def version_to_run(self, context: RunContext) -> str:
+        """The version whose process runs a claimed attempt (a working copy runs its latest code)."""
+        ...
+
+    def reusable(self, process: TaskProcess) -> bool:
+        """Whether a process that finished an attempt (or waits idle) may run the next one."""
+        ...
+
+    def fill(self, pool: ProcessPool) -> None:
+        """Start the warm processes that are missing, so a claimed attempt need not wait for imports."""
+        ...
+
+
+class ProcessPool:
+    def __init__(self, code: VersionSource, settings: RuntimeSettings, socket_path: Path,
+                 checkpoints: CheckpointSupport, background: Background, idle_added: asyncio.Event) -> None:
+        self.code = code
+        self.settings = settings
+        self.slots = settings.slots
+        self.socket_path = socket_path
+        self.checkpoints = checkpoints
+        self.background = background
+        self.idle_added = idle_added  # set whenever a warm process joins the idle list
+        self.processes: dict[str, TaskProcess] = {}
+        self.idle: list[TaskProcess] = []
+        self.forkservers: dict[str, asyncio.Future[ForkServer]] = {}  # per version: task processes fork from it
+        self.manifests: dict[str, list[TaskManifest]] = {}  # per version, as its first process declared them
+        self.stopping = False  # set when the supervisor stops: no more warm processes
+        self._process_added = asyncio.Event()
+
+    # --- spawning and tracking -------------------------------------------------------------
+
+    async def spawn(self, version: str) -> TaskProcess:
+        options = SpawnOptions(
+            socket_path=self.socket_path, heartbeat_interval=self.settings.heartbeat_interval,
+            cancel_grace=self.settings.cancel_grace, checkpoint_after=self.settings.checkpoint_after,
+            process_dir=self.settings.process_dir if self.checkpoints.checkpointer is not None else None)
+        project, python = await self.code.project_for(self, version)
+        if python is not None:
+            options = dataclasses.replace(options, python=python)
+        forkserver = await self._forkserver(version, project, options)
+        process = self.track(await spawn(project, version, options, forkserver))
+        process.origin = self.code.origin(version)
+        return process
+
+    def track(self, process: TaskProcess) -> TaskProcess:
+        self.processes[process.process_id] = process
+        self._process_added.set()
+        self.background.start(self._reap(process))
+        return process
+
+    async def lookup(self, process_id: str) -> TaskProcess | None:
+        """A process that just connected; a forked one can say hello before its fork call has returned here."""
+        deadline = time.monotonic() + CONNECT_SECONDS
+        while (process := self.processes.get(process_id)) is None and time.monotonic() < deadline:
+            self._process_added.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._process_added.wait(), 0.5)
+        return process
+
+    async def _reap(self, process: TaskProcess) -> None:
+        returncode = await process.popen.wait()
+        process.gone(describe_exit(returncode))
+        self.processes.pop(process.process_id, None)
+        if process in self.idle:
+            self.idle.remove(process)
+        checkpointer = self.checkpoints.checkpointer
+        if checkpointer is not None and process.namespaced and not process.checkpointed:
+            checkpointer.forget_process(process.process_id)
+        self.fill()
+
+    def fill(self) -> None:
+        if not self.stopping:
+            self.code.fill(self)
+
+    # --- fork servers ----------------------------------------------------------------------
+
+    async def _forkserver(self, version: str, project: Project, options: SpawnOptions) -> ForkServer | None:
+        """The version's fork server, started on first use; None where there is none (its import failing
+        included: a process started from scratch then reports the error the usual way)."""
+        if not forkserver_supported():
+            return None
+        starting = self.forkservers.get(version)
+        if starting is None:
+            starting = self.forkservers[version] = asyncio.ensure_future(ForkServer.start(
+                task_environment(project, options), project.root, options.python))
+        try:
+            return await asyncio.shield(starting)
+        except ForkServerFailed:
+            if self.forkservers.get(version) is starting:
+                del self.forkservers[version]
+            return None
+
+    def close_forkserver(self, version: str) -> None:
+        starting = self.forkservers.pop(version, None)
+        if starting is not None and starting.done() and not starting.exception():
+            self.background.start(starting.result().close())
+
+    # --- the idle list ---------------------------------------------------------------------
+
+    def add_idle(self, process: TaskProcess) -> None:
+        self.idle.append(process)
+        self.idle_added.set()
+
+    def retire(self, process: TaskProcess) -> None:
+        """Shut a process down in the background; it takes no more attempts."""
+        process.retired = True
+        self.background.start(process.shutdown())
+
+    def retire_idle(self, which: Callable[[TaskProcess], bool]) -> None:
+        """Retire the idle processes `which` picks (of a version no longer served, say)."""
+        for process in list(self.idle):
+            if which(process):
+                self.idle.remove(process)
+                self.retire(process)
+
+    async def take(self, version: str) -> TaskProcess:
+        """An idle process of `version`, else a new one once it said hello (TimeoutError past READY_SECONDS)."""
+        while self.idle:
+            process = self.idle.pop()
+            if not process.alive:
+                continue
+            if not self.code.reusable(process):
+                self.retire(process)
+            elif process.version == version:
+                return process
+            else:
+                self.idle.insert(0, process)  # another version's: leave it for that version's runs
+                if all(p.version != version for p in self.idle):
+                    break
+        process = await self.spawn(version)
+        await asyncio.wait_for(process.ready, READY_SECONDS)
+        return process
+
+    def give_back(self, process: TaskProcess) -> None:
+        """A process whose attempt ended: idle again if it may run another, else shut down.
+        Warm processes are kept up to one per slot: restored ones would otherwise pile up."""
+        if process.checkpointed:
+            return
+        if process.alive and self.code.reusable(process) and not process.retired and len(self.idle) < self.slots:
+            self.idle.append(process)
+        elif process.alive:
+            self.background.start(process.shutdown())
+
+    async def close(self) -> None:
+        """Shut every process and fork server down (when the supervisor stops)."""
+        await asyncio.gather(*(p.shutdown(self.settings.cancel_grace) for p in self.processes.values()),
+                             return_exceptions=True)
+        for version in list(self.forkservers):
+            self.close_forkserver(version)

@@ -1,0 +1,171 @@
+"""Suspension: a task process that waits too long is checkpointed (and gone) or parked alive; a
+checkpointed attempt claimed again is restored.
+
+Checkpointed: dumped with CRIU into the checkpoint store, the run WAITING and its slot free.
+Parked (where CRIU cannot run, or the dump failed): kept alive outside the slots, the run WAITING
+but not checkpointed; it is unparked in place once its waitpoints complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+from outlast._channel import RESUME_SIGNAL
+from outlast._framing import write_frame
+from outlast.wire import CheckpointMode, Hello, Resolved, Suspend, SuspendRequest
+
+from ..checkpoint.checkpointer import CheckpointSupport
+from .attempts import Attempts, Execution
+from .backend import WorkerBackend
+from .pool import ProcessPool
+from .processes import PidProcess, ProcessExited, TaskProcess
+
+log = logging.getLogger("outlast.supervisor")
+SUSPEND_ACK_SECONDS = 10.0
+RESUME_ACK_SECONDS = 30.0
+
+
+class RestoreFailed(Exception):
+    """A checkpointed run could not be brought back; it starts a fresh attempt."""
+
+
+class Suspension:
+    def __init__(self, checkpoints: CheckpointSupport, backend: WorkerBackend, pool: ProcessPool,
+                 attempts: Attempts) -> None:
+        self.checkpoints = checkpoints
+        self.backend = backend
+        self.pool = pool
+        self.attempts = attempts
+
+    def checkpoint_after(self, process: TaskProcess, task_id: str) -> float:
+        """How long a wait of `task_id` stays in memory before the process is suspended."""
+        known = process.tasks or self.pool.manifests.get(process.version, [])  # a restored process said no hello
+        manifest = next((t for t in known if t.id == task_id), None)
+        if manifest is not None and manifest.checkpoint_after is not None:
+            return manifest.checkpoint_after
+        return self.pool.settings.checkpoint_after
+
+    def _request(self, execution: Execution, mode: CheckpointMode, **fields: object) -> SuspendRequest:
+        context = execution.context
+        return SuspendRequest(node_id=self.backend.node_id, run_id=context.run_id, attempt=context.attempt,
+                              mode=mode, waiting=sorted(execution.waiting),
+                              duration_ms=int(execution.active_seconds() * 1000), **fields)
+
+    async def suspend(self, execution: Execution, process: TaskProcess) -> bool:
+        """Checkpoint the waiting process and let its slot go; True once it is gone. Where it cannot be
+        checkpointed it is parked alive instead (False: the attempt goes on in memory)."""
+        checkpointer = self.checkpoints.checkpointer
+        if checkpointer is None or not process.namespaced:
+            await self.park(execution, self.checkpoints.problem or "the task process cannot be checkpointed")
+            return False
+        context = execution.context
+        began = time.perf_counter()
+        process.suspended = asyncio.get_running_loop().create_future()
+        try:
+            write_frame(process.writer, Suspend())
+            await asyncio.wait_for(asyncio.shield(process.suspended), SUSPEND_ACK_SECONDS)
+        except (TimeoutError, ConnectionError) as exc:
+            process.suspended = None
+            await self.park(execution, f"the task process did not get ready for its checkpoint: {exc!r}")
+            return False
+        key = f"{context.run_id}/{context.attempt}-{uuid.uuid4().hex[:12]}"
+        process.checkpointed = True  # criu ends it: its exit is expected now
+        try:
+            detail = await asyncio.to_thread(checkpointer.dump, process.pid, key, process.process_id)
+        except Exception as exc:
+            process.checkpointed = False
+            log.warning("checkpoint of %s failed: %s", context.run_id, exc)
+            await self._reconnect(process)  # criu leaves a process it could not dump running
+            await self.park(execution, f"its checkpoint failed: {exc}")
+            return False
+        detail["suspend_ms"] = round((time.perf_counter() - began) * 1000, 1)
+        detail["version"] = process.version
+        try:
+            await self.backend.suspend(self._request(execution, CheckpointMode.CRIU, image_key=key, detail=detail))
+        except Exception as exc:  # canceled meanwhile (or the runtime is gone): nobody will restore it
+            log.warning("run %s was checkpointed but not suspended (%s); its image is dropped", context.run_id, exc)
+            await asyncio.to_thread(checkpointer.delete, key)
+            execution.stop_reason = f"could not hand the checkpoint to the runtime: {exc}"
+        return True
+
+    async def _reconnect(self, process: TaskProcess) -> None:
+        """Wake a process that closed its connection for a checkpoint that did not happen."""
+        process.suspended = None
+        checkpointer = self.checkpoints.checkpointer
+        if not process.alive or checkpointer is None:
+            return
+        process.resumed = asyncio.get_running_loop().create_future()
+        checkpointer.write_resume_file(process.process_id, self.pool.socket_path)
+        process.popen.send_signal(RESUME_SIGNAL)
+        with contextlib.suppress(TimeoutError, ProcessExited):
+            await asyncio.wait_for(process.resumed, RESUME_ACK_SECONDS)
+        process.resumed = None
+
+    async def park(self, execution: Execution, reason: str) -> None:
+        """Keep the waiting process alive outside the slots; the run is WAITING but not checkpointed."""
+        try:
+            await self.backend.suspend(self._request(execution, CheckpointMode.KEPT_ALIVE, detail={"reason": reason}))
+        except Exception as exc:
+            log.warning("run %s could not be parked (%s); it waits in its slot", execution.context.run_id, exc)
+            return
+        execution.parked_since = time.monotonic()
+        self.attempts.slot_freed.set()
+
+    async def unpark(self, execution: Execution) -> None:
+        """Its waitpoints completed while it was parked: back into a slot, with their results."""
+        context = execution.context
+        try:
+            await self.backend.resume(context.run_id, context.attempt)
+        except Exception as exc:
+            log.warning("run %s could not resume in memory: %s", context.run_id, exc)
+            return
+        execution.parked_seconds += time.monotonic() - (execution.parked_since or time.monotonic())
+        execution.parked_since = None
+        results, execution.held_results = execution.held_results, []
+        if execution.process is not None:
+            execution.process.send(Resolved(results=results))
+        execution.changed.set()
+
+    async def restore(self, execution: Execution) -> TaskProcess:
+        """Bring a checkpointed attempt back: fetch and restore its image, reconnect, hand in the results."""
+        resume = execution.assignment.resume
+        assert resume is not None
+        if resume.mode is not CheckpointMode.CRIU or not resume.image_key:
+            raise RestoreFailed(f"nothing to restore ({resume.mode} checkpoint on another node)")
+        checkpointer = self.checkpoints.checkpointer
+        if checkpointer is None:
+            raise RestoreFailed(f"this node cannot restore checkpoints: {self.checkpoints.problem}")
+        process_id = str(resume.detail.get("process_id", ""))
+        loop = asyncio.get_running_loop()
+        try:
+            pid = await asyncio.to_thread(checkpointer.restore, resume.image_key, process_id, self.pool.socket_path)
+        except Exception as exc:
+            await asyncio.to_thread(checkpointer.delete, resume.image_key)
+            raise RestoreFailed(f"could not restore its checkpoint: {exc}") from None
+        ready: asyncio.Future[Hello] = loop.create_future()
+        process = TaskProcess(process_id=process_id, version=str(resume.detail.get("version", "")),
+                              popen=PidProcess(pid), ready=ready, namespaced=True)
+        ready.set_result(Hello(process_id=process_id, pid=pid))
+        process.resumed, process.result, process.execution = loop.create_future(), loop.create_future(), execution
+        self.pool.track(process)
+        try:
+            process.popen.send_signal(RESUME_SIGNAL)
+            resumed = await asyncio.wait_for(asyncio.shield(process.resumed), RESUME_ACK_SECONDS)
+        except (TimeoutError, ProcessExited, ProcessLookupError) as exc:
+            process.kill()
+            raise RestoreFailed(f"the restored process did not reconnect: {exc!r}") from None
+        finally:
+            self.pool.background.start(asyncio.to_thread(checkpointer.delete, resume.image_key))
+        process.resumed = None
+        execution.checkpoint_after = self.checkpoint_after(process, execution.context.task)
+        results = [r for r in resume.results if r.id in resumed.waiting]
+        execution.waiting = set(resumed.waiting) - {r.id for r in results}
+        if execution.waiting:  # still waiting for some (asked for after the checkpoint): poll, then suspend again
+            execution.suspend_at = time.monotonic() + execution.checkpoint_after
+        if results:
+            process.send(Resolved(results=results))
+        return process

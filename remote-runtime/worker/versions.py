@@ -1,0 +1,79 @@
+"""A working copy as the version source: one project directory, its current content is the version.
+
+`outlast runtime` with a project and `outlast worker`/`dev` serve one; loading it again (on a
+change, with `--reload`) makes the new content the current version and retires the old one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from outlast._project import Project
+from outlast.wire import RunContext
+
+from .backend import WorkerBackend
+from .pool import READY_SECONDS, ProcessPool
+from .processes import ProcessExited, TaskProcess
+
+
+class TasksImportFailed(Exception):
+    """The project's tasks could not be imported."""
+
+
+class WorkingCopy:
+    def __init__(self, project: Project, backend: WorkerBackend) -> None:
+        self.project = project
+        self.backend = backend
+        self.version = ""  # the current version: every new attempt runs it
+
+    async def load(self, pool: ProcessPool) -> list[str]:
+        """Import the project in a fresh process, register its tasks, and make it the current version.
+
+        Raises TasksImportFailed with the traceback when the import fails; the previous version stays.
+        """
+        version = self.project.content_version()
+        process = await pool.spawn(version)
+        try:
+            hello = await asyncio.wait_for(process.ready, READY_SECONDS)
+        except (ProcessExited, TimeoutError) as exc:
+            process.kill()
+            raise TasksImportFailed(f"task process did not start: {exc}") from None
+        if hello.import_error:
+            raise TasksImportFailed(hello.import_error)
+        await self.backend.register(version, hello.tasks)
+        pool.manifests[version] = hello.tasks
+        previous, self.version = self.version, version
+        if previous and previous != version:
+            pool.close_forkserver(previous)
+            pool.retire_idle(lambda old: old.version != version)
+        pool.idle.append(process)
+        pool.fill()
+        return [t.id for t in hello.tasks]
+
+    async def project_for(self, pool: ProcessPool, version: str) -> tuple[Project, str | None]:
+        return self.project, None
+
+    def origin(self, version: str) -> object:
+        return None
+
+    def version_to_run(self, context: RunContext) -> str:
+        return self.version
+
+    def reusable(self, process: TaskProcess) -> bool:
+        return process.version == self.version
+
+    def fill(self, pool: ProcessPool) -> None:
+        """One warm process of the current version per slot."""
+        current = [p for p in pool.processes.values() if p.version == self.version and not p.retired]
+        for _ in range(pool.slots - len(current)):
+            pool.background.start(self._warm(pool))
+
+    async def _warm(self, pool: ProcessPool) -> None:
+        process = await pool.spawn(self.version)
+        try:
+            await asyncio.wait_for(process.ready, READY_SECONDS)
+        except (ProcessExited, TimeoutError):
+            process.kill()
+            return
+        if process.version == self.version and process.alive:
+            pool.add_idle(process)
