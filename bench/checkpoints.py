@@ -1,4 +1,4 @@
-"""Benchmark durable waits with CRIU checkpoints: `python -m bench.checkpoints [--quick]`.
+"""Benchmark durable waits with CRIU checkpoints: `python -m bench.checkpoints [--quick | --smoke]`.
 
 Starts real `outlast runtime` subprocesses (SQLite, local checkpoint store) serving
 bench/waits_project, whose tasks wait for a token with `checkpoint_after=0`, and measures:
@@ -72,6 +72,11 @@ class Settings:
     @classmethod
     def quick(cls) -> Settings:
         return cls(samples=10, memory_runs=20, waiting=100, budget=60)
+
+    @classmethod
+    def smoke(cls) -> Settings:
+        """A few runs per phase (tests/test_benchmarks.py): proves each phase works, measures nothing."""
+        return cls(samples=2, memory_runs=2, waiting=3, budget=60)
 
 
 # --- the runtime ----------------------------------------------------------------------------------
@@ -548,8 +553,11 @@ def markdown(report: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="10 latency samples, 20 runs for memory, 100 waiting at once (about 3 minutes)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="10 latency samples, 20 runs for memory, 100 waiting at once (about 3 minutes)")
+    size.add_argument("--smoke", action="store_true",
+                      help="2 latency samples, 2 runs for memory, 3 waiting at once: checks that every phase works")
     parser.add_argument("--samples", type=int, help="latency samples per task size (default 30; quick 10)")
     parser.add_argument("--memory-runs", type=int, help="runs waiting for the memory comparison (default 50)")
     parser.add_argument("--waiting", type=int, help="runs waiting at once in the capacity phase (default 1000; "
@@ -590,7 +598,7 @@ def _phase(report: dict[str, Any], runtime: Runtime, name: str, function: Any, *
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = Settings.quick() if args.quick else Settings()
+    settings = Settings.smoke() if args.smoke else Settings.quick() if args.quick else Settings()
     for name in ("samples", "memory_runs", "waiting", "budget"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
@@ -600,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     load = wait_for_quiet(args.wait_quiet, QUIET_CORES, console.log)
     report: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick,
-                              "settings": asdict(settings), "machine": machine_info(),
+                              "smoke": args.smoke, "settings": asdict(settings), "machine": machine_info(),
                               "background_load_cores_at_start": round(load, 2), "errors": [], "notes": [],
                               "latency": {}, "memory": {}, "load": {}}
     args.out.mkdir(parents=True, exist_ok=True)

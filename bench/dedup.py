@@ -1,4 +1,4 @@
-"""Page deduplication in the local checkpoint store: `python -m bench.dedup [--runs N]`.
+"""Page deduplication in the local checkpoint store: `python -m bench.dedup [--runs N] [--smoke]`.
 
 Forks N waiting children from one small fork server (tests/criu/fork_parent.py: the shape of
 `outlast._zygote`), dumps each with CRIU, then puts all the images into a plain local store
@@ -105,7 +105,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="waiting children to dump (default 20)")
     parser.add_argument("--repeats", type=int, default=15, help="puts into an empty store to time (default 15)")
+    parser.add_argument("--smoke", action="store_true", help="3 children, 2 repeats: checks that it works")
     args = parser.parse_args()
+    if args.smoke:
+        args.runs, args.repeats = 3, 2
     status = check()
     if not status.available:
         sys.exit(f"CRIU is not usable here: {status.reason}")

@@ -128,7 +128,7 @@ def notes(report: dict) -> list[str]:
         f"{machine.get('memory_gb', '?')} GB, Python {machine.get('python')}, "
         f"Celery {machine.get('celery_version', '?')}, SQLite {machine.get('sqlite_version')}; "
         f"outlast {machine.get('outlast_git', '?')}. Run took {report['duration_s']:.0f} s{_waited(report)}"
-        f"{' (--quick)' if report['quick'] else ''}.",
+        f"{' (--quick)' if report['quick'] else ' (--smoke)' if report.get('smoke') else ''}.",
         f"Latency: {settings['latency_samples']} sequential samples after {settings['latency_warmup']} warm-up ones, "
         f"{settings['latency_pause'] * 1000:.0f} ms apart; from time.time() just before the trigger call to "
         "time.time() at the start of the task function (sent back by UDP, so nothing polls meanwhile).",

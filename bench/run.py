@@ -1,4 +1,4 @@
-"""Benchmark outlast against Celery on this machine: `python bench/run.py [--quick]`.
+"""Benchmark outlast against Celery on this machine: `python bench/run.py [--quick | --smoke]`.
 
 Runs every workload (bench/workloads.py) on each system (bench/targets.py) in turn, prints a table,
 and writes bench/results/latest.json and bench/results/latest.md. See bench/README.md.
@@ -35,8 +35,11 @@ if not console.is_terminal:  # piped or redirected: wide enough for the table, n
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller workloads (1000 runs, 50 latency samples): about a third of the time")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="smaller workloads (1000 runs, 50 latency samples): about a third of the time")
+    size.add_argument("--smoke", action="store_true",
+                      help="a few runs per phase: checks that every phase works, its numbers mean nothing")
     parser.add_argument("--store", choices=["sqlite", "postgres", "both", "none"], default="both",
                         help="outlast's store(s) to benchmark (default: both; none: Celery only)")
     parser.add_argument("--skip-celery", action="store_true", help="do not run the Celery reference")
@@ -66,12 +69,12 @@ def _terminate(signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = Settings.quick() if args.quick else Settings()
+    settings = Settings.smoke() if args.smoke else Settings.quick() if args.quick else Settings()
     signal.signal(signal.SIGTERM, _terminate)
     atexit.register(stop_all_services)
     began = time.monotonic()
     report: dict = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick,
-                    "settings": asdict(settings), "machine": machine_info(), "targets": {}}
+                    "smoke": args.smoke, "settings": asdict(settings), "machine": machine_info(), "targets": {}}
     for target in targets(args):
         entry = report["targets"][target.key] = {"label": target.label, "results": None, "error": None}
         waited = time.monotonic()

@@ -72,6 +72,12 @@ class Settings:
         return cls(throughput_runs=1000, batch_requests=2, trigger_seconds=1.0, latency_samples=50,
                    latency_warmup=10)
 
+    @classmethod
+    def smoke(cls) -> Settings:
+        """A few runs per phase (tests/test_benchmarks.py): proves each phase works, measures nothing."""
+        return cls(throughput_runs=20, batch_size=10, batch_requests=1, trigger_seconds=0.3, trigger_threads=2,
+                   latency_samples=3, latency_warmup=1, settle=0.1)
+
 
 # --- phases ---------------------------------------------------------------------------------------
 
