@@ -17,15 +17,14 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 import zstandard
 
+from ..objects import create_new, staged_directory
 from .criu import CheckpointError
 
 LEVEL = 1  # about 4x on small images at a few hundred MB/s; higher levels cost dump latency
@@ -103,20 +102,14 @@ def unpack(source: IO[bytes], dest_dir: Path, what: str, fill: Fill | None = Non
     dest_dir = dest_dir.absolute()
     if dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir())):
         raise FileExistsError(f"{dest_dir} exists and is not an empty directory; unpack into a new one")
-    dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    # 0700: the images hold the task's memory, secrets included.
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.partial-", dir=dest_dir.parent))
-    try:
+    # 0700 (as staged directories are): the images hold the task's memory, secrets included.
+    with staged_directory(dest_dir) as staging:
         try:
             _extract(source, staging, what, fill)
         except (tarfile.TarError, zstandard.ZstdError, EOFError, ValueError) as exc:
             raise CheckpointStoreError(f"{what} is corrupt or truncated: {exc}") from exc
         except OSError as exc:  # reading the source or writing the files
             raise CheckpointStoreError(f"could not unpack {what} into {dest_dir}: {exc}") from exc
-        staging.rename(dest_dir)  # replaces an empty directory atomically
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _extract(source: IO[bytes], staging: Path, what: str, fill: Fill | None) -> None:
@@ -170,9 +163,7 @@ def _write(src: IO[bytes] | None, target: Path) -> str:
     if src is None:
         raise CheckpointStoreError(f"no data for {target.name}")
     digest = hashlib.sha256()
-    # O_EXCL|O_NOFOLLOW: a second entry with the same name cannot overwrite or follow anything.
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as out:
+    with create_new(target) as out:
         while chunk := src.read(_CHUNK):
             digest.update(chunk)
             out.write(chunk)

@@ -1,28 +1,25 @@
 """Where checkpoint images live between a dump and a restore: a local directory or S3.
 
-Each checkpoint is one object (see `archive`: tar + zstd -1 + a listing that proves it complete),
-named `<key>.tar.zst` so that keys like "run_abc" and "run_abc/1" never clash. The local store
-also deduplicates memory pages across checkpoints (see `pagepool`); S3 stores each image whole.
+Each checkpoint is one object of the shared object layer (`outlast.runtime.objects`): a tar +
+zstd -1 archive with a listing that proves it complete (see `archive`), named `<key>.tar.zst` so
+that keys like "run_abc" and "run_abc/1" never clash. The local store also deduplicates memory pages
+across checkpoints (see `pagepool`); S3 stores each image whole.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
-import re
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
 
+from ..objects import LocalObjects, ObjectKind, S3Location, S3Objects, parse_store_url
 from .archive import CheckpointMissing, CheckpointStoreError, pack, unpack
 from .pagepool import PagePool, poolable
 
 __all__ = [
+    "CHECKPOINTS",
     "CheckpointMissing",
     "CheckpointStore",
     "CheckpointStoreError",
@@ -32,11 +29,7 @@ __all__ = [
     "open_store",
 ]
 
-SUFFIX = ".tar.zst"
-_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.\-]*"  # no "", ".", ".." or hidden names
-_KEY = re.compile(rf"{_SEGMENT}(/{_SEGMENT})*")
-_MAX_KEY = 512
-_SPOOL = 16 << 20  # S3 transfers stay in memory up to this size, then go through a temp file
+CHECKPOINTS = ObjectKind("checkpoint", ".tar.zst", CheckpointStoreError, CheckpointMissing)
 
 
 @dataclass(frozen=True)
@@ -68,39 +61,62 @@ class CheckpointStore(Protocol):
         ...
 
 
-def validate_key(key: str) -> str:
-    """Return `key` if it is a valid checkpoint key, else raise ValueError saying why."""
-    if not isinstance(key, str) or not _KEY.fullmatch(key) or ".." in key.split("/") or len(key) > _MAX_KEY:
-        raise ValueError(f"invalid checkpoint key {key!r}: use letters, digits and _-./ in '/'-separated "
-                         f"parts that do not start with '.' or '-' (at most {_MAX_KEY} characters)")
-    return key
+class _ArchiveStore:
+    """A checkpoint store over any object store: each image packed whole into its object."""
+
+    def __init__(self, objects: LocalObjects | S3Objects) -> None:
+        self.objects = objects
+
+    def put(self, key: str, images_dir: Path) -> StoredCheckpoint:
+        start = time.perf_counter()
+        with self.objects.writing(key) as out:
+            raw = pack(Path(images_dir), out)
+            stored = out.tell()
+        return StoredCheckpoint(key, raw, stored, time.perf_counter() - start)
+
+    def get(self, key: str, dest_dir: Path) -> None:
+        with self.objects.reading(key) as source:
+            unpack(source, Path(dest_dir), self._what(key))
+
+    def delete(self, key: str) -> None:
+        self.objects.delete(key)
+
+    def exists(self, key: str) -> bool:
+        return self.objects.exists(key)
+
+    def describe(self) -> str:
+        return self.objects.describe()
+
+    def _what(self, key: str) -> str:
+        return f"checkpoint {key!r} ({self.objects.where(key)})"
 
 
-class LocalCheckpointStore:
-    """One file per key under `root`. Written to a temp file, fsynced and renamed, so a crash
-    leaves either the old object or the new one under the real name, never half of one.
+class LocalCheckpointStore(_ArchiveStore):
+    """One file per key under `root`, written whole or not at all (see `objects.LocalObjects`).
 
     With `dedup` (default: on unless OUTLAST_CHECKPOINT_DEDUP=0), the pages files of CRIU images go
     to a page pool under `root/.pages` shared by all keys, each distinct 4 KiB page stored once:
     the waiting runs of one code version, forked from one fork server, share most of their pages."""
 
+    objects: LocalObjects
+
     def __init__(self, root: Path, *, dedup: bool | None = None) -> None:
-        self.root = Path(root).absolute()
+        super().__init__(LocalObjects(CHECKPOINTS, root))
+        self.root = self.objects.root
         self.dedup = dedup if dedup is not None else os.environ.get("OUTLAST_CHECKPOINT_DEDUP", "1") != "0"
         # ".pages" cannot clash with a key (keys have no hidden names).
-        self.pool = PagePool.shared(self.root / ".pages", functools.partial(_has_object, self.root))
+        self.pool = PagePool.shared(self.root / ".pages", self._has_object)
 
     def path(self, key: str) -> Path:
-        return self.root / (validate_key(key) + SUFFIX)
+        return self.objects.path(key)
 
     def put(self, key: str, images_dir: Path) -> StoredCheckpoint:
-        target = self.path(key)
+        CHECKPOINTS.validate(key)  # before the pool records anything under it
         images_dir = Path(images_dir)
-        start = time.perf_counter()
         pages = poolable(images_dir) if self.dedup else []
         if not pages and not self.pool.exists():
-            raw, stored = self._write(target, images_dir)
-            return StoredCheckpoint(key, raw, stored, time.perf_counter() - start)
+            return super().put(key, images_dir)
+        start = time.perf_counter()
         # Under the pool's lock: a concurrent delete must not drop a pack this put builds on.
         with self.pool.writing() as pool:
             pooled = {p.relative_to(images_dir).as_posix(): pool.add_file(p) for p in pages}
@@ -109,172 +125,59 @@ class LocalCheckpointStore:
             # Referenced before the object lands: a crash in between leaks a reference, never a pack.
             added = pool.reference(key, packs)
             try:
-                raw, stored = self._write(target, images_dir, pooled)
+                with self.objects.writing(key) as out:
+                    raw = pack(images_dir, out, pooled)
+                    stored = out.tell()
             except BaseException:
                 pool.release(key, only=added)
                 raise
             pool.release(key, keep=packs)  # what the replaced object used and this one does not
         return StoredCheckpoint(key, raw, stored + pool.new_bytes, time.perf_counter() - start)
 
-    def _write(self, target: Path, images_dir: Path, pooled: dict[str, Any] | None = None) -> tuple[int, int]:
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                raw = pack(images_dir, out, pooled)
-                out.flush()
-                os.fsync(out.fileno())
-                stored = out.tell()
-            os.replace(tmp_name, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-            raise
-        _fsync_dir(target.parent)
-        return raw, stored
-
     def get(self, key: str, dest_dir: Path) -> None:
-        path = self.path(key)
-        try:
-            source = path.open("rb")
-        except FileNotFoundError:
-            raise CheckpointMissing(f"no checkpoint {key!r} in {self.describe()}") from None
-        what = f"checkpoint {key!r} ({path})"
-        with source:
+        with self.objects.reading(key) as source:
             if not self.pool.exists():
-                unpack(source, Path(dest_dir), what)
+                unpack(source, Path(dest_dir), self._what(key))
                 return
             with self.pool.reading() as pool:
-                unpack(source, Path(dest_dir), what, pool.fill)
+                unpack(source, Path(dest_dir), self._what(key), pool.fill)
 
     def delete(self, key: str) -> None:
-        path = self.path(key)
-        if self.pool.exists():
-            with self.pool.writing() as pool:
-                path.unlink(missing_ok=True)
-                pool.release(key)
-        else:
-            path.unlink(missing_ok=True)
-        # Drop the key's now-empty folders (one per run otherwise piles up); a concurrent put
-        # into one of them recreates it.
-        for parent in path.parents:
-            if parent == self.root or self.root not in parent.parents:
-                break
-            try:
-                parent.rmdir()
-            except OSError:
-                break
+        CHECKPOINTS.validate(key)
+        if not self.pool.exists():
+            super().delete(key)
+            return
+        with self.pool.writing() as pool:
+            self.objects.delete(key)
+            pool.release(key)
 
-    def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
-
-    def describe(self) -> str:
-        return f"local directory {self.root}"
+    def _has_object(self, key: str) -> bool:
+        """For the pool's crash recovery, which reads keys back from its own records."""
+        try:
+            return self.objects.exists(key)
+        except ValueError:
+            return False
 
 
-class S3CheckpointStore:
-    """One object per key under `s3://bucket/prefix`, through boto3's managed transfers (multipart
-    for large images). Credentials and region come the usual boto3 way unless a client is given."""
+class S3CheckpointStore(_ArchiveStore):
+    """One object per key under `s3://bucket/prefix` (see `objects.S3Objects`), each image whole."""
+
+    objects: S3Objects
 
     def __init__(self, bucket: str, prefix: str = "checkpoints/", *, client: Any = None,
                  endpoint_url: str | None = None, region: str | None = None) -> None:
-        if not bucket:
-            raise ValueError("S3 checkpoint store: bucket is empty")
-        prefix = prefix.lstrip("/")
-        self.bucket = bucket
-        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-        if client is None:
-            try:
-                import boto3
-            except ImportError as exc:
-                raise ImportError("the S3 checkpoint store needs boto3: pip install 'outlast[s3]'") from exc
-            client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
-        self.client = client
+        super().__init__(S3Objects(CHECKPOINTS, bucket, prefix, client=client, endpoint_url=endpoint_url,
+                                   region=region))
+        self.bucket, self.prefix, self.client = self.objects.bucket, self.objects.prefix, self.objects.client
 
     def object_key(self, key: str) -> str:
-        return self.prefix + validate_key(key) + SUFFIX
-
-    def put(self, key: str, images_dir: Path) -> StoredCheckpoint:
-        name = self.object_key(key)
-        start = time.perf_counter()
-        with tempfile.SpooledTemporaryFile(max_size=_SPOOL) as spool:
-            raw = pack(Path(images_dir), spool)
-            stored = spool.tell()
-            spool.seek(0)
-            with self._errors(key, "upload"):
-                self.client.upload_fileobj(spool, self.bucket, name)
-        return StoredCheckpoint(key, raw, stored, time.perf_counter() - start)
-
-    def get(self, key: str, dest_dir: Path) -> None:
-        name = self.object_key(key)
-        with tempfile.SpooledTemporaryFile(max_size=_SPOOL) as spool:
-            with self._errors(key, "download"):
-                self.client.download_fileobj(self.bucket, name, spool)
-            spool.seek(0)
-            unpack(spool, Path(dest_dir), f"checkpoint {key!r} (s3://{self.bucket}/{name})")
-
-    def delete(self, key: str) -> None:
-        with self._errors(key, "delete"):
-            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))  # no error if absent
-
-    def exists(self, key: str) -> bool:
-        try:
-            with self._errors(key, "look up"):
-                self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
-        except CheckpointMissing:
-            return False
-        return True
-
-    def describe(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}"
-
-    @contextlib.contextmanager
-    def _errors(self, key: str, action: str) -> Iterator[None]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            yield
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchKey", "NotFound"):
-                raise CheckpointMissing(f"no checkpoint {key!r} in {self.describe()}") from None
-            raise CheckpointStoreError(f"could not {action} checkpoint {key!r} in {self.describe()}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise CheckpointStoreError(f"could not {action} checkpoint {key!r} in {self.describe()}: {exc}") from exc
+        return self.objects.object_key(key)
 
 
 def open_store(url: str | None, data_dir: Path) -> CheckpointStore:
-    """The store OUTLAST_CHECKPOINT_STORE names: unset → `<data_dir>/checkpoints`; a path or
-    file:///path → that directory; s3://bucket/prefix → S3 (endpoint from OUTLAST_S3_ENDPOINT_URL
-    or AWS_ENDPOINT_URL)."""
-    if not url:
-        return LocalCheckpointStore(Path(data_dir) / "checkpoints")
-    parsed = urlparse(url)
-    if parsed.scheme == "s3":
-        if not parsed.netloc:
-            raise ValueError(f"OUTLAST_CHECKPOINT_STORE {url!r}: no bucket (use s3://bucket/prefix)")
-        endpoint = os.environ.get("OUTLAST_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None
-        return S3CheckpointStore(parsed.netloc, parsed.path, endpoint_url=endpoint)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise ValueError(f"OUTLAST_CHECKPOINT_STORE {url!r}: file URLs need an absolute path (file:///path)")
-        return LocalCheckpointStore(Path(unquote(parsed.path)))
-    if "://" in url:
-        raise ValueError(f"OUTLAST_CHECKPOINT_STORE {url!r}: unsupported scheme {parsed.scheme!r} "
-                         "(use a directory, file:///path or s3://bucket/prefix)")
-    return LocalCheckpointStore(Path(url).expanduser())
-
-
-def _has_object(root: Path, key: str) -> bool:
-    try:
-        return (root / (validate_key(key) + SUFFIX)).is_file()
-    except ValueError:
-        return False
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """The store OUTLAST_CHECKPOINT_STORE names (see `objects.parse_store_url`); unset → `<data_dir>/checkpoints`.
+    An s3://bucket URL without a path keeps the images at the bucket's root."""
+    where = parse_store_url(url, "OUTLAST_CHECKPOINT_STORE", Path(data_dir) / "checkpoints")
+    if isinstance(where, S3Location):
+        return S3CheckpointStore(where.bucket, where.prefix, endpoint_url=where.endpoint_url)
+    return LocalCheckpointStore(where)

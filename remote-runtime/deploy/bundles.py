@@ -1,27 +1,22 @@
 """Deployment bundles: stored as one tar.gz object each (a local directory or S3), unpacked with care.
 
-The store mirrors the checkpoint store (`checkpoint/store.py`): same key rules, same
-`file:///`/`s3://` URLs, temp-file-and-rename writes locally, boto3 managed transfers on S3.
-Unpacking refuses what could reach outside the version's directory or fill the disk: absolute
-paths, `..`, hard links, symlinks that are absolute or climb with `..`, devices, and archives
-past the file-count or total-size caps (checked against the sizes the tar declares, before
-anything is written).
+The stores are the shared object layer (`outlast.runtime.objects`, as checkpoint images are):
+keys `<env>/<version>` name `<key>.tar.gz`, `file:///`/`s3://` URLs, atomic and durable writes
+locally, boto3 managed transfers on S3. Unpacking refuses what could reach outside the version's
+directory or fill the disk: absolute paths, `..`, hard links, symlinks that are absolute or climb
+with `..`, devices, and archives past the file-count or total-size caps (checked against the sizes
+the tar declares, before anything is written).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import tarfile
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
 
-from ..checkpoint.store import validate_key
+from ..objects import LocalObjects, ObjectKind, S3Location, S3Objects, create_new, parse_store_url, staged_directory
 
 MAX_BUNDLE_BYTES = 50 * 1024 * 1024  # compressed, as uploaded
 MAX_UNPACKED_BYTES = 200 * 1024 * 1024
@@ -30,11 +25,18 @@ _CHUNK = 1 << 20
 
 
 class BundleError(Exception):
-    """A bundle could not be stored or fetched."""
+    """A bundle could not be stored or fetched, or is not a readable archive."""
+
+
+class BundleMissing(BundleError):
+    """No bundle is stored under that key."""
 
 
 class UnsafeBundle(BundleError):
     """A bundle holds something unpacking must refuse (a path outside its tree, a link out, a bomb)."""
+
+
+BUNDLES = ObjectKind("bundle", ".tar.gz", BundleError, BundleMissing)
 
 
 @dataclass(frozen=True)
@@ -48,101 +50,31 @@ class BundleStore(Protocol):
 
     def get(self, key: str, dest: Path) -> None: ...
 
-    def delete(self, key: str) -> None: ...
-
     def describe(self) -> str: ...
 
 
-class LocalBundleStore:
+class LocalBundleStore(LocalObjects):
+    """Bundles as files `<root>/<env>/<version>.tar.gz`."""
+
     def __init__(self, root: Path) -> None:
-        self.root = Path(root).absolute()
-
-    def path(self, key: str) -> Path:
-        return self.root / (validate_key(key) + ".tar.gz")
-
-    def put(self, key: str, source: Path) -> None:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-                shutil.copyfileobj(src, out, _CHUNK)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-    def get(self, key: str, dest: Path) -> None:
-        try:
-            shutil.copyfile(self.path(key), dest)
-        except FileNotFoundError:
-            raise BundleError(f"no bundle {key!r} in {self.describe()}") from None
-
-    def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
-
-    def describe(self) -> str:
-        return f"local directory {self.root}"
+        super().__init__(BUNDLES, root)
 
 
-class S3BundleStore:
+class S3BundleStore(S3Objects):
+    """Bundles as objects `<prefix><env>/<version>.tar.gz` in `bucket`."""
+
     def __init__(self, bucket: str, prefix: str = "bundles/", *, client: Any = None,
                  endpoint_url: str | None = None) -> None:
-        prefix = prefix.lstrip("/")
-        self.bucket = bucket
-        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-        if client is None:
-            try:
-                import boto3
-            except ImportError as exc:
-                raise ImportError("the S3 bundle store needs boto3: pip install 'outlast[s3]'") from exc
-            client = boto3.client("s3", endpoint_url=endpoint_url)
-        self.client = client
-
-    def object_key(self, key: str) -> str:
-        return self.prefix + validate_key(key) + ".tar.gz"
-
-    def put(self, key: str, source: Path) -> None:
-        with self._errors(key, "upload"):
-            self.client.upload_file(str(source), self.bucket, self.object_key(key))
-
-    def get(self, key: str, dest: Path) -> None:
-        with self._errors(key, "download"):
-            self.client.download_file(self.bucket, self.object_key(key), str(dest))
-
-    def delete(self, key: str) -> None:
-        with self._errors(key, "delete"):
-            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
-
-    def describe(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}"
-
-    @contextlib.contextmanager
-    def _errors(self, key: str, action: str) -> Iterator[None]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            yield
-        except (ClientError, BotoCoreError) as exc:
-            raise BundleError(f"could not {action} bundle {key!r} in {self.describe()}: {exc}") from exc
+        super().__init__(BUNDLES, bucket, prefix, client=client, endpoint_url=endpoint_url)
 
 
 def open_bundle_store(url: str | None, data_dir: Path) -> BundleStore:
-    """OUTLAST_BUNDLE_STORE: unset → `<data_dir>/bundles`; a path or file:///path; s3://bucket/prefix."""
-    if not url:
-        return LocalBundleStore(Path(data_dir) / "bundles")
-    parsed = urlparse(url)
-    if parsed.scheme == "s3":
-        endpoint = os.environ.get("OUTLAST_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None
-        return S3BundleStore(parsed.netloc, parsed.path or "bundles/", endpoint_url=endpoint)
-    if parsed.scheme == "file":
-        return LocalBundleStore(Path(unquote(parsed.path)))
-    if "://" in url:
-        raise ValueError(f"OUTLAST_BUNDLE_STORE {url!r}: use a directory, file:///path or s3://bucket/prefix")
-    return LocalBundleStore(Path(url).expanduser())
+    """The store OUTLAST_BUNDLE_STORE names (see `objects.parse_store_url`); unset → `<data_dir>/bundles`.
+    An s3://bucket URL without a path keeps the bundles under `bundles/`."""
+    where = parse_store_url(url, "OUTLAST_BUNDLE_STORE", Path(data_dir) / "bundles")
+    if isinstance(where, S3Location):
+        return S3BundleStore(where.bucket, where.prefix or "bundles/", endpoint_url=where.endpoint_url)
+    return LocalBundleStore(where)
 
 
 # --- unpacking ---------------------------------------------------------------------------------------
@@ -195,11 +127,9 @@ def unpack_bundle(path: Path, dest: Path, *, max_files: int = MAX_FILES,
     dest = dest.absolute()
     if dest.exists():
         raise FileExistsError(f"{dest} exists already")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     links: list[tarfile.TarInfo] = []
     written = 0
-    try:
+    with staged_directory(dest) as staging:
         with tarfile.open(path, mode="r|gz") as tar:
             for member in tar:
                 _check_member(member)  # the archive may have changed since it was inspected
@@ -213,21 +143,14 @@ def unpack_bundle(path: Path, dest: Path, *, max_files: int = MAX_FILES,
                     written += _write(tar.extractfile(member), target, member.mode, max_bytes - written)
         for member in links:
             os.symlink(member.linkname, staging.joinpath(*PurePosixPath(member.name).parts))
-        staging.rename(dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return summary
 
 
 def _write(src: Any, target: Path, mode: int, budget: int) -> int:
     if src is None:
         raise BundleError(f"no data for bundle entry {target.name}")
-    # O_EXCL|O_NOFOLLOW: a repeated entry cannot overwrite or follow anything already there.
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o755 if mode & 0o111 else 0o644)
     size = 0
-    with os.fdopen(fd, "wb") as out:
+    with create_new(target, 0o755 if mode & 0o111 else 0o644) as out:
         while chunk := src.read(_CHUNK):
             size += len(chunk)
             if size > budget:

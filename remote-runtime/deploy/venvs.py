@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import site
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from ..objects import staged_directory
 
 PIP_TIMEOUT = 900
 
@@ -43,22 +43,14 @@ def python_for(venvs_dir: Path, requirements: str, cwd: Path) -> tuple[str, bool
     python = target / "bin" / "python"
     if python.exists():
         return str(python), False
-    venvs_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=venvs_dir))
-    try:
+    # keep_existing: a concurrent build of the same hash may have won; then its result is used.
+    with staged_directory(target, keep_existing=True) as staging:
         _run([sys.executable, "-m", "venv", "--without-pip", str(staging)], cwd)
         _link_runtime_site(staging)
         req_file = staging / "requirements.txt"
         req_file.write_text(requirements)
         _run([sys.executable, "-m", "pip", "--python", str(staging / "bin" / "python"), "install",
               "--disable-pip-version-check", "--no-input", "-r", str(req_file)], cwd)
-        try:
-            staging.rename(target)  # a concurrent build of the same hash may have won: use its result
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return str(python), True
 
 

@@ -1,0 +1,269 @@
+"""Page packs: the files a page pool (`pagepool`) keeps memory pages in, written once and never changed.
+
+A pack is zstd-1 frames of up to 256 pages each, followed by the pages' hashes (sha256 cut to 16
+bytes), the frames' offsets and a footer with a checksum over both. Pages are named by their
+place: (pack id, page number). `PackWriter` writes a new pack, `PackIndex` remembers in memory which
+pages the packs on disk hold, `PageFiller` writes pages files back from runs of pages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import re
+import struct
+from collections import deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+import zstandard
+
+from ..objects import AtomicFile, create_new
+from .archive import LEVEL, CheckpointStoreError
+
+PAGE = 4096
+BLOCK_PAGES = 256  # one zstd frame per MiB of new pages: compresses as well as a stream, reads back in pieces
+HASH_BYTES = 16
+PACK_ID = re.compile(r"[0-9a-f]{32}")
+_MAGIC = b"OLPAGES1"
+_FOOTER = struct.Struct("<QQQ16s8s")  # pages, blocks, index offset, index checksum, magic
+
+Place = tuple[str, int]  # (pack id, page number)
+
+
+def page_hash(page: bytes | memoryview) -> bytes:
+    """What names a page: CPUs compute sha256 in hardware, and 16 bytes of it cannot collide by chance."""
+    return hashlib.sha256(page).digest()[:HASH_BYTES]
+
+
+class PackWriter:
+    """A new pack at `path`: pages are added one by one and compressed a block at a time on a second
+    core; `commit` writes the index and renames the pack into place (see `objects.AtomicFile`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hashes: list[bytes] = []  # of the pages in the pack, in order
+        self._numbers: dict[bytes, int] = {}  # hash -> page number
+        self._pending: list[memoryview] = []
+        self._offsets: list[int] = [0]
+        self._file: AtomicFile | None = None  # from the first full block on
+        self._worker: ThreadPoolExecutor | None = None
+        self._frames: deque[Future[bytes]] = deque()
+        self._compressor = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True)
+
+    def add(self, digest: bytes, page: memoryview) -> int:
+        """The number of the page with this hash in the pack, adding `page` if it is not there yet."""
+        number = self._numbers.get(digest)
+        if number is not None:
+            return number
+        number = len(self.hashes)
+        self._numbers[digest] = number
+        self.hashes.append(digest)
+        self._pending.append(page)  # a view into the chunk just read: no copy until the block is joined
+        if len(self._pending) == BLOCK_PAGES:
+            self._flush_block()
+        return number
+
+    def _flush_block(self) -> None:
+        if not self._pending:
+            return
+        if self._file is None:
+            self._file = AtomicFile(self.path)
+            # zstd lets go of the GIL: blocks compress on a second core while the caller hashes pages.
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="outlast-pagepool")
+        assert self._worker is not None
+        self._frames.append(self._worker.submit(self._compressor.compress, b"".join(self._pending)))
+        self._pending = []
+        while len(self._frames) > 2:  # bounds the memory held by blocks waiting to be written
+            self._write_frame()
+
+    def _write_frame(self) -> None:
+        assert self._file is not None
+        frame = self._frames.popleft().result()
+        self._file.file.write(frame)
+        self._offsets.append(self._offsets[-1] + len(frame))
+
+    def commit(self) -> int:
+        """Write the pack durably under its name; return its size (0: no pages were added, no pack)."""
+        self._flush_block()
+        if self._file is None:
+            return 0
+        while self._frames:
+            self._write_frame()
+        index = b"".join(self.hashes) + struct.pack(f"<{len(self._offsets)}Q", *self._offsets)
+        checksum = hashlib.blake2b(index, digest_size=16).digest()
+        blocks = len(self._offsets) - 1
+        out = self._file.file
+        out.write(index + _FOOTER.pack(len(self.hashes), blocks, self._offsets[-1], checksum, _MAGIC))
+        size = out.tell()
+        self._file.commit()
+        self._file = None
+        return size
+
+    def abandon(self) -> None:
+        """Stop the compressing thread; drop the pack unless it was committed."""
+        if self._worker is not None:
+            self._worker.shutdown(cancel_futures=True)
+            self._worker = None
+        if self._file is not None:
+            self._file.abandon()
+            self._file = None
+
+
+def read_index(f: IO[bytes]) -> tuple[list[bytes], list[int]]:
+    """A pack's page hashes and frame offsets, checked against the footer's checksum."""
+    end = f.seek(0, os.SEEK_END)
+    if end < _FOOTER.size:
+        raise CheckpointStoreError("too short for a page pack")
+    f.seek(end - _FOOTER.size)
+    pages, blocks, index_at, checksum, magic = _FOOTER.unpack(f.read(_FOOTER.size))
+    length = pages * HASH_BYTES + (blocks + 1) * 8
+    if magic != _MAGIC or index_at + length + _FOOTER.size != end or blocks != -(-pages // BLOCK_PAGES):
+        raise CheckpointStoreError("not a page pack, or a truncated one")
+    f.seek(index_at)
+    index = f.read(length)
+    if hashlib.blake2b(index, digest_size=16).digest() != checksum:
+        raise CheckpointStoreError("its index does not match its checksum")
+    hashes = [index[i:i + HASH_BYTES] for i in range(0, pages * HASH_BYTES, HASH_BYTES)]
+    offsets = list(struct.unpack_from(f"<{blocks + 1}Q", index, pages * HASH_BYTES))
+    if offsets[0] != 0 or offsets[-1] != index_at or any(a >= b for a, b in itertools.pairwise(offsets)):
+        raise CheckpointStoreError("its frame offsets are inconsistent")
+    return hashes, offsets
+
+
+class PackIndex:
+    """Which pages the packs in one directory hold, in memory. Packs never change once in place, so a
+    sync reads only the packs that came since; `generation` says which state of the directory this is.
+    Not thread-safe: the pool uses it under its lock."""
+
+    def __init__(self) -> None:
+        self.generation = -1  # of the packs directory when last synced
+        self._hashes: dict[str, list[bytes]] = {}  # pack id -> its page hashes
+        self._places: dict[bytes, Place] = {}  # page hash -> where a pack holds it
+
+    @property
+    def places(self) -> Mapping[bytes, Place]:
+        return self._places
+
+    def add(self, pack: str, hashes: list[bytes]) -> None:
+        self._hashes[pack] = hashes
+        for number, digest in enumerate(hashes):
+            self._places.setdefault(digest, (pack, number))
+
+    def forget(self, pack: str) -> None:
+        for digest in self._hashes.pop(pack, []):
+            if self._places.get(digest, ("",))[0] == pack:
+                del self._places[digest]
+
+    def sync(self, packs_dir: Path, generation: int) -> None:
+        """Learn packs other processes (or earlier puts) wrote; forget deleted ones."""
+        if generation == self.generation:
+            return
+        self.generation = generation
+        on_disk = {p.stem for p in packs_dir.glob("*.pack") if PACK_ID.fullmatch(p.stem)}
+        gone = self._hashes.keys() - on_disk
+        for pack in gone:
+            del self._hashes[pack]
+        if gone:
+            self._places = {}
+            for pack, hashes in self._hashes.items():
+                for number, digest in enumerate(hashes):
+                    self._places.setdefault(digest, (pack, number))
+        for pack in sorted(on_disk - self._hashes.keys()):
+            try:
+                with (packs_dir / f"{pack}.pack").open("rb") as f:
+                    hashes, _ = read_index(f)
+            except (OSError, CheckpointStoreError):
+                hashes = []  # a damaged pack: new puts do not build on it
+            self.add(pack, hashes)
+
+
+class PageFiller:
+    """Rebuilds pages files from runs of pages in the packs of `packs_dir`, for `archive.unpack`."""
+
+    def __init__(self, packs_dir: Path) -> None:
+        self.packs_dir = packs_dir
+        self._readers: dict[str, _PackReader] = {}
+
+    def fill(self, target: Path, runs: Any, what: str) -> tuple[int, str]:
+        """Write the pages `runs` name to the new file `target`; return its size and digest (sha256 of
+        its pages' hashes, as `PoolWrite.add_file` lists it)."""
+        if not isinstance(runs, list):
+            raise CheckpointStoreError(f"{what} is corrupt: page runs of {target.name} are not a list")
+        listed = hashlib.sha256()
+        size = 0
+        with create_new(target) as out:
+            for run in runs:
+                if not (isinstance(run, list) and len(run) == 3 and isinstance(run[0], str)
+                        and PACK_ID.fullmatch(run[0]) and all(type(n) is int and n >= 0 for n in run[1:])):
+                    raise CheckpointStoreError(f"{what} is corrupt: bad page run {run!r} in {target.name}")
+                for data in self._reader(run[0], what).pages(run[1], run[2], what):
+                    view = memoryview(data)
+                    for offset in range(0, len(data), PAGE):
+                        listed.update(page_hash(view[offset:offset + PAGE]))
+                    out.write(data)
+                    size += len(data)
+        return size, listed.hexdigest()
+
+    def _reader(self, pack: str, what: str) -> _PackReader:
+        if pack not in self._readers:
+            try:
+                f = (self.packs_dir / f"{pack}.pack").open("rb")
+            except FileNotFoundError:
+                raise CheckpointStoreError(f"{what} is corrupt or truncated: its page pack {pack} is missing "
+                                           f"from {self.packs_dir}") from None
+            self._readers[pack] = _PackReader(f, pack)
+        return self._readers[pack]
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.file.close()
+
+
+class _PackReader:
+    def __init__(self, file: IO[bytes], pack: str) -> None:
+        self.file = file
+        self.pack = pack
+        self._offsets: list[int] | None = None
+        self._count = 0
+        self._block = -1
+        self._data = b""
+        self._decompressor = zstandard.ZstdDecompressor()
+
+    def pages(self, first: int, count: int, what: str) -> Iterator[bytes]:
+        if self._offsets is None:
+            try:
+                hashes, self._offsets = read_index(self.file)
+            except CheckpointStoreError as exc:
+                raise CheckpointStoreError(f"{what} is corrupt or truncated: page pack {self.pack}: {exc}") from None
+            self._count = len(hashes)
+        if count == 0 or first + count > self._count:
+            raise CheckpointStoreError(f"{what} is corrupt: pages {first}+{count} are not in page pack {self.pack} "
+                                       f"({self._count} pages)")
+        number = first
+        while number < first + count:
+            block, start = divmod(number, BLOCK_PAGES)
+            data = self._load(block, what)
+            take = min(first + count - number, BLOCK_PAGES - start)
+            yield data[start * PAGE:(start + take) * PAGE]
+            number += take
+
+    def _load(self, block: int, what: str) -> bytes:
+        if block != self._block:
+            assert self._offsets is not None
+            begin, end = self._offsets[block], self._offsets[block + 1]
+            self.file.seek(begin)
+            frame = self.file.read(end - begin)
+            expected = min(BLOCK_PAGES, self._count - block * BLOCK_PAGES) * PAGE
+            try:
+                data = self._decompressor.decompress(frame, max_output_size=expected)
+            except zstandard.ZstdError as exc:
+                raise CheckpointStoreError(f"{what} is corrupt: page pack {self.pack} block {block}: {exc}") from exc
+            if len(data) != expected:
+                raise CheckpointStoreError(f"{what} is corrupt: page pack {self.pack} block {block} holds "
+                                           f"{len(data)} bytes, not {expected}")
+            self._block, self._data = block, data
+        return self._data
