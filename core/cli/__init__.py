@@ -33,8 +33,9 @@ DataDirOption = Annotated[Path, typer.Option(help="Where the SQLite store and lo
 SlotsOption = Annotated[int, typer.Option(help="Attempts this node runs at once.", envvar="OUTLAST_SLOTS")]
 
 
-def _settings(data_dir: Path, database_url: str | None, host: str, port: int | None, slots: int,
+def runtime_settings(data_dir: Path, database_url: str | None, host: str, port: int | None, slots: int,
               node_id: str | None):
+    """The settings of a runtime or worker node (what `outlast runtime|dev|worker` and Django's command start)."""
     from outlast.runtime import RuntimeSettings
 
     settings = RuntimeSettings(data_dir=data_dir, database_url=database_url, host=host,
@@ -70,7 +71,7 @@ def runtime(
     """Start the runtime: HTTP API, run engine and (with --project) a worker, in one process."""
     from outlast.runtime.server import serve
 
-    settings = _settings(data_dir, database_url, host, port, slots, node_id)
+    settings = runtime_settings(data_dir, database_url, host, port, slots, node_id)
     settings.environments = tuple(env)
     serve(settings, _project(project))
 
@@ -87,8 +88,8 @@ def dev(
 ) -> None:
     """Run your working copy's tasks for the dev environment, reloading on every change."""
     loaded = _project(project)
-    settings = _settings(data_dir, None, "127.0.0.1", port, slots, None)
-    if api_url and secret_key and _reachable(api_url):
+    settings = runtime_settings(data_dir, None, "127.0.0.1", port, slots, None)
+    if api_url and secret_key and runtime_reachable(api_url):
         from outlast.runtime.server import run_worker
 
         run_worker(settings, loaded, api_url, secret_key, reload=True)
@@ -111,7 +112,7 @@ def worker(
     node_id: Annotated[str | None, typer.Option(envvar="OUTLAST_NODE_ID")] = None,
 ) -> None:
     """Run a worker node for the environment of the secret key, against a remote runtime."""
-    settings = _settings(data_dir, None, "127.0.0.1", None, slots, node_id)
+    settings = runtime_settings(data_dir, None, "127.0.0.1", None, slots, node_id)
     if deployments == (project is not None):
         typer.secho("error: give --project DIR or --deployments (one of them)", fg="red", err=True)
         raise typer.Exit(2)
@@ -139,7 +140,8 @@ def doctor() -> None:
     raise typer.Exit(1 if failed else 0)
 
 
-def _reachable(api_url: str) -> bool:
+def runtime_reachable(api_url: str) -> bool:
+    """A runtime answers its health check at `api_url` (within 2 s)."""
     import httpx
 
     try:

@@ -17,7 +17,7 @@ from .._deployments import Deployments
 from .._errors import ConfigurationError
 from .._project import load_project
 from ..wire import Deployment, DeploymentStatus
-from .runs import ApiUrl, ClientFactory, Json, SecretKey, _client_errors, _fail, _json, _out, _time
+from .output import ApiUrl, ClientFactory, Json, SecretKey, client_errors, fail, json_text, terminal, time_text
 
 __all__ = ["register"]
 
@@ -40,14 +40,15 @@ def _table(items: list[Deployment]) -> Table:
         table.add_column(column)
     for d in items:
         table.add_row(d.version, Text(d.status.value, style=_STYLES[d.status]), "*" if d.current else "",
-                      (d.git_commit or "-")[:12], str(len(d.tasks)), _time(d.created_at), "yes" if d.on_disk else "no")
+                      (d.git_commit or "-")[:12], str(len(d.tasks)), time_text(d.created_at),
+                      "yes" if d.on_disk else "no")
     return table
 
 
 def _vercel_commit() -> tuple[str, str | None, str]:
     commit = os.environ.get("VERCEL_GIT_COMMIT_SHA")
     if not commit:
-        raise _fail("--vercel: VERCEL_GIT_COMMIT_SHA is not set (run this in Vercel's build step, "
+        raise fail("--vercel: VERCEL_GIT_COMMIT_SHA is not set (run this in Vercel's build step, "
                     "with a Git-connected project)", 2)
     return commit, os.environ.get("VERCEL_GIT_COMMIT_REF") or None, os.environ.get("VERCEL_ENV", "")
 
@@ -70,13 +71,13 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
         try:
             loaded = load_project(project)
         except ConfigurationError as exc:
-            raise _fail(str(exc), 2) from None
+            raise fail(str(exc), 2) from None
         commit, branch = git_info(loaded.root)
         vercel_env = None
         if vercel:
             commit, branch, vercel_env = _vercel_commit()
         plan = plan_bundle(loaded)
-        console = _out()
+        console = terminal()
         if dry_run:
             console.print(Text(f"would deploy {loaded.root} ({len(plan.files)} files, {_size(plan.total_bytes)})",
                                style="bold"))
@@ -96,7 +97,7 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
         bundle = pack_bundle(plan)
         client = client_factory(api_url=api_url, secret_key=secret_key)
         deployments = Deployments(client)
-        with _client_errors():
+        with client_errors():
             with console.status(f"uploading {_size(len(bundle))} ({len(plan.files)} files, "
                                 f"sha256 {sha256(bundle)[:12]})"):
                 deployment = deployments.deploy(bundle, commit=commit, branch=branch)
@@ -116,7 +117,7 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
             console.print(Text(deployment.error or deployment.step))
             raise typer.Exit(1)
         if deployment.status is DeploymentStatus.BUILDING:
-            raise _fail(f"{deployment.version} is still building after {BUILD_TIMEOUT}s", 1)
+            raise fail(f"{deployment.version} is still building after {BUILD_TIMEOUT}s", 1)
         tasks = ", ".join(t.id for t in deployment.tasks)
         console.print(Text(f"deployed {deployment.version} to {deployment.env}: {tasks}", style="green"))
 
@@ -126,9 +127,9 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
     @versions.command("ls")
     def versions_ls(api_url: ApiUrl = None, secret_key: SecretKey = None, json: Json = False) -> None:
         """The environment's versions, newest first (* marks the current one)."""
-        with _client_errors():
+        with client_errors():
             items = Deployments(client_factory(api_url=api_url, secret_key=secret_key)).list()
-        _out().print(_json([d.model_dump(mode="json") for d in items]) if json else _table(items))
+        terminal().print(json_text([d.model_dump(mode="json") for d in items]) if json else _table(items))
 
     @versions.command("promote")
     def versions_promote(
@@ -136,16 +137,16 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
         api_url: ApiUrl = None, secret_key: SecretKey = None,
     ) -> None:
         """Make VERSION current: new runs use it (running ones keep theirs)."""
-        with _client_errors():
+        with client_errors():
             deployment = Deployments(client_factory(api_url=api_url, secret_key=secret_key)).promote(version)
-        _out().print(f"{deployment.version} is now current in {deployment.env}")
+        terminal().print(f"{deployment.version} is now current in {deployment.env}")
 
     @versions.command("rollback")
     def versions_rollback(api_url: ApiUrl = None, secret_key: SecretKey = None) -> None:
         """Make the previously current version current again."""
-        with _client_errors():
+        with client_errors():
             deployment = Deployments(client_factory(api_url=api_url, secret_key=secret_key)).rollback()
-        _out().print(f"rolled back: {deployment.version} is now current in {deployment.env}")
+        terminal().print(f"rolled back: {deployment.version} is now current in {deployment.env}")
 
     env = typer.Typer(help="Environment variables of the environment's task processes (stored encrypted).",
                       no_args_is_help=True)
@@ -154,17 +155,17 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
     @env.command("ls")
     def env_ls(api_url: ApiUrl = None, secret_key: SecretKey = None, json: Json = False) -> None:
         """Names and hints (values are never shown)."""
-        with _client_errors():
+        with client_errors():
             items = Deployments(client_factory(api_url=api_url, secret_key=secret_key)).env_list()
         if json:
-            _out().print(_json([v.model_dump(mode="json") for v in items]))
+            terminal().print(json_text([v.model_dump(mode="json") for v in items]))
             return
         table = Table(box=None, header_style="bold")
         for column in ("name", "value", "updated"):
             table.add_column(column)
         for item in items:
-            table.add_row(item.name, item.hint, _time(item.updated_at))
-        _out().print(table)
+            table.add_row(item.name, item.hint, time_text(item.updated_at))
+        terminal().print(table)
 
     @env.command("set")
     def env_set(
@@ -173,18 +174,18 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
         api_url: ApiUrl = None, secret_key: SecretKey = None,
     ) -> None:
         """Set NAME for new task processes (running ones keep what they started with)."""
-        with _client_errors():
+        with client_errors():
             item = Deployments(client_factory(api_url=api_url, secret_key=secret_key)).env_set(name, value)
-        _out().print(f"set {item.name} ({item.hint})")
+        terminal().print(f"set {item.name} ({item.hint})")
 
     @env.command("rm")
     def env_rm(
         name: Annotated[str, typer.Argument(metavar="NAME", show_default=False)],
         api_url: ApiUrl = None, secret_key: SecretKey = None,
     ) -> None:
-        with _client_errors():
+        with client_errors():
             Deployments(client_factory(api_url=api_url, secret_key=secret_key)).env_delete(name)
-        _out().print(f"removed {name}")
+        terminal().print(f"removed {name}")
 
     @env.command("pull-vercel")
     def env_pull_vercel(
@@ -201,14 +202,14 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
         """Copy a Vercel project's environment variables (token from VERCEL_TOKEN) into this environment."""
         from outlast.adapters.vercel import VercelEnvSync
 
-        with _client_errors():
+        with client_errors():
             sync = VercelEnvSync(project, team_id=team)
             try:
                 diff = sync.sync(target, Deployments(client_factory(api_url=api_url, secret_key=secret_key)),
                                  branch=branch, prune=prune, dry_run=dry_run)
             finally:
                 sync.close()
-        console = _out()
+        console = terminal()
         for line in diff.lines():
             console.print(Text(line))
         verb = "would set" if dry_run else "set"

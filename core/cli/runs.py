@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -14,35 +11,26 @@ from rich.table import Table
 from rich.text import Text
 
 from .._client import Client, trigger_options
-from .._config import API_URL_ENV, SECRET_KEY_ENV
-from .._errors import InvalidRequestError, OutlastError
+from .._errors import InvalidRequestError
 from ..wire import Run, RunEvent, RunStatus, TriggerOptions
+from .output import (
+    ApiUrl,
+    ClientFactory,
+    Json,
+    SecretKey,
+    client_errors,
+    fail,
+    json_text,
+    print_page,
+    status_text,
+    terminal,
+    time_text,
+)
 
 __all__ = ["ClientFactory", "register"]
 
-ClientFactory = Callable[..., Client]
-"""Called as `factory(api_url=..., secret_key=...)`, either may be None; `Client` by default."""
-
-ApiUrl = Annotated[
-    str | None,
-    typer.Option("--api-url", envvar=API_URL_ENV, show_default=False, help="Runtime URL."),
-]
-SecretKey = Annotated[
-    str | None,
-    typer.Option("--secret-key", envvar=SECRET_KEY_ENV, show_default=False, help="Environment secret key."),
-]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 RunId = Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id.", show_default=False)]
 
-_STATUS_STYLES = {
-    RunStatus.COMPLETED: "green",
-    RunStatus.EXECUTING: "blue",
-    RunStatus.WAITING: "cyan",
-    RunStatus.QUEUED: "cyan",
-    RunStatus.DELAYED: "cyan",
-    RunStatus.CANCELED: "yellow",
-    RunStatus.EXPIRED: "yellow",
-}
 # Option names whose CLI flag is not simply the field name with dashes.
 _FLAGS = {"tags": "--tag"}
 
@@ -50,30 +38,14 @@ _FLAGS = {"tags": "--tag"}
 # --- output helpers ---------------------------------------------------------------------------------
 
 
-def _out() -> Console:
-    return Console(highlight=False)
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(Text(f"error: {message}", style="red"), soft_wrap=True)
-    return typer.Exit(code)
 
 
-@contextlib.contextmanager
-def _client_errors() -> Iterator[None]:
-    """Turn outlast's exceptions into `error: ...` on stderr and exit code 1."""
-    try:
-        yield
-    except OutlastError as exc:
-        raise _fail(str(exc), 1) from None
 
 
-def _status(status: RunStatus) -> Text:
-    return Text(status.value, style=_STATUS_STYLES.get(status, "red"))
 
 
-def _time(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
 def _duration(ms: int) -> str:
@@ -90,8 +62,6 @@ def _duration(ms: int) -> str:
     return f"{minutes // 60}h {minutes % 60}m"
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
 def _print_run(console: Console, run: Run) -> None:
@@ -101,7 +71,7 @@ def _print_run(console: Console, run: Run) -> None:
     rows: list[tuple[str, str | Text | None]] = [
         ("id", run.id),
         ("task", run.task),
-        ("status", _status(run.status)),
+        ("status", status_text(run.status)),
         ("attempts", f"{run.attempts}/{run.max_attempts}"),
         ("queue", run.queue),
         ("tags", ", ".join(run.tags) or None),
@@ -110,14 +80,14 @@ def _print_run(console: Console, run: Run) -> None:
         ("idempotency key", run.idempotency_key),
         ("concurrency key", run.concurrency_key),
         ("replayed from", run.replayed_from),
-        ("created", _time(run.created_at)),
-        ("delayed until", _time(run.delay_until) if run.delay_until else None),
-        ("started", _time(run.started_at) if run.started_at else None),
-        ("completed", _time(run.completed_at) if run.completed_at else None),
+        ("created", time_text(run.created_at)),
+        ("delayed until", time_text(run.delay_until) if run.delay_until else None),
+        ("started", time_text(run.started_at) if run.started_at else None),
+        ("completed", time_text(run.completed_at) if run.completed_at else None),
         ("duration", _duration(run.execution_ms)),
-        ("metadata", _json(run.metadata) if run.metadata else None),
-        ("payload", _json(run.payload)),
-        ("output", _json(run.output) if run.status is RunStatus.COMPLETED else None),
+        ("metadata", json_text(run.metadata) if run.metadata else None),
+        ("payload", json_text(run.payload)),
+        ("output", json_text(run.output) if run.status is RunStatus.COMPLETED else None),
         ("error", f"{run.error.type}: {run.error.message}" if run.error else None),
     ]
     for name, value in rows:
@@ -154,7 +124,7 @@ def _payload(raw: str | None) -> Any:
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise _fail(
+        raise fail(
             f"--payload is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
             """for a string payload, quote it: --payload '"hello"'""",
             2,
@@ -177,7 +147,7 @@ def _options(**options: Any) -> TriggerOptions:
     except InvalidRequestError as exc:
         field = (exc.field or "").split(".")[0]
         flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
-        raise _fail(str(exc).replace(f"invalid {exc.field}", f"invalid {flag}", 1), 2) from None
+        raise fail(str(exc).replace(f"invalid {exc.field}", f"invalid {flag}", 1), 2) from None
 
 
 # --- commands --------------------------------------------------------------------------------------------
@@ -220,7 +190,7 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
             priority=priority, max_attempts=max_attempts, max_duration=_duration_arg(max_duration),
             machine=machine,
         )
-        with _client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
+        with client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
             handle = client.trigger(task, body, options)
             typer.echo(handle.id)
             if handle.is_cached:
@@ -233,7 +203,7 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
             except KeyboardInterrupt:
                 typer.echo(f"stopped waiting; {handle.id} goes on (outlast runs show {handle.id})", err=True)
                 raise typer.Exit(130) from None
-        _print_run(_out(), run)
+        _print_run(terminal(), run)
         if not run.ok:
             raise typer.Exit(1)
 
@@ -256,57 +226,52 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
         secret_key: SecretKey = None,
     ) -> None:
         """List runs, newest first."""
-        with _client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
+        with client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
             page = client.list_runs(status=status, task=task, tag=tag, limit=limit, cursor=cursor)
-        if as_json:
-            typer.echo(page.model_dump_json(indent=2))
-            return
-        console = _out()
-        if not page.data:
-            console.print("no runs")
-        else:
-            table = Table(show_edge=False)
-            table.add_column("id", no_wrap=True)
-            table.add_column("task", overflow="fold")
-            table.add_column("status", no_wrap=True)
-            table.add_column("attempts", justify="right", no_wrap=True)
-            table.add_column("created", no_wrap=True)
-            table.add_column("duration", justify="right", no_wrap=True)
+
+        def table() -> Table:
+            rows = Table(show_edge=False)
+            rows.add_column("id", no_wrap=True)
+            rows.add_column("task", overflow="fold")
+            rows.add_column("status", no_wrap=True)
+            rows.add_column("attempts", justify="right", no_wrap=True)
+            rows.add_column("created", no_wrap=True)
+            rows.add_column("duration", justify="right", no_wrap=True)
             for run in page.data:
-                table.add_row(
-                    Text(run.id), Text(run.task), _status(run.status), f"{run.attempts}/{run.max_attempts}",
-                    _time(run.created_at), _duration(run.execution_ms),
+                rows.add_row(
+                    Text(run.id), Text(run.task), status_text(run.status), f"{run.attempts}/{run.max_attempts}",
+                    time_text(run.created_at), _duration(run.execution_ms),
                 )
-            console.print(table)
-        if page.next_cursor:
-            console.print(Text(f"next cursor: {page.next_cursor}"), soft_wrap=True)
+            return rows
+
+        print_page(page, as_json, "no runs", table)
 
     @runs_app.command("show")
     def show(run_id: RunId, as_json: Json = False, api_url: ApiUrl = None, secret_key: SecretKey = None) -> None:
         """Show a run and its timeline."""
-        with _client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
+        with client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
             run = client.retrieve_run(run_id)
             events = client.run_events(run_id)
         if as_json:
             dumped = {"run": run.model_dump(mode="json"), "events": [e.model_dump(mode="json") for e in events]}
-            typer.echo(_json(dumped))
+            typer.echo(json_text(dumped))
             return
-        console = _out()
-        _print_run(console, run)
+        out = terminal()
+        _print_run(out, run)
         if events:
-            console.print()
-            _print_events(console, events)
+            out.print()
+            _print_events(out, events)
 
     @runs_app.command("cancel")
     def cancel(run_id: RunId, api_url: ApiUrl = None, secret_key: SecretKey = None) -> None:
         """Cancel a run that has not finished."""
-        with _client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
+        with client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
             run = client.cancel_run(run_id)
-        _out().print(Text.assemble(run.id, " ", _status(run.status)))
+        terminal().print(Text.assemble(run.id, " ", status_text(run.status)))
 
     @runs_app.command("replay")
     def replay(run_id: RunId, api_url: ApiUrl = None, secret_key: SecretKey = None) -> None:
         """Start a new run with the same task and payload; prints the new run's id."""
-        with _client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
+        with client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
             handle = client.replay_run(run_id)
         typer.echo(handle.id)

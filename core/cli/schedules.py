@@ -13,7 +13,7 @@ from rich.text import Text
 from .. import _schedules
 from .._client import Client
 from ..wire import CatchUp, Schedule, ScheduleType
-from .runs import ApiUrl, ClientFactory, Json, SecretKey, _client_errors, _out, _status
+from .output import ApiUrl, ClientFactory, Json, SecretKey, client_errors, print_page, status_text, terminal
 
 __all__ = ["register"]
 
@@ -28,7 +28,7 @@ def _local(schedule: Schedule, moment: datetime | None) -> str:
 
 
 def _print_schedule(schedule: Schedule, upcoming: bool = True) -> None:
-    console = _out()
+    console = terminal()
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
@@ -71,7 +71,7 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
         secret_key: SecretKey = None,
     ) -> None:
         """Create a schedule for TASK (or update the one with the same --dedup-key)."""
-        with _client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
+        with client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
             schedule = _schedules.create(task, cron, timezone=timezone, external_id=external_id,
                                          deduplication_key=deduplication_key, catch_up=catch_up,
                                          active=False if inactive else None, client=client)
@@ -92,33 +92,28 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
         secret_key: SecretKey = None,
     ) -> None:
         """List schedules, newest first."""
-        with _client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
+        with client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
             page = _schedules.list(task=task, external_id=external_id, type=kind, limit=limit, cursor=cursor,
                                    client=client)
-        if as_json:
-            typer.echo(page.model_dump_json(indent=2))
-            return
-        console = _out()
-        if not page.data:
-            console.print("no schedules")
-        else:
-            table = Table(show_edge=False)
+
+        def table() -> Table:
+            rows = Table(show_edge=False)
             for name in ("id", "task", "cron", "timezone", "next tick", "external id"):
-                table.add_column(name, no_wrap=name in ("id", "cron"), overflow="fold")
+                rows.add_column(name, no_wrap=name in ("id", "cron"), overflow="fold")
             for s in page.data:
                 task = s.task + (" (declared)" if s.type is ScheduleType.DECLARATIVE else "")
                 next_tick = _local(s, s.next_run) if s.active else Text("paused", style="yellow")
-                table.add_row(Text(s.id), Text(task), Text(s.cron), Text(s.timezone), next_tick,
-                              Text(s.external_id or ""))
-            console.print(table)
-        if page.next_cursor:
-            console.print(Text(f"next cursor: {page.next_cursor}"), soft_wrap=True)
+                rows.add_row(Text(s.id), Text(task), Text(s.cron), Text(s.timezone), next_tick,
+                             Text(s.external_id or ""))
+            return rows
+
+        print_page(page, as_json, "no schedules", table)
 
     @group.command("show")
     def show(schedule_id: ScheduleId, as_json: Json = False, api_url: ApiUrl = None,
              secret_key: SecretKey = None) -> None:
         """Show a schedule, its next ticks in its own time zone, and its latest runs."""
-        with _client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
+        with client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
             schedule = _schedules.retrieve(schedule_id, client=client)
             runs = client.list_runs(tag=_schedules.schedule_tag(schedule_id), limit=5).data
         if as_json:
@@ -126,7 +121,7 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
             return
         _print_schedule(schedule)
         if runs:
-            console = _out()
+            console = terminal()
             console.print()
             table = Table(title="latest runs", title_justify="left", show_edge=False)
             for name in ("id", "tick", "status"):
@@ -134,7 +129,7 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
             for run in runs:
                 tick = run.payload.get("timestamp") if isinstance(run.payload, dict) else None
                 tick = _local(schedule, datetime.fromisoformat(tick)) if tick else "-"
-                table.add_row(Text(run.id), Text(tick), _status(run.status))
+                table.add_row(Text(run.id), Text(tick), status_text(run.status))
             console.print(table)
 
     @group.command("update")
@@ -149,7 +144,7 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
         secret_key: SecretKey = None,
     ) -> None:
         """Change an imperative schedule; options left out keep their value."""
-        with _client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
+        with client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
             schedule = _schedules.update(schedule_id, cron=cron, timezone=timezone, task=task,
                                          external_id=external_id, catch_up=catch_up, client=client)
         _print_schedule(schedule)
@@ -157,10 +152,10 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
     def _switch(name: str, help: str, call) -> None:
         @group.command(name, help=help)
         def command(schedule_id: ScheduleId, api_url: ApiUrl = None, secret_key: SecretKey = None) -> None:
-            with _client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
+            with client_errors(), client_factory(api_url=api_url, secret_key=secret_key) as client:
                 schedule = call(schedule_id, client=client)
             state = "deleted" if name == "delete" else ("active" if schedule.active else "inactive")
-            _out().print(Text(f"{schedule.id} {state}"))
+            terminal().print(Text(f"{schedule.id} {state}"))
 
     _switch("activate", "Resume a schedule from its next tick on (missed ticks are not caught up).",
             _schedules.activate)

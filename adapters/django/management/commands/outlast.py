@@ -66,21 +66,21 @@ class Command(BaseCommand):
         if not os.environ.get("DJANGO_SETTINGS_MODULE"):
             raise CommandError("DJANGO_SETTINGS_MODULE is not set: task processes need it to set Django up")
         try:
-            from outlast.cli import _reachable, _settings
+            from outlast.cli import runtime_reachable, runtime_settings
             from outlast.runtime.server import run_worker, serve
         except ImportError as exc:
             raise CommandError(f"the runtime is not installed ({exc}): pip install 'outlast[runtime]'") from None
         project = self.project()
         self.stdout.write(f"outlast {subcommand}: {project.root}, tasks from {', '.join(project.modules)}")
         data_dir = parsed.data_dir or project.root / ".outlast"
-        node = _settings(data_dir, None, "127.0.0.1", parsed.port, parsed.slots, parsed.node_id)
+        node = runtime_settings(data_dir, None, "127.0.0.1", parsed.port, parsed.slots, parsed.node_id)
         api_url, key = os.environ.get(API_URL_ENV), os.environ.get(SECRET_KEY_ENV)
         if subcommand == "worker":
             if not (api_url and key):
                 raise CommandError("worker needs the runtime's URL and key: OUTLAST['API_URL'] and "
                                    "OUTLAST['SECRET_KEY'] (or OUTLAST_API_URL / OUTLAST_SECRET_KEY)")
             run_worker(node, project, api_url, key)
-        elif api_url and key and _reachable(api_url):
+        elif api_url and key and runtime_reachable(api_url):
             run_worker(node, project, api_url, key, reload=True)
         else:
             node.environments = ("dev",)
