@@ -2,7 +2,9 @@
 
 `criu` holds the primitives (find/check the binary, dump, restore; spawning a process as PID 1
 of its own PID namespace is `worker.pidns`); `doctor` says whether they work on this host and why not; `store` keeps
-image directories between a dump and a restore (local directory or S3).
+image directories between a dump and a restore (local directory or S3, on the shared object layer
+`outlast.runtime.objects`), each packed by `archive`, the local store's memory pages deduplicated
+in a `pagepool` of `pagepacks`.
 """
 
 from .criu import (

@@ -10,7 +10,14 @@ import pytest
 
 from outlast._bundle import pack_bundle, plan_bundle
 from outlast._project import load_project
-from outlast.runtime.deploy.bundles import UnsafeBundle, unpack_bundle
+from outlast.runtime.deploy.bundles import (
+    BundleError,
+    BundleMissing,
+    LocalBundleStore,
+    UnsafeBundle,
+    open_bundle_store,
+    unpack_bundle,
+)
 
 
 def _bundle(path: Path, entries: list[tuple[str, bytes | None, str]]) -> Path:
@@ -84,3 +91,30 @@ def test_a_packed_project_unpacks_to_the_same_files_with_links_inside_it(tmp_pat
     assert summary.files == 4
     assert (out / "pkg" / "helper.py").read_text() == "X = 1\n"
     assert (out / "alias.py").is_symlink() and (out / "alias.py").read_text() == "X = 1\n"
+
+
+def test_bundle_stores_keep_their_layout_and_say_what_is_missing(tmp_path, monkeypatch):
+    source = tmp_path / "b.tar.gz"
+    source.write_bytes(b"bundle")
+    local = open_bundle_store(None, tmp_path / "data")
+    assert isinstance(local, LocalBundleStore)
+    assert local.describe() == f"local directory {tmp_path / 'data' / 'bundles'}"
+    local.put("dev/20260101.1", source)
+    assert (tmp_path / "data" / "bundles" / "dev" / "20260101.1.tar.gz").read_bytes() == b"bundle"
+    local.get("dev/20260101.1", tmp_path / "back.tar.gz")
+    assert (tmp_path / "back.tar.gz").read_bytes() == b"bundle"
+    with pytest.raises(BundleMissing, match=r"no bundle 'dev/20260101\.2' in local directory") as caught:
+        local.get("dev/20260101.2", tmp_path / "none.tar.gz")
+    assert isinstance(caught.value, BundleError)
+    with pytest.raises(ValueError, match="invalid bundle key"):
+        local.put("../escape", source)
+
+    for name, value in [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")]:
+        monkeypatch.setenv(name, value)
+    assert open_bundle_store("s3://bucket", tmp_path).describe() == "s3://bucket/bundles/"  # as it always was
+    assert open_bundle_store("s3://bucket/deploys", tmp_path).describe() == "s3://bucket/deploys/"
+    assert open_bundle_store(f"file://{tmp_path}/x", tmp_path).describe() == f"local directory {tmp_path / 'x'}"
+    for url, message in [("s3:///x", "no bucket"), ("file://host/x", "absolute path"), ("ftp://h/x", "'ftp'")]:
+        with pytest.raises(ValueError, match=f"OUTLAST_BUNDLE_STORE '{url}': .*{message}"):
+            open_bundle_store(url, tmp_path)
