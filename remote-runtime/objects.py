@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "AtomicFile",
     "LocalObjects",
     "ObjectKind",
+    "ObjectStore",
     "S3Location",
     "S3Objects",
     "atomic_write",
@@ -188,6 +189,38 @@ def create_new(path: Path, mode: int = 0o600) -> IO[bytes]:
 
 
 # --- stores ----------------------------------------------------------------------------------------
+
+
+class ObjectStore(Protocol):
+    """What `LocalObjects` and `S3Objects` both offer. Every method validates its key first (ValueError)."""
+
+    kind: ObjectKind
+
+    def writing(self, key: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """A file to write the object to; stored when the block ends without an error."""
+        ...
+
+    def reading(self, key: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """The stored object, open for reading; raises the kind's `missing` if there is none."""
+        ...
+
+    def put(self, key: str, source: Path) -> None: ...
+
+    def get(self, key: str, dest: Path) -> None: ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object; nothing happens if there is none."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def where(self, key: str) -> str:
+        """The object's place, for messages."""
+        ...
+
+    def describe(self) -> str:
+        """Where the objects go, for logs and messages."""
+        ...
 
 
 class LocalObjects:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..objects import LocalObjects, ObjectKind, S3Location, S3Objects, parse_store_url
+from ..objects import LocalObjects, ObjectKind, ObjectStore, S3Location, S3Objects, parse_store_url
 from .archive import CheckpointMissing, CheckpointStoreError, pack, unpack
 from .pagepool import PagePool, poolable
 
@@ -64,7 +64,7 @@ class CheckpointStore(Protocol):
 class _ArchiveStore:
     """A checkpoint store over any object store: each image packed whole into its object."""
 
-    def __init__(self, objects: LocalObjects | S3Objects) -> None:
+    def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
 
     def put(self, key: str, images_dir: Path) -> StoredCheckpoint:
