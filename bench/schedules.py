@@ -1,6 +1,6 @@
 """Scheduler benchmark: 10,000 active schedules in one environment, fired by the runtime's own loop.
 
-    .venv/bin/python bench/schedules.py [--store sqlite|postgres|both] [--schedules 10000] [--seconds 60]
+    .venv/bin/python bench/schedules.py [--store sqlite|postgres|both] [--schedules 10000] [--seconds 60] [--smoke]
 
 Two workloads per store, each run by `Scheduler.run` (the loop the runtime runs) against a real
 store, with nothing claiming the runs it creates:
@@ -24,14 +24,15 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from outlast.runtime.access.environments import Environments
 from outlast.runtime.engine import RunEngine
-from outlast.runtime.engine.schedules import Scheduler, next_tick
+from outlast.runtime.engine.cron import next_tick
+from outlast.runtime.engine.schedules import Scheduler
 from outlast.runtime.store.db import Database
 from outlast.runtime.store.ids import new_run_id
 from outlast.runtime.store.schema import runs, schedules
@@ -84,16 +85,26 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def drive(scheduler: Scheduler, seconds: float) -> tuple[list[tuple[float, int]], list[float]]:
+class Lags:
+    """Firing lag of every run: the wall time at which the transaction that created it had committed,
+    minus its tick (the scheduler's `on_fired` reports each committed batch's ticks)."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+
+    def fired(self, ticks: Sequence[float]) -> None:
+        committed = time.time()
+        self.lags.extend(committed - t for t in ticks)
+
+
+async def drive(scheduler: Scheduler, lags: Lags, seconds: float) -> tuple[list[tuple[float, int]], list[float]]:
     """Run the runtime's scheduler loop for `seconds`.
 
-    Returns (loop seconds, runs fired) of every loop, and the lag of every run: the wall time at which
-    the transaction that created it had committed, minus its tick.
+    Returns (loop seconds, runs fired) of every loop, and the lag of every run fired meanwhile.
     """
     loops: list[tuple[float, int]] = []
-    lags: list[float] = []
-    pending: list[float] = []
-    tick, fire_batch, create_runs = scheduler.tick, scheduler._fire_batch, scheduler._create_runs
+    lags.lags = []
+    tick = scheduler.tick
 
     def timed_tick() -> int:
         started = time.perf_counter()
@@ -101,22 +112,13 @@ async def drive(scheduler: Scheduler, seconds: float) -> tuple[list[tuple[float,
         loops.append((time.perf_counter() - started, fired))
         return fired
 
-    def recording_create(c, due, now):
-        pending.extend(t for _, t in due)
-        return create_runs(c, due, now)
-
-    def committing_batch(now):
-        pending.clear()
-        result = fire_batch(now)
-        committed = time.time()
-        lags.extend(committed - t for t in pending)
-        return result
-
-    scheduler.tick, scheduler._fire_batch, scheduler._create_runs = timed_tick, committing_batch, recording_create
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(scheduler.run(), seconds)
-    scheduler.tick, scheduler._fire_batch, scheduler._create_runs = tick, fire_batch, create_runs
-    return loops, lags
+    scheduler.tick = timed_tick  # the loop calls the instance's tick: time each one
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(scheduler.run(), seconds)
+    finally:
+        del scheduler.tick
+    return loops, lags.lags
 
 
 def count_runs(db: Database) -> int:
@@ -137,7 +139,8 @@ def measure(kind: str, count: int, seconds: float) -> list[dict]:
         db.migrate()
         Environments(db).bootstrap("ol_dev_bench_schedules_0123")
         engine = RunEngine(db)
-        scheduler = Scheduler(engine)
+        lags = Lags()
+        scheduler = Scheduler(engine, on_fired=lags.fired)
         engine.register_tasks(["dev"], "v1", [TaskManifest(id="noop")])
         for workload, crons, duration in (
             ("spread", [f"* * * * * {i % 60}" for i in range(count)], seconds),
@@ -155,7 +158,7 @@ def measure(kind: str, count: int, seconds: float) -> list[dict]:
                 idle = idle_loop_ms(scheduler)  # nothing is due yet: the cost of a loop that finds nothing
                 time.sleep(max(0.0, first - time.time() - 1))
                 duration = 1 + 30
-            loops, lag = asyncio.run(drive(scheduler, duration))
+            loops, lag = asyncio.run(drive(scheduler, lags, duration))
             busy = [(s, n) for s, n in loops if n]
             assert count_runs(db) == len(lag), "every run created was measured"
             results.append({
@@ -186,7 +189,11 @@ def main() -> None:
     parser.add_argument("--store", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--schedules", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=60.0, help="wall time of the spread workload")
+    parser.add_argument("--smoke", action="store_true",
+                        help="50 schedules for 3 s: checks that both workloads work, measures nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.schedules, args.seconds = 50, 3.0
     kinds = ("sqlite", "postgres") if args.store == "both" else (args.store,)
     results = [r for kind in kinds for r in measure(kind, args.schedules, args.seconds)]
     print(table(results))

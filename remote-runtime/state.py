@@ -11,9 +11,11 @@ from typing import Any
 from outlast._project import Project
 
 from .access.environments import Environments
+from .checkpoint.retention import ImageDeleter
 from .checkpoint.store import open_store
+from .deploy.deployments import Deployments, deployed_manifests
 from .engine.facade import RunEngine
-from .engine.schedules import Scheduler
+from .engine.schedules import Scheduler, sync_declarative
 from .settings import RuntimeSettings
 from .store.db import Database
 from .store.notify import PostgresListener, Wakeup
@@ -36,11 +38,13 @@ class RuntimeState:
         self.engine = RunEngine(
             self.db, lease_seconds=settings.lease_seconds,
             public_url=settings.public_url or f"http://{settings.host}:{settings.port}",
-            checkpoint_store=open_store(settings.checkpoint_store, settings.data_dir))
+            images=ImageDeleter(open_store(settings.checkpoint_store, settings.data_dir)),
+            version_manifests=deployed_manifests,  # triggers locked to a deployed version use its tasks
+            register_hooks=[sync_declarative])  # declarative schedules follow the registered code
         self.engine.add_listener(self.wakeup.notify)
-        self.scheduler = Scheduler(self.engine)  # before any registration: it follows declared schedules
+        self.scheduler = Scheduler(self.engine)
         self.supervisor: Any = None
-        self.recovered = self.engine.recover_node(settings.node_id)
+        self.engine.recover_node(settings.node_id)
         self._init_deployments()
 
     @contextlib.asynccontextmanager
@@ -101,7 +105,6 @@ class RuntimeState:
 
     def _init_deployments(self) -> None:
         from .deploy.bundles import open_bundle_store
-        from .deploy.deployments import Deployments
         from .deploy.env_vars import EnvVars, load_key
 
         self.env_vars = EnvVars(self.db, load_key(self.settings.data_dir))

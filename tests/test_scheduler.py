@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from outlast import schedules
 from outlast.runtime.access.environments import Environments
 from outlast.runtime.engine import RunEngine
-from outlast.runtime.engine.schedules import InvalidSchedule, Scheduler, check, latest_tick, ticks_after
+from outlast.runtime.engine.cron import InvalidSchedule, check, latest_tick, ticks_after
+from outlast.runtime.engine.schedules import Scheduler, sync_declarative
 from outlast.runtime.errors import Conflict, UnknownTask
 from outlast.runtime.store.db import Database
 from outlast.wire import (
@@ -61,7 +62,7 @@ def database(tmp_path, store):
 
 @pytest.fixture
 def scheduler(database, clock) -> Scheduler:
-    engine = RunEngine(database, clock=clock)
+    engine = RunEngine(database, clock=clock, register_hooks=[sync_declarative])
     scheduler = Scheduler(engine)
     engine.register_tasks(["dev"], "v1", [TaskManifest(id="work"), TaskManifest(id="other")])
     return scheduler

@@ -70,6 +70,16 @@ class Served:
     env_ids: list[str]
 
 
+def deployed_manifests(c: sa.Connection, env_id: str, version: str) -> dict[str, tuple[TaskManifest, str]]:
+    """The tasks a READY version of the environment declares (the engine's lookup for runs locked to it)."""
+    row = c.execute(sa.select(deployments.c.manifests).where(
+        deployments.c.version == version, deployments.c.env_id == env_id,
+        deployments.c.status == D.READY.value)).first()
+    if row is None:
+        return {}
+    return {m["id"]: (TaskManifest.model_validate(m), version) for m in row.manifests}
+
+
 class Deployments:
     def __init__(self, engine: RunEngine, env_vars: EnvVars, store: BundleStore, data_dir: Path) -> None:
         self.engine = engine
@@ -81,7 +91,6 @@ class Deployments:
         self.on_change: Callable[[], None] = lambda: None  # set by the runtime: refresh the deployment worker
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
-        engine.version_manifests = self._manifests_of
 
     # --- deploying -------------------------------------------------------------------------
 
@@ -259,16 +268,6 @@ class Deployments:
             return items
         return [item if item.options.version else item.model_copy(update={
             "options": item.options.model_copy(update={"version": version})}) for item in items]
-
-    @staticmethod
-    def _manifests_of(c: sa.Connection, env_id: str, version: str) -> dict[str, tuple[TaskManifest, str]]:
-        """The tasks a READY version of the environment declares (for runs locked to it)."""
-        row = c.execute(sa.select(deployments.c.manifests).where(
-            deployments.c.version == version, deployments.c.env_id == env_id,
-            deployments.c.status == D.READY.value)).first()
-        if row is None:
-            return {}
-        return {m["id"]: (TaskManifest.model_validate(m), version) for m in row.manifests}
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -1,32 +1,24 @@
-"""Cron schedules: storing them, computing their ticks, and firing each tick exactly once.
+"""Cron schedules: storing them, following the declared ones, and firing each tick exactly once.
 
-Ticks are computed by croniter on aware datetimes in the schedule's zone. When a wall-clock time
-repeats (the autumn change), a schedule with fixed hours fires at its first occurrence only; one
-whose hour field is `*` keeps its real-time rhythm through both. A time that does not exist (the
-spring change) fires at the first time after the gap, as croniter does.
-
-Firing is one transaction per batch of due schedules: read them (on PostgreSQL locked with SKIP
-LOCKED, so replicas split them), insert one run per (schedule, tick), and move `next_run_at` on
-with a compare-and-set. The run's idempotency key `schedule:<id>:<tick>` is a unique key of the
-store, so no tick can have two runs, whatever the replicas do. `next_run_at` is indexed and NULL
-while a schedule is inactive: a loop reads only what is due.
+When a schedule fires is `cron`'s business. Firing is one transaction per batch of due schedules:
+read them (on PostgreSQL locked with SKIP LOCKED, so replicas split them), insert one run per
+(schedule, tick), and move `next_run_at` on with a compare-and-set. The run's idempotency key
+`schedule:<id>:<tick>` is a unique key of the store, so no tick can have two runs, whatever the
+replicas do. `next_run_at` is indexed and NULL while a schedule is inactive: a loop reads only
+what is due.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from croniter import CroniterError, croniter
 
-from outlast._schedules import cron_problem, schedule_tag
+from outlast._schedules import schedule_tag
 from outlast.wire import (
     BatchItem,
     CatchUp,
@@ -42,20 +34,16 @@ from outlast.wire import (
 from ..errors import Conflict, EngineError, UnknownTask
 from ..store import queue
 from ..store.ids import new_run_id
-from ..store.schema import run_events, run_tags, runs, schedules, tasks
+from ..store.schema import schedules, tasks
+from .context import utc
+from .cron import InvalidSchedule, check, iso, latest_tick, next_tick, ticks_after, upcoming
 from .facade import RunEngine
 
 log = logging.getLogger("outlast.runtime.scheduler")
 
-UPCOMING = 5
 # A tick no older than this is on time even for `catch_up="skip"` (the loop is late, not the runtime down).
 SKIP_GRACE = 60.0
 BATCH = 500
-
-
-class InvalidSchedule(EngineError):
-    status_code = 422
-    code = "invalid_request"
 
 
 class ScheduleNotFound(EngineError):
@@ -63,97 +51,20 @@ class ScheduleNotFound(EngineError):
     code = "schedule_not_found"
 
 
-# --- ticks ------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4096)
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
-
-
-@functools.lru_cache(maxsize=4096)
-def _fixed_hours(cron: str) -> bool:
-    # Hour field not `*`: such a schedule names wall-clock times, which a repeated hour must not double.
-    return croniter(cron).expanded[1] != ["*"]
-
-
-def _repeated(moment: datetime) -> bool:
-    """True for the second occurrence of an ambiguous wall-clock time (after clocks went back)."""
-    naive = moment.replace(tzinfo=None)
-    first = naive.replace(tzinfo=moment.tzinfo, fold=0).utcoffset()
-    second = naive.replace(tzinfo=moment.tzinfo, fold=1).utcoffset()
-    return first != second and moment.utcoffset() == second
-
-
-def _walk(cron: str, timezone: str, start: float, *, backwards: bool = False) -> Iterator[float]:
-    zone = _zone(timezone)
-    it = croniter(cron, datetime.fromtimestamp(start, zone))
-    skip_repeats = _fixed_hours(cron)
-    step = it.get_prev if backwards else it.get_next
-    while True:
-        moment = step(datetime)
-        if skip_repeats and _repeated(moment):
-            continue
-        yield moment.timestamp()
-
-
-@functools.lru_cache(maxsize=65536)
-def ticks_after(cron: str, timezone: str, after: float, count: int = UPCOMING) -> tuple[float, ...]:
-    """The first `count` ticks strictly after `after` (UNIX seconds)."""
-    walk = _walk(cron, timezone, after)
-    return tuple(next(walk) for _ in range(count))
-
-
-def next_tick(cron: str, timezone: str, after: float) -> float:
-    return ticks_after(cron, timezone, after)[0]  # shares the cache with the payloads' `upcoming`
-
-
-def latest_tick(cron: str, timezone: str, now: float) -> float:
-    """The last tick at or before `now`."""
-    candidate = next(_walk(cron, timezone, now, backwards=True))
-    following = next_tick(cron, timezone, candidate)
-    return following if following <= now else candidate
-
-
-def check(cron: str, timezone: str, now: float, prefix: str = "") -> float:
-    """Validate an expression and zone; returns the first tick after `now`."""
-    problem = cron_problem(cron)
-    if problem:
-        raise InvalidSchedule(problem, field=prefix + "cron")
-    try:
-        _zone(timezone)
-    except (ValueError, KeyError):
-        raise InvalidSchedule(f"unknown time zone {timezone!r}", field=prefix + "timezone") from None
-    try:
-        return next_tick(cron, timezone, now)
-    except CroniterError:
-        raise InvalidSchedule(f"cron expression {cron!r} never fires", field=prefix + "cron") from None
-
-
-def _iso(value: float | None) -> str | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC).isoformat()
-
-
-@functools.lru_cache(maxsize=4096)
-def _upcoming(cron: str, timezone: str, tick: float) -> tuple[str, ...]:
-    # Shared by every schedule with this expression and zone firing this tick (one per tenant, say).
-    return tuple(datetime.fromtimestamp(t, UTC).isoformat() for t in ticks_after(cron, timezone, tick))
-
-
-def _dt(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
 # --- the scheduler ----------------------------------------------------------------------------
 
 
 class Scheduler:
-    def __init__(self, engine: RunEngine, *, clock: Callable[[], float] | None = None, batch: int = BATCH) -> None:
+    def __init__(self, engine: RunEngine, *, clock: Callable[[], float] | None = None, batch: int = BATCH,
+                 on_fired: Callable[[Sequence[float]], None] | None = None) -> None:
+        """`on_fired(ticks)` is called after each batch commits, with the ticks of the runs it created
+        (bench/schedules.py measures firing lag with it). Declarative schedules follow registrations
+        through `sync_declarative`, a hook of the engine's."""
         self.engine = engine
         self.db = engine.db
         self.clock = clock or engine.clock
         self.batch = batch
-        engine.register_hooks.append(self.sync_declarative)
+        self.on_fired = on_fired
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -166,14 +77,14 @@ class Scheduler:
 
     def to_schedule(self, row: Any, now: float | None = None) -> Schedule:
         now = self.clock() if now is None else now
-        upcoming = ticks_after(row.cron, row.timezone, now) if row.active else ()
+        ticks = ticks_after(row.cron, row.timezone, now) if row.active else ()
         return Schedule(
             id=row.id, type=ScheduleType(row.type), task=row.task_id, cron=row.cron, timezone=row.timezone,
             external_id=row.external_id,
             deduplication_key=row.deduplication_key if row.type == ScheduleType.IMPERATIVE else None,
-            catch_up=CatchUp(row.catch_up), active=row.active, next_run=_dt(row.next_run_at),
-            last_timestamp=_dt(row.last_tick_at), upcoming=[_dt(t) for t in upcoming],
-            created_at=_dt(row.created_at), updated_at=_dt(row.updated_at),
+            catch_up=CatchUp(row.catch_up), active=row.active, next_run=utc(row.next_run_at),
+            last_timestamp=utc(row.last_tick_at), upcoming=[utc(t) for t in ticks],
+            created_at=utc(row.created_at), updated_at=utc(row.updated_at),
         )
 
     def retrieve(self, env_id: str, schedule_id: str) -> Schedule:
@@ -287,43 +198,6 @@ class Scheduler:
             raise Conflict(f"schedule {row.id} is declared in the code of task {row.task_id!r}; it can only be "
                            f"{verb} there (activate/deactivate work)", field="schedule_id")
 
-    # --- declarative schedules ------------------------------------------------------------------
-
-    def sync_declarative(self, c: sa.Connection, env_ids: Sequence[str], version: str,
-                         manifests: Sequence[TaskManifest]) -> None:
-        """Called in the transaction that registers a version's tasks: its schedules become the declared ones."""
-        now = self.clock()
-        declared = {}
-        for manifest in manifests:
-            if manifest.schedule is None:
-                continue
-            try:
-                first = check(manifest.schedule.cron, manifest.schedule.timezone, now)
-            except InvalidSchedule as exc:
-                log.error("task %s of version %s: schedule ignored: %s", manifest.id, version, exc.message)
-                continue
-            declared[manifest.id] = (manifest.schedule, first)
-        kind = ScheduleType.DECLARATIVE.value
-        for env_id in env_ids:
-            existing = {row.task_id: row for row in c.execute(sa.select(schedules).where(
-                schedules.c.env_id == env_id, schedules.c.type == kind))}
-            gone = [row.id for task_id, row in existing.items() if task_id not in declared]
-            if gone:
-                c.execute(schedules.delete().where(schedules.c.id.in_(gone)))
-            for task_id, (spec, first) in declared.items():
-                row = existing.get(task_id)
-                if row is None:
-                    stmt = queue.upsert(c, schedules).values(
-                        id=new_run_id(now).replace("run_", "sched_", 1), env_id=env_id, type=kind, task_id=task_id,
-                        cron=spec.cron, timezone=spec.timezone, external_id=None, deduplication_key=task_id,
-                        catch_up=spec.catch_up.value, active=True, next_run_at=first, last_tick_at=None,
-                        created_at=now, updated_at=now)
-                    c.execute(stmt.on_conflict_do_nothing(index_elements=["env_id", "type", "deduplication_key"]))
-                elif (row.cron, row.timezone, row.catch_up) != (spec.cron, spec.timezone, spec.catch_up.value):
-                    c.execute(schedules.update().where(schedules.c.id == row.id).values(
-                        cron=spec.cron, timezone=spec.timezone, catch_up=spec.catch_up.value, updated_at=now,
-                        next_run_at=first if row.active else None))
-
     # --- firing -------------------------------------------------------------------------------
 
     def tick(self) -> int:
@@ -339,7 +213,7 @@ class Scheduler:
             if not full:
                 break
         if fired:
-            self.engine._wake()
+            self.engine.wake()
         return fired
 
     def seconds_until_due(self) -> float | None:
@@ -359,10 +233,13 @@ class Scheduler:
                 return 0, False
             plans = [(row, *self._plan(row, now)) for row in rows]
             # Runs are created "now" for this batch: in a burst, later batches are later than the loop's start.
-            fired = self._create_runs(c, [(row, tick) for row, tick, _ in plans if tick is not None], self.clock())
+            fired, created = self._create_runs(c, [(row, tick) for row, tick, _ in plans if tick is not None],
+                                               self.clock())
             c.execute(_ADVANCE, [{"b_id": row.id, "b_old": row.next_run_at, "b_next": next_at,
                                   "b_last": tick if row.id in fired else row.last_tick_at}
                                  for row, tick, next_at in plans])
+        if self.on_fired is not None:
+            self.on_fired(created)
         return len(fired), len(rows) == self.batch
 
     @staticmethod
@@ -378,60 +255,52 @@ class Scheduler:
             return None, following
         return latest, following
 
-    def _create_runs(self, c: sa.Connection, due: Sequence[tuple[sa.Row, float]], now: float) -> set[str]:
-        """Insert one queued run per (schedule, tick) on `c`; returns the ids of the schedules that fired.
+    def _create_runs(self, c: sa.Connection, due: Sequence[tuple[sa.Row, float]],
+                     now: float) -> tuple[set[str], list[float]]:
+        """Insert one queued run per (schedule, tick) on `c`: the ids of the schedules that fired, and the
+        ticks of the runs created.
 
-        This is the engine's trigger path (its helpers build the rows) done inside the scheduler's
-        transaction, so a run exists exactly when its schedule has moved past the tick. The idempotency
-        key `schedule:<id>:<tick>` is the store's unique key on (schedule, tick): a tick that already has
-        its run gets no second one.
+        This is the engine's insert path of new runs, inside the scheduler's transaction, so a run
+        exists exactly when its schedule has moved past the tick. The idempotency key
+        `schedule:<id>:<tick>` is the store's unique key on (schedule, tick): a tick that already has its
+        run gets no second one. A tick whose task is gone or refuses the payload is skipped, with a warning.
         """
-        engine = self.engine
-        by_env: dict[str, list[tuple[sa.Row, BatchItem]]] = defaultdict(list)
+        triggering = self.engine.triggering
+        by_env: dict[str, list[tuple[sa.Row, float, BatchItem]]] = defaultdict(list)
         for row, tick in due:
-            by_env[row.env_id].append((row, self._item(row, tick)))
+            by_env[row.env_id].append((row, tick, self._item(row, tick)))
         fired: set[str] = set()
-        new_runs: list[dict[str, Any]] = []
+        created: list[float] = []
         for env_id, entries in by_env.items():
-            task_ids = {item.task for _, item in entries}
-            found = {r.id: (TaskManifest.model_validate(r.manifest), r.version) for r in c.execute(
-                sa.select(tasks.c.id, tasks.c.version, tasks.c.manifest)
-                .where(tasks.c.env_id == env_id, tasks.c.id.in_(task_ids)))}
-            existing = set(c.execute(sa.select(runs.c.idempotency_key).where(
-                runs.c.env_id == env_id, runs.c.task_id.in_(task_ids),
-                runs.c.idempotency_key.in_([item.options.idempotency_key for _, item in entries]))).scalars())
-            for row, item in entries:
-                if item.options.idempotency_key in existing:
+            items = [item for _, _, item in entries]
+            manifests = triggering.manifests(c, env_id, items)
+            batch = triggering.new_runs(c, env_id, items, now)
+            for row, tick, item in entries:
+                if batch.cached(item):
                     fired.add(row.id)  # this tick has its run already (another replica was first)
                     continue
-                if item.task not in found:
+                if item.task not in manifests:
                     log.warning("schedule %s skipped a tick: task %r is not registered in %s", row.id, item.task,
                                 env_id)
                     continue
-                manifest, version = found[item.task]
+                manifest, version = manifests[item.task]
                 try:
-                    engine._validate(env_id, manifest, item.payload, "")
+                    triggering.validate(env_id, manifest, item.payload)
                 except EngineError as exc:
                     log.warning("schedule %s skipped a tick of task %s: %s", row.id, item.task, exc.message)
                     continue
-                new_runs.append(engine._new_run(env_id, item, manifest, version, now, None))
+                batch.add(item, manifest, version, event_data={"schedule_tick": item.payload["timestamp"]})
                 fired.add(row.id)
-        if new_runs:
-            c.execute(runs.insert(), new_runs)
-            c.execute(run_events.insert(), [engine._event(r["id"], now, "status", r["status"], message="queued",
-                                                          data={"schedule_tick": r["payload"]["timestamp"]})
-                                            for r in new_runs])
-            c.execute(run_tags.insert(), [{"run_id": r["id"], "tag": r["tags"][0], "env_id": r["env_id"]}
-                                          for r in new_runs])
-            queue.enqueue(c, [engine._ready(r, now) for r in new_runs], engine._floors)
-        return fired
+                created.append(tick)
+            batch.write()
+        return fired, created
 
     @staticmethod
     def _item(row: sa.Row, tick: float) -> BatchItem:
         payload = {
-            "type": row.type, "timestamp": _iso(tick), "last_timestamp": _iso(row.last_tick_at),
+            "type": row.type, "timestamp": iso(tick), "last_timestamp": iso(row.last_tick_at),
             "timezone": row.timezone, "schedule_id": row.id, "external_id": row.external_id,
-            "upcoming": list(_upcoming(row.cron, row.timezone, tick)),
+            "upcoming": list(upcoming(row.cron, row.timezone, tick)),
         }
         # Copies of a template, not validation: the values are ours, and a burst has thousands of them.
         options = _OPTIONS.model_copy(update={"idempotency_key": f"schedule:{row.id}:{tick:.0f}",
@@ -453,6 +322,45 @@ class Scheduler:
                 log.exception("scheduler tick failed")
             # A floor: due rows that another replica has locked (and is firing) must not make this one spin.
             await asyncio.sleep(max(wait, 0.02))
+
+
+# --- declarative schedules ----------------------------------------------------------------------
+
+
+def sync_declarative(c: sa.Connection, env_ids: Sequence[str], version: str, manifests: Sequence[TaskManifest],
+                     now: float) -> None:
+    """A registration hook of the engine: in the transaction that registers a version's tasks, the
+    environments' declarative schedules become the ones that version declares."""
+    declared = {}
+    for manifest in manifests:
+        if manifest.schedule is None:
+            continue
+        try:
+            first = check(manifest.schedule.cron, manifest.schedule.timezone, now)
+        except InvalidSchedule as exc:
+            log.error("task %s of version %s: schedule ignored: %s", manifest.id, version, exc.message)
+            continue
+        declared[manifest.id] = (manifest.schedule, first)
+    kind = ScheduleType.DECLARATIVE.value
+    for env_id in env_ids:
+        existing = {row.task_id: row for row in c.execute(sa.select(schedules).where(
+            schedules.c.env_id == env_id, schedules.c.type == kind))}
+        gone = [row.id for task_id, row in existing.items() if task_id not in declared]
+        if gone:
+            c.execute(schedules.delete().where(schedules.c.id.in_(gone)))
+        for task_id, (spec, first) in declared.items():
+            row = existing.get(task_id)
+            if row is None:
+                stmt = queue.upsert(c, schedules).values(
+                    id=new_run_id(now).replace("run_", "sched_", 1), env_id=env_id, type=kind, task_id=task_id,
+                    cron=spec.cron, timezone=spec.timezone, external_id=None, deduplication_key=task_id,
+                    catch_up=spec.catch_up.value, active=True, next_run_at=first, last_tick_at=None,
+                    created_at=now, updated_at=now)
+                c.execute(stmt.on_conflict_do_nothing(index_elements=["env_id", "type", "deduplication_key"]))
+            elif (row.cron, row.timezone, row.catch_up) != (spec.cron, spec.timezone, spec.catch_up.value):
+                c.execute(schedules.update().where(schedules.c.id == row.id).values(
+                    cron=spec.cron, timezone=spec.timezone, catch_up=spec.catch_up.value, updated_at=now,
+                    next_run_at=first if row.active else None))
 
 
 _OPTIONS = TriggerOptions()

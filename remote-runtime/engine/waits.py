@@ -12,8 +12,8 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -37,12 +37,9 @@ from outlast.wire import (
 from ..errors import Conflict, EngineError
 from ..store import queue
 from ..store.ids import new_run_id
-from ..store.queue import ReadyRun
 from ..store.schema import run_checkpoints, run_events, run_waits, runs, waitpoints
-
-if TYPE_CHECKING:
-    from ..store.db import Database
-    from .facade import RunEngine
+from .context import EngineContext, ready_run, slot, timeline_event, utc
+from .triggering import Triggering
 
 S = RunStatus
 K = WaitpointKind
@@ -54,8 +51,13 @@ class WaitpointNotFound(EngineError):
     code = "waitpoint_not_found"
 
 
-def _dt(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
+class FinishedRun(NamedTuple):
+    """A run that reached a final status, as `Waits.runs_finished` takes it."""
+
+    id: str
+    status: S
+    output: Any = None
+    error: Any = None
 
 
 def to_result(row: Any) -> WaitpointResult:
@@ -71,20 +73,19 @@ def to_result(row: Any) -> WaitpointResult:
 
 def to_waitpoint(row: Any) -> Waitpoint:
     return Waitpoint(id=row.id, kind=K(row.kind), status=row.status, output=row.output, timed_out=row.timed_out,
-                     tags=row.tags or [], child_run_id=row.child_run_id, timeout_at=_dt(row.complete_after),
-                     created_at=_dt(row.created_at), completed_at=_dt(row.completed_at))
+                     tags=row.tags or [], child_run_id=row.child_run_id, timeout_at=utc(row.complete_after),
+                     created_at=utc(row.created_at), completed_at=utc(row.completed_at))
 
 
 class Waits:
     """The engine's waitpoint transitions. Shares the engine's store, clock and wake-ups."""
 
-    def __init__(self, engine: RunEngine, public_url: str = "http://127.0.0.1:7070") -> None:
-        self.engine = engine
+    def __init__(self, context: EngineContext, triggering: Triggering,
+                 public_url: str = "http://127.0.0.1:7070") -> None:
+        self.context = context
+        self.db = context.db
+        self.triggering = triggering  # a run wait triggers its child runs
         self.public_url = public_url.rstrip("/")
-
-    @property
-    def db(self) -> Database:
-        return self.engine.db
 
     # --- a task waits ----------------------------------------------------------------------
 
@@ -98,8 +99,8 @@ class Waits:
             if not spec.items:
                 raise EngineError("a run wait needs at least one item", field="spec.items")
             items = [self._child(item, run, f"{base}/{index}") for index, item in enumerate(spec.items)]
-            children = [handle.id for handle in self.engine.trigger(run.env_id, items)]
-        now = self.engine.clock()
+            children = [handle.id for handle in self.triggering.trigger(run.env_id, items)]
+        now = self.context.clock()
         with self.db.begin() as c:
             if spec.kind is K.TOKEN:
                 token = c.execute(sa.select(waitpoints).where(
@@ -184,14 +185,14 @@ class Waits:
 
         Returns True when its waitpoints completed meanwhile and it went straight back to the queue.
         """
-        now = self.engine.clock()
+        now = self.context.clock()
         with self.db.begin() as c:
             row = c.execute(sa.select(runs).where(runs.c.id == request.run_id).with_for_update()).first()
             if (row is None or row.status != S.EXECUTING or row.attempts != request.attempt
                     or row.node_id != request.node_id):
                 raise Conflict(f"run {request.run_id} is no longer executing attempt {request.attempt} here",
                                field="run_id")
-            queue.release(c, [(row.env_id, row.queue, row.concurrency_key or "")])
+            queue.release(c, [slot(row)])
             c.execute(run_waits.delete().where(run_waits.c.run_id == row.id,
                                                run_waits.c.waitpoint_id.not_in(request.waiting)))
             c.execute(run_checkpoints.delete().where(run_checkpoints.c.run_id == row.id))
@@ -202,27 +203,27 @@ class Waits:
             c.execute(runs.update().where(runs.c.id == row.id).values(
                 status=S.WAITING.value, updated_at=now, execution_ms=row.execution_ms + request.duration_ms,
                 node_id=row.node_id if held else None, lease_expires_at=row.lease_expires_at if held else None))
-            c.execute(run_events.insert(), [self.engine._event(
+            c.execute(run_events.insert(), [timeline_event(
                 row.id, now, "status", S.WAITING, attempt=row.attempts, message=_suspend_message(request),
                 data={"checkpoint": {**request.detail, "mode": request.mode.value}})])
             requeued = not held and self._requeue_ready(c, [row.id], now)
         if requeued:
-            self.engine._wake()
+            self.context.wake()
         return bool(requeued)
 
     def resume_in_memory(self, node_id: str, run_id: str, attempt: int) -> None:
         """A parked (kept-alive) run's waitpoints completed: it executes again on the same node."""
-        now = self.engine.clock()
+        now = self.context.clock()
         with self.db.begin() as c:
             row = c.execute(sa.select(runs).where(runs.c.id == run_id).with_for_update()).first()
             if row is None or row.status != S.WAITING or row.attempts != attempt or row.node_id != node_id:
                 raise Conflict(f"run {run_id} is not waiting in memory on {node_id}", field="run_id")
-            queue.hold(c, [(row.env_id, row.queue, row.concurrency_key or "")])
+            queue.hold(c, [slot(row)])
             c.execute(run_checkpoints.delete().where(run_checkpoints.c.run_id == run_id))
             c.execute(runs.update().where(runs.c.id == run_id).values(
-                status=S.EXECUTING.value, updated_at=now, lease_expires_at=now + self.engine.lease_seconds))
-            c.execute(run_events.insert(), [self.engine._event(run_id, now, "status", S.EXECUTING, attempt=attempt,
-                                                               message=f"attempt {attempt} resumed in memory")])
+                status=S.EXECUTING.value, updated_at=now, lease_expires_at=now + self.context.lease_seconds))
+            c.execute(run_events.insert(), [timeline_event(run_id, now, "status", S.EXECUTING, attempt=attempt,
+                                                          message=f"attempt {attempt} resumed in memory")])
 
     def resume_info(self, c: sa.Connection, run_ids: Sequence[str]) -> dict[str, ResumeInfo]:
         """For runs just claimed to resume: their images and the results they wait for (taken off the run)."""
@@ -264,7 +265,7 @@ class Waits:
 
     def complete_due(self, batch: int = 500) -> int:
         """Complete waitpoints whose time came (datetime waits, token timeouts); re-queue runs they unblock."""
-        now = self.engine.clock()
+        now = self.context.clock()
         with self.db.connect() as c:
             if c.execute(_ANY_DUE, {"b_now": now}).first() is None:
                 return 0  # the usual case: no write transaction
@@ -276,7 +277,7 @@ class Waits:
                                              "b_now": now} for w in due])
             requeued = self._unblock(c, [w.id for w in due], now)
         if requeued:
-            self.engine._wake()
+            self.context.wake()
         return len(due)
 
     def _unblock(self, c: sa.Connection, waitpoint_ids: Sequence[str], now: float) -> int:
@@ -297,19 +298,16 @@ class Waits:
             return 0
         c.execute(runs.update().where(runs.c.id.in_([r.id for r in ready])).values(
             status=S.QUEUED.value, updated_at=now))
-        c.execute(run_events.insert(), [self.engine._event(r.id, now, "status", S.QUEUED, attempt=r.attempts,
-                                                           message="everything it waited for is complete; resuming")
+        c.execute(run_events.insert(), [timeline_event(r.id, now, "status", S.QUEUED, attempt=r.attempts,
+                                                      message="everything it waited for is complete; resuming")
                                         for r in ready])
-        queue.enqueue(c, [ReadyRun(run_id=r.id, env_id=r.env_id, task_id=r.task_id, queue=r.queue,
-                                   concurrency_key=r.concurrency_key, priority=r.priority, available_at=now,
-                                   resume=True, version=queue.routed_version(r.version)) for r in ready],
-                      self.engine._floors)
+        self.context.enqueue(c, [ready_run(r, now, resume=True) for r in ready])
         return len(ready)
 
     # --- tokens ----------------------------------------------------------------------------------
 
     def create_token(self, env_id: str, request: CreateTokenRequest) -> WaitToken:
-        now = self.engine.clock()
+        now = self.context.clock()
         key = f"token:{request.idempotency_key}" if request.idempotency_key else None
         timeout = request.timeout
         timeout_at = (timeout.timestamp() if isinstance(timeout, datetime) else now + timeout) if timeout else None
@@ -330,14 +328,14 @@ class Waits:
     def _token(self, token_id: str, secret: str, timeout_at: float | None, tags: list[str] | None,
                cached: bool = False) -> WaitToken:
         url = f"{self.public_url}/api/v1/waitpoints/tokens/{token_id}/callback/{secret}"
-        return WaitToken(id=token_id, url=url, timeout_at=_dt(timeout_at), tags=tags or [], is_cached=cached)
+        return WaitToken(id=token_id, url=url, timeout_at=utc(timeout_at), tags=tags or [], is_cached=cached)
 
     def complete_token(self, env_id: str | None, token_id: str, data: Any, *, secret: str | None = None) -> Waitpoint:
         """Complete a token with `data`: by its environment's key, or by the secret of its callback URL.
 
         Completing a token that is already complete changes nothing and returns it as it is.
         """
-        now = self.engine.clock()
+        now = self.context.clock()
         with self.db.begin() as c:
             stmt = sa.select(waitpoints).where(waitpoints.c.id == token_id, waitpoints.c.kind == K.TOKEN.value)
             if env_id is not None:
@@ -352,7 +350,7 @@ class Waits:
                 requeued = self._unblock(c, [token_id], now)
             row = c.execute(sa.select(waitpoints).where(waitpoints.c.id == token_id)).first()
         if requeued:
-            self.engine._wake()
+            self.context.wake()
         return to_waitpoint(row)
 
     def token_call(self, env_id: str, call: TokenCall) -> WaitToken | None:

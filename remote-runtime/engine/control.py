@@ -1,0 +1,77 @@
+"""Run control from the API: cancel a run, replay it, move a delayed run's start."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from outlast.wire import BatchItem, Run, RunHandle, RunStatus
+
+from ..errors import Conflict
+from ..store import queue
+from ..store.schema import run_events, runs
+from .context import EngineContext, slot, timeline_event, utc
+from .reads import find_run, to_run
+from .timers import Timers
+from .triggering import Triggering, to_timestamp
+from .waits import Waits
+
+if TYPE_CHECKING:
+    from ..checkpoint.retention import ImageDeleter
+
+S = RunStatus
+
+
+class RunControl:
+    def __init__(self, context: EngineContext, triggering: Triggering, waits: Waits, timers: Timers,
+                 images: ImageDeleter) -> None:
+        self.context = context
+        self.triggering = triggering
+        self.waits = waits
+        self.timers = timers
+        self.images = images
+
+    def cancel(self, env_id: str, run_id: str) -> Run:
+        """Cancel a run that has not finished; a finished run is returned unchanged."""
+        now = self.context.clock()
+        with self.context.db.begin() as c:
+            find_run(c, env_id, run_id)  # the run must be this environment's before anything changes
+            queue.remove(c, [run_id])  # before locking the run: the order in which a claim takes locks
+            row = find_run(c, env_id, run_id, lock=True)
+            if S(row.status).is_final:
+                return to_run(row)
+            if row.status == S.EXECUTING:
+                queue.release(c, [slot(row)])
+            c.execute(runs.update().where(runs.c.id == run_id).values(
+                status=S.CANCELED.value, completed_at=now, updated_at=now, node_id=None, lease_expires_at=None))
+            c.execute(run_events.insert(), [timeline_event(run_id, now, "status", S.CANCELED, message="canceled")])
+            images = self.waits.drop_checkpoints(c, [run_id])
+            row = find_run(c, env_id, run_id)
+            self.waits.runs_finished(c, [row], now)
+        self.images.delete(images)
+        self.context.wake()
+        return to_run(row)
+
+    def replay(self, env_id: str, run_id: str) -> RunHandle:
+        """A new run of the same task with the same payload and options (no delay, no idempotency key)."""
+        with self.context.db.connect() as c:
+            row = find_run(c, env_id, run_id)
+        options = {"tags": row.tags, "metadata": {}, "concurrency_key": row.concurrency_key,
+                   "priority": row.priority, "max_attempts": row.max_attempts, "max_duration": row.max_duration,
+                   "machine": row.machine, "queue": {"name": row.queue}}
+        item = BatchItem(task=row.task_id, payload=row.payload, options=options)
+        return self.triggering.trigger(env_id, [item], replayed_from=run_id)[0]
+
+    def reschedule(self, env_id: str, run_id: str, delay: float | datetime) -> Run:
+        now = self.context.clock()
+        until = to_timestamp(delay, now)
+        with self.context.db.begin() as c:
+            row = find_run(c, env_id, run_id, lock=True)
+            if row.status != S.DELAYED:
+                raise Conflict(f"run {run_id} is {row.status}; only DELAYED runs can be rescheduled", field="run_id")
+            c.execute(runs.update().where(runs.c.id == run_id).values(delay_until=until, updated_at=now))
+            c.execute(run_events.insert(), [timeline_event(run_id, now, "rescheduled",
+                                                           message=f"delayed until {utc(until).isoformat()}")])
+        self.timers.tick()
+        with self.context.db.connect() as c:
+            return to_run(find_run(c, env_id, run_id))

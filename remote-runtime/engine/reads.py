@@ -1,0 +1,82 @@
+"""Reading runs: one run, a filtered page of runs, a run's timeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from outlast.wire import Run, RunEvent, RunList, RunStatus, TaskRunError
+
+from ..errors import RunNotFound
+from ..store.schema import run_events, run_tags, runs
+from .context import EngineContext, utc
+
+
+def find_run(c: sa.Connection, env_id: str, run_id: str, *, lock: bool = False) -> sa.Row:
+    """The run's row, if it is this environment's (RunNotFound otherwise); `lock` locks it for the transaction."""
+    stmt = sa.select(runs).where(runs.c.id == run_id, runs.c.env_id == env_id)
+    row = c.execute(stmt.with_for_update() if lock else stmt).first()
+    if row is None:
+        raise RunNotFound(f"run {run_id!r} not found", field="run_id")
+    return row
+
+
+class RunReads:
+    def __init__(self, context: EngineContext) -> None:
+        self.db = context.db
+
+    def run_env(self, run_id: str) -> str:
+        with self.db.connect() as c:
+            env_id = c.execute(sa.select(runs.c.env_id).where(runs.c.id == run_id)).scalar()
+        if env_id is None:
+            raise RunNotFound(f"run {run_id!r} not found", field="run_id")
+        return env_id
+
+    def retrieve(self, env_id: str, run_id: str) -> Run:
+        with self.db.connect() as c:
+            return to_run(find_run(c, env_id, run_id))
+
+    def list_runs(self, env_id: str, *, status: Sequence[str] = (), task: Sequence[str] = (),
+                  tag: Sequence[str] = (), created_after: datetime | None = None,
+                  created_before: datetime | None = None, limit: int = 50, cursor: str | None = None) -> RunList:
+        stmt = sa.select(runs).where(runs.c.env_id == env_id).order_by(runs.c.id.desc()).limit(limit + 1)
+        if status:
+            stmt = stmt.where(runs.c.status.in_(status))
+        if task:
+            stmt = stmt.where(runs.c.task_id.in_(task))
+        if tag:
+            tagged = sa.select(run_tags.c.run_id).where(run_tags.c.env_id == env_id, run_tags.c.tag.in_(tag))
+            stmt = stmt.where(runs.c.id.in_(tagged))
+        if created_after:
+            stmt = stmt.where(runs.c.created_at >= created_after.timestamp())
+        if created_before:
+            stmt = stmt.where(runs.c.created_at < created_before.timestamp())
+        if cursor:
+            stmt = stmt.where(runs.c.id < cursor)
+        with self.db.connect() as c:
+            rows = c.execute(stmt).all()
+        page = [to_run(row) for row in rows[:limit]]
+        return RunList(data=page, next_cursor=page[-1].id if len(rows) > limit else None)
+
+    def events(self, env_id: str, run_id: str, *, after: int = 0) -> list[RunEvent]:
+        with self.db.connect() as c:
+            find_run(c, env_id, run_id)
+            rows = c.execute(sa.select(run_events).where(run_events.c.run_id == run_id, run_events.c.id > after)
+                             .order_by(run_events.c.id)).all()
+        return [RunEvent(id=r.id, run_id=r.run_id, time=utc(r.time), kind=r.kind, attempt=r.attempt,
+                         level=r.level, message=r.message, data=r.data or {}) for r in rows]
+
+
+def to_run(row: sa.Row) -> Run:
+    return Run(
+        id=row.id, task=row.task_id, env=row.env_id, status=RunStatus(row.status), payload=row.payload,
+        output=row.output, error=TaskRunError.model_validate(row.error) if row.error else None,
+        attempts=row.attempts, max_attempts=row.max_attempts, tags=row.tags or [], metadata=row.metadata or {},
+        queue=row.queue, concurrency_key=row.concurrency_key, priority=row.priority,
+        idempotency_key=row.idempotency_key, version=row.version, machine=row.machine,
+        max_duration=row.max_duration, execution_ms=row.execution_ms, replayed_from=row.replayed_from,
+        created_at=utc(row.created_at), updated_at=utc(row.updated_at), delay_until=utc(row.delay_until),
+        expires_at=utc(row.expires_at), started_at=utc(row.started_at), completed_at=utc(row.completed_at),
+    )
