@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from outlast._project import Project
 from outlast.wire import RunContext
@@ -22,18 +22,28 @@ from ..worker.backend import HttpBackend, LocalBackend
 from ..worker.pool import READY_SECONDS, ProcessPool
 from ..worker.processes import ProcessExited, TaskProcess
 from ..worker.supervisor import Supervisor
-from .deployments import Deployments
-
-if TYPE_CHECKING:
-    from .remote import RemoteDeployments
+from .deployments import Served
 
 log = logging.getLogger("outlast.deployed")
+
+
+class ServedDeployments(Protocol):
+    """What the deployed versions come from: the runtime's `Deployments`, or a remote worker's
+    `RemoteDeployments` over the worker API. Called from worker threads."""
+
+    def served(self) -> Served: ...
+
+    def current_versions(self) -> list[str]: ...
+
+    def ensure_local(self, version: str) -> tuple[Project, str]: ...
+
+    def unpack_id(self, version: str) -> str | None: ...
 
 
 class DeployedVersions:
     """The versions deployed now, each from its own unpacked directory and virtualenv."""
 
-    def __init__(self, deployments: Deployments | RemoteDeployments, backend: LocalBackend | HttpBackend) -> None:
+    def __init__(self, deployments: ServedDeployments, backend: LocalBackend | HttpBackend) -> None:
         self.deployments = deployments
         self.backend = backend
         self.current: list[str] = []
@@ -116,7 +126,7 @@ class DeployedVersions:
 class DeploymentSupervisor(Supervisor):
     """A `Supervisor` serving the deployed versions; `refresh` follows each deployment change."""
 
-    def __init__(self, backend: LocalBackend | HttpBackend, deployments: Deployments | RemoteDeployments,
+    def __init__(self, backend: LocalBackend | HttpBackend, deployments: ServedDeployments,
                  settings: RuntimeSettings) -> None:
         self.versions = DeployedVersions(deployments, backend)
         super().__init__(backend, self.versions, settings)
