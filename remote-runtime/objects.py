@@ -321,7 +321,7 @@ class S3Objects:
         """A file to write the object to; uploaded when the block ends without an error."""
         name = self.object_key(key)
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL) as spool:
-            yield spool  # type: ignore[misc] - a SpooledTemporaryFile is a binary file
+            yield spool
             spool.seek(0)
             with self._errors(key, "upload"):
                 self.client.upload_fileobj(spool, self.bucket, name)
@@ -334,7 +334,7 @@ class S3Objects:
             with self._errors(key, "download"):
                 self.client.download_fileobj(self.bucket, name, spool)
             spool.seek(0)
-            yield spool  # type: ignore[misc]
+            yield spool
 
     def put(self, key: str, source: Path) -> None:
         """Upload the file `source` under `key`."""
