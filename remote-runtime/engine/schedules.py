@@ -55,14 +55,14 @@ class ScheduleNotFound(EngineError):
 
 
 class Scheduler:
-    def __init__(self, engine: RunEngine, *, clock: Callable[[], float] | None = None, batch: int = BATCH,
+    def __init__(self, engine: RunEngine, *, batch: int = BATCH,
                  on_fired: Callable[[Sequence[float]], None] | None = None) -> None:
         """`on_fired(ticks)` is called after each batch commits, with the ticks of the runs it created
         (bench/schedules.py measures firing lag with it). Declarative schedules follow registrations
         through `sync_declarative`, a hook of the engine's."""
         self.engine = engine
         self.db = engine.db
-        self.clock = clock or engine.clock
+        self.clock = engine.clock
         self.batch = batch
         self.on_fired = on_fired
 
