@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from . import _checkpoint_files
 from ._framing import FrameSocket
 from .wire import (
     Call,
@@ -158,6 +159,7 @@ class ControlChannel:
             frames, self._frames = self._frames, None
             if frames is None:
                 return
+            aside = _checkpoint_files.set_aside()  # files others may grow meanwhile: reopened after
             with contextlib.suppress(OSError):
                 frames.send(Suspended(run_id=self.run_id or ""))
             frames.close()
@@ -167,6 +169,7 @@ class ControlChannel:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 self._reconnect()
                 self.restores += 1
+                _checkpoint_files.reopen(aside)
                 return
 
     def _reconnect(self) -> None:

@@ -13,7 +13,8 @@ stays single-threaded, as forking requires.
 
 A task process keeps every descriptor the project opened while importing (a log file, an
 sqlite3 connection, a socket): they are the project's, as in any prefork server. It loses only
-the fork server's own: the request pipe (replaced by /dev/null) and the reply channel.
+the fork server's own: the request pipe (replaced by /dev/null), the reply channel, and whatever
+was open before the import began (a supervisor on uvloop leaves copies of our stdio there).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ._pidns import fork_init
 
 def main() -> None:
     replies = os.dup(1)
+    own = _open_descriptors() - {0, 1, 2}  # before the import: none of them is the project's
     os.dup2(2, 1)  # what the project prints while importing must not mix with the replies
     try:
         _process.prepare()
@@ -45,7 +47,7 @@ def main() -> None:
     for line in sys.stdin.buffer:
         request = json.loads(line)
         try:
-            reply: dict[str, Any] = {"pid": _fork_task(request, replies)}
+            reply: dict[str, Any] = {"pid": _fork_task(request, own)}
         except Exception as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         _reply(replies, reply)
@@ -53,6 +55,19 @@ def main() -> None:
 
 def _reply(fd: int, message: dict[str, Any]) -> None:
     os.write(fd, json.dumps(message).encode() + b"\n")
+
+
+def _open_descriptors() -> set[int]:
+    listed = {int(fd) for fd in os.listdir("/proc/self/fd")}
+    return {fd for fd in listed if _is_open(fd)}  # not the one listdir used and closed
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _flush_open_files() -> None:
@@ -65,13 +80,15 @@ def _flush_open_files() -> None:
                     obj.flush()
 
 
-def _fork_task(request: dict[str, Any], replies: int) -> int:
+def _fork_task(request: dict[str, Any], own: set[int]) -> int:
+    """Fork a task process; `own` are the fork server's descriptors, which the task closes."""
     sys.stdout.flush()
     sys.stderr.flush()
 
     def become(report_fd: int) -> None:
         os.close(report_fd)  # the task has started: nothing more to report
-        os.close(replies)  # the fork server's, not the task's
+        for fd in own:
+            os.close(fd)
         _become_task(request)
 
     return fork_init(become, new_namespace=bool(request.get("namespace")))

@@ -127,8 +127,8 @@ def test_after_a_checkpoint_and_restore_everything_still_works(runtime, udp_rece
     runs = [client.poll(handle.id, timeout=180) for handle in waiting]
     for run in runs:
         assert run.status is RunStatus.COMPLETED, (run.error, runtime.log()[-3000:])
-        events = [event.message for event in client.run_events(run.id) if event.kind == "status"]
-        assert any("checkpointed" in message for message in events), events
+        waiting = next(e for e in client.run_events(run.id) if e.data.get("status") == "WAITING")
+        assert waiting.data.get("checkpoint", {}).get("mode") == "criu", waiting
 
     expected = {f"{run.id} before" for run in runs} | {f"{run.id} after" for run in runs}
     expected |= {f"{run.id} before" for run in meanwhile}
