@@ -85,13 +85,13 @@ class Task(Generic[R]):
 
     def trigger(self, payload: Any = None, *, client: _client.Client | None = None, **options: Any) -> RunHandle:
         body = self.check_payload(payload)
-        return (client or _client.default_client()).trigger(self.id, body, _client.trigger_options(**options))
+        return _client.or_default(client).trigger(self.id, body, _client.trigger_options(**options))
 
     async def atrigger(
         self, payload: Any = None, *, client: _client.AsyncClient | None = None, **options: Any
     ) -> RunHandle:
         body = self.check_payload(payload)
-        client = client or _client.default_async_client()
+        client = _client.or_default_async(client)
         return await client.trigger(self.id, body, _client.trigger_options(**options))
 
     def batch_items(self, items: Sequence[Any]) -> list[BatchItem]:
@@ -102,12 +102,12 @@ class Task(Generic[R]):
 
     def batch_trigger(self, items: Sequence[Any], *, client: _client.Client | None = None) -> BatchHandle:
         """Trigger one run per item (a payload, or `{"payload": ..., "options": {...}}`), in one request."""
-        return (client or _client.default_client()).batch_trigger(self.batch_items(items))
+        return _client.or_default(client).batch_trigger(self.batch_items(items))
 
     async def abatch_trigger(
         self, items: Sequence[Any], *, client: _client.AsyncClient | None = None
     ) -> BatchHandle:
-        return await (client or _client.default_async_client()).batch_trigger(self.batch_items(items))
+        return await _client.or_default_async(client).batch_trigger(self.batch_items(items))
 
     # --- inside a task: trigger children and wait for them ------------------------------
 
