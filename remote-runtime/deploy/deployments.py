@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from outlast.wire import BatchItem, DeployedTask, Deployment, DeploymentStatus, 
 from ..engine.facade import RunEngine
 from ..errors import Conflict, EngineError
 from ..store.schema import deployments, environments, runs, tasks
-from ..worker.processes import _PRIVATE_VARIABLES
+from ..worker.processes import inherited_environment
 from .bundles import BundleError, BundleStore, inspect_bundle, unpack_bundle
 from .env_vars import EnvVars
 from .venvs import EnvironmentBuildFailed, python_for, requirements_hash
@@ -192,7 +191,7 @@ class Deployments:
 
     def _import(self, env_id: str, project: Project, python: str) -> list[TaskManifest]:
         """Import the tasks in a fresh process with the version's interpreter and environment."""
-        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_VARIABLES}
+        env = inherited_environment()
         env.update(project.env)
         env.update(self.env_vars.values(env_id))
         with tempfile.TemporaryDirectory(prefix="outlast-import-") as scratch:

@@ -192,9 +192,14 @@ def process_home(process_dir: Path, process_id: str) -> Path:
     return process_dir / process_id
 
 
+def inherited_environment() -> dict[str, str]:
+    """This process's environment without what a task process must never inherit (the store, the key)."""
+    return {k: v for k, v in os.environ.items() if k not in _PRIVATE_VARIABLES}
+
+
 def task_environment(project: Project, options: SpawnOptions) -> dict[str, str]:
     """What every task process of the project gets (a fork server starts with it too)."""
-    env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_VARIABLES}
+    env = inherited_environment()
     env.update(project.env)
     env.update({
         "OUTLAST_CONTROL_SOCKET": str(options.socket_path),
