@@ -13,7 +13,9 @@ A claimed run that carries a checkpoint is restored instead of started.
 
 The supervisor itself only wires its parts together and starts and stops them:
 
-  pool.py         the task processes, the idle ones, the fork servers
+  pool.py         the task processes, the idle ones, the fork servers; `VersionSource`, what code
+                  they run (versions.py: a working copy; deploy/supervisor.py: deployed versions)
+  attempts.py     the attempts this node holds (`Execution`), queued, running or parked
   connections.py  the control socket and its frames
   dispatch.py     claiming (with prefetch) and starting attempts in free slots
   execution.py    one attempt, from its process to its outcome and deadlines
@@ -21,6 +23,7 @@ The supervisor itself only wires its parts together and starts and stops them:
   suspension.py   checkpoint or park a waiting process; restore a checkpointed one
   reports.py      the buffer of logs, metadata and completions sent to the backend
   leases.py       lease renewal and the heartbeat watchdog
+  processes.py, forkserver.py, pidns.py: spawning and talking to one task process
 """
 
 from __future__ import annotations
