@@ -15,7 +15,7 @@ import pytest
 from outlast._project import Project
 from outlast.runtime.settings import RuntimeSettings
 from outlast.runtime.worker.supervisor import Supervisor
-from outlast.runtime.worker.versions import WorkingCopy
+from outlast.runtime.worker.versions import TasksImportFailed, WorkingCopy
 from outlast.wire import AttemptOutcome, CheckpointMode, WaitpointKind, WaitpointResult
 from tests.unit.memory_backend import MemoryBackend
 
@@ -163,5 +163,35 @@ def test_a_wait_call_is_forwarded_to_the_backend_and_its_result_handed_in(tmp_pa
             assert backend.resumes == [(run_id, 1)], "unparked"
         assert completion.outcome is AttemptOutcome.OK
         assert isinstance(completion.output, float)
+
+    run(scenario)
+
+
+def test_loading_a_changed_working_copy_makes_it_the_current_version(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "tasks.py").write_text('from outlast import task\n\n@task(id="v")\ndef v(payload):\n    return 1\n')
+    backend = MemoryBackend()
+
+    async def scenario() -> None:
+        node = Supervisor(backend, WorkingCopy(Project(project), backend), settings(tmp_path))
+        await node.start()
+        try:
+            first = node.code.version
+            (project / "tasks.py").write_text("raise ImportError('half-saved')\n")
+            with pytest.raises(TasksImportFailed, match="half-saved"):
+                await node.load_version()
+            assert node.code.version == first, "a failed import leaves the version served"
+            (project / "tasks.py").write_text('from outlast import task\n\n@task(id="v")\ndef v(payload):\n'
+                                              '    return 2\n')
+            assert await node.load_version() == ["v"]
+            assert node.code.version != first and set(backend.registered) == {first, node.code.version}
+            run_id = backend.enqueue("v")
+            completion = await eventually(lambda: backend.completions.get(run_id), "the completion")
+            assert completion.output == 2, "the run gets the new code"
+            await eventually(lambda: all(p.version != first for p in node.pool.processes.values()),
+                             "the old version's processes retired")
+        finally:
+            await node.stop()
 
     run(scenario)
