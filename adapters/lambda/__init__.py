@@ -1,8 +1,21 @@
 """Outlast for AWS Lambda: `handler = outlast_lambda_handler(app)` serves HTTP through Mangum and
-turns SQS, S3, SNS and EventBridge events into task runs (`@on_sqs("queue", task=...)` and friends)."""
+turns SQS, S3, SNS, DynamoDB Streams, Kinesis and EventBridge events (rules and Scheduler) into
+task runs (`@on_sqs("queue", task=...)` and friends)."""
 
-from ._handler import EventTriggerError, LambdaHandler, UnroutedEventError, event_kind, outlast_lambda_handler
-from ._routes import EventRoutes, Rule, on_eventbridge, on_s3, on_schedule, on_sns, on_sqs, routes
+from ._events import event_kind
+from ._handler import EventTriggerError, LambdaHandler, UnroutedEventError, outlast_lambda_handler
+from ._routes import (
+    EventRoutes,
+    Rule,
+    on_dynamodb,
+    on_eventbridge,
+    on_kinesis,
+    on_s3,
+    on_schedule,
+    on_sns,
+    on_sqs,
+    routes,
+)
 
 __all__ = [
     "EventRoutes",
@@ -11,7 +24,9 @@ __all__ = [
     "Rule",
     "UnroutedEventError",
     "event_kind",
+    "on_dynamodb",
     "on_eventbridge",
+    "on_kinesis",
     "on_s3",
     "on_schedule",
     "on_sns",

@@ -33,3 +33,21 @@ def page_oncall(alert: dict) -> dict:
 @task(id="lambda-invoice-paid")
 def invoice_paid(detail: dict) -> dict:
     return {"invoice": detail["invoice_id"]}
+
+
+@task(id="lambda-forget-thumbnail")
+def forget_thumbnail(obj: dict) -> dict:
+    return {"removed": f"thumbs/{obj['key']}", "because": obj["event"]}
+
+
+@task(id="lambda-order-changed")
+def order_changed(change: dict) -> dict:
+    """A DynamoDB stream record: `event` is INSERT, MODIFY or REMOVE; `new`/`old` are the item's images."""
+    new, old = change["new"] or {}, change["old"] or {}
+    return {"order": change["keys"]["order_id"], "event": change["event"],
+            "status": [old.get("status"), new.get("status")]}
+
+
+@task(id="lambda-click")
+def record_click(click: dict) -> dict:
+    return {"page": click["page"], "user": click["user"]}

@@ -1,8 +1,10 @@
-"""Lambda adapter: real API Gateway / Function URL / SQS / S3 / EventBridge / SNS events, moto's S3 and SQS,
-a real runtime running the example's tasks to completion."""
+"""Lambda adapter: real API Gateway / Function URL / SQS / S3 / EventBridge / Scheduler / SNS / DynamoDB Streams /
+Kinesis events, moto's S3, SQS, DynamoDB and Kinesis, a real runtime running the example's tasks to completion;
+events the adapter does not route (CloudWatch Logs, Cognito, Kafka, ...) raise its own error."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 
@@ -10,7 +12,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from outlast import RuntimeUnavailableError
+from outlast import ConfigurationError, RuntimeUnavailableError
 from outlast._adapter import AdapterEndpoints, AdapterSettings
 from outlast._offload import REFERENCE_KEY
 from outlast.adapters.aws_lambda import EventRoutes, EventTriggerError, UnroutedEventError, outlast_lambda_handler
@@ -182,3 +184,152 @@ def test_scheduled_eventbridge_and_sns_events_trigger_their_tasks(example, examp
 
     with pytest.raises(UnroutedEventError, match="no route"):
         invoke(example, events.scheduled_event("unknown-rule"))
+
+
+def test_eventbridge_scheduler_schedules_trigger_like_rules_and_repeats_return_the_same_run(example, example_runtime):
+    client = example_runtime.client()
+    tick = events.scheduler_event("nightly-cleanup")  # the example's on_schedule("nightly-cleanup")
+    answer = invoke(example, tick)
+    run = client.poll(answer["runs"][0], timeout=60)
+    assert run.output == {"cleaned_at": tick["time"]}
+    assert run.idempotency_key == f"schedule:{tick['id']}:nightly-cleanup"
+    assert invoke(example, tick) == answer  # Scheduler retried the invocation: the same run
+
+    grouped = EventRoutes({"schedule:reports/weekly": "lambda-nightly-cleanup"})
+    handler = outlast_lambda_handler(routes=grouped, endpoints=example.handler.endpoints)
+    tick = events.scheduler_event("weekly", group="reports")
+    assert client.poll(handler(tick, events.context())["runs"][0], timeout=60).output == {"cleaned_at": tick["time"]}
+    with pytest.raises(UnroutedEventError, match=r"no route for schedule event from weekly \(aws.scheduler\)"):
+        handler(events.scheduler_event("weekly", group="other"), events.context())
+
+
+def _stream_records(table: str) -> tuple[str, list[dict]]:
+    streams = boto3.client("dynamodbstreams")
+    arn = boto3.client("dynamodb").describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard,
+                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    return arn, streams.get_records(ShardIterator=iterator)["Records"]
+
+
+def _table_with_stream(name: str) -> None:
+    boto3.client("dynamodb").create_table(
+        TableName=name, KeySchema=[{"AttributeName": "order_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "order_id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+
+
+def test_dynamodb_stream_records_trigger_one_run_each_and_unrouted_tables_fail_their_records(example, example_runtime):
+    _table_with_stream("orders")
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.put_item(TableName="orders", Item={"order_id": {"S": "o-1"}, "status": {"S": "new"},
+                                                "total": {"N": "12.5"}, "lines": {"L": [{"N": "2"}]}})
+    dynamodb.update_item(TableName="orders", Key={"order_id": {"S": "o-1"}}, UpdateExpression="SET #s = :s",
+                         ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": {"S": "paid"}})
+    dynamodb.delete_item(TableName="orders", Key={"order_id": {"S": "o-1"}})
+    arn, records = _stream_records("orders")
+    assert [r["eventName"] for r in records] == ["INSERT", "MODIFY", "REMOVE"]
+
+    assert invoke(example, events.dynamodb_event(arn, records)) == {"batchItemFailures": []}
+    client = example_runtime.client()
+    runs = {run.idempotency_key: run for run in client.iter_runs(task="lambda-order-changed")}
+    outputs = [client.poll(runs[f"dynamodb:orders:{r['eventID']}"].id, timeout=60).output for r in records]
+    assert outputs == [{"order": "o-1", "event": "INSERT", "status": [None, "new"]},
+                       {"order": "o-1", "event": "MODIFY", "status": ["new", "paid"]},
+                       {"order": "o-1", "event": "REMOVE", "status": ["paid", None]}]
+    first = runs[f"dynamodb:orders:{records[0]['eventID']}"]
+    assert first.payload["new"] == {"order_id": "o-1", "status": "new", "total": 12.5, "lines": [2]}
+    # The stream redelivered from the last checkpoint: the same runs.
+    assert invoke(example, events.dynamodb_event(arn, records)) == {"batchItemFailures": []}
+    assert len(list(client.iter_runs(task="lambda-order-changed"))) == 3
+
+    _table_with_stream("audit")
+    dynamodb.put_item(TableName="audit", Item={"order_id": {"S": "a-1"}})
+    arn, records = _stream_records("audit")
+    assert invoke(example, events.dynamodb_event(arn, records)) == {
+        "batchItemFailures": [{"itemIdentifier": records[0]["dynamodb"]["SequenceNumber"]}]}
+
+
+def test_kinesis_records_trigger_one_run_each_and_report_the_records_that_failed(example, example_runtime):
+    kinesis = boto3.client("kinesis")
+    kinesis.create_stream(StreamName="clicks", ShardCount=1)
+    description = kinesis.describe_stream(StreamName="clicks")["StreamDescription"]
+    arn, shard = description["StreamARN"], description["Shards"][0]["ShardId"]
+    for data in ({"page": "/", "user": 1}, {"page": "/pricing", "user": 2}, {"oops": True}):
+        kinesis.put_record(StreamName="clicks", Data=json.dumps(data).encode(), PartitionKey=str(data))
+    iterator = kinesis.get_shard_iterator(StreamName="clicks", ShardId=shard,
+                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    records = kinesis.get_records(ShardIterator=iterator)["Records"]
+    event = events.kinesis_event(arn, shard, records)
+
+    client = example_runtime.client()
+    assert invoke(example, event) == {"batchItemFailures": []}  # the example's on_kinesis("clicks")
+    runs = {run.idempotency_key: run for run in client.iter_runs(task="lambda-click")}
+    first = client.poll(runs[f"kinesis:clicks:{shard}:{records[0]['SequenceNumber']}"].id, timeout=60)
+    assert first.output == {"page": "/", "user": 1}
+
+    strict = EventRoutes()
+
+    @strict.kinesis(arn, task="lambda-click")  # by ARN; the payload function refuses records without a page
+    def click(record: dict) -> dict:
+        data = json.loads(base64.b64decode(record["kinesis"]["data"]))
+        if "page" not in data:
+            raise ValueError("not a click")
+        return data
+
+    handler = outlast_lambda_handler(routes=strict, endpoints=example.handler.endpoints)
+    assert handler(event, events.context()) == {
+        "batchItemFailures": [{"itemIdentifier": records[2]["SequenceNumber"]}]}
+
+
+def test_s3_rules_filter_by_event_name_and_key_and_the_event_name_is_in_the_key(example, example_runtime):
+    s3, client = boto3.client("s3"), example_runtime.client()
+    s3.put_object(Bucket="uploads", Key="photos/dog.jpg", Body=b"\xff\xd8" + b"1" * 10)
+    created = events.s3_event("uploads", "photos/dog.jpg", 12, s3.head_object(Bucket="uploads",
+                                                                              Key="photos/dog.jpg")["ETag"])
+    s3.delete_object(Bucket="uploads", Key="photos/dog.jpg")
+    removed = events.s3_removed_event("uploads", "photos/dog.jpg")
+
+    made = client.poll(invoke(example, created)["runs"][0], timeout=60)
+    gone = client.poll(invoke(example, removed)["runs"][0], timeout=60)
+    assert (made.task, made.output) == ("lambda-thumbnail", {"thumbnail": "thumbs/photos/dog.jpg", "from_bytes": 12})
+    assert (gone.task, gone.output) == ("lambda-forget-thumbnail",
+                                        {"removed": "thumbs/photos/dog.jpg", "because": "s3:ObjectRemoved:Delete"})
+    assert ":photos/dog.jpg:s3:ObjectCreated:Put:" in made.idempotency_key
+    assert ":photos/dog.jpg:s3:ObjectRemoved:Delete:" in gone.idempotency_key
+
+    elsewhere = invoke(example, events.s3_event("uploads", "docs/readme.txt", 5, "etag"))  # outside photos/
+    marker = invoke(example, events.s3_removed_event("uploads", "photos/dog.jpg", marker=True))
+    assert elsewhere == {"runs": [], "ignored": 1}
+    assert client.poll(marker["runs"][0], timeout=60).output["because"] == "s3:ObjectRemoved:DeleteMarkerCreated"
+    with pytest.raises(ConfigurationError, match="s3:ObjectCreated"):
+        EventRoutes().s3("uploads", task="lambda-thumbnail", events=["ObjectCreated:*"])
+
+
+def test_s3_events_through_eventbridge_use_the_same_routes(example, example_runtime):
+    client = example_runtime.client()
+    created = events.s3_eventbridge_event("uploads", "photos/cat 2.jpg", size=2048)  # EventBridge keys: not encoded
+    run = client.poll(invoke(example, created)["runs"][0], timeout=60)
+    assert (run.task, run.output) == ("lambda-thumbnail", {"thumbnail": "thumbs/photos/cat 2.jpg", "from_bytes": 2048})
+    assert ":photos/cat 2.jpg:s3:ObjectCreated:Put:" in run.idempotency_key
+
+    deleted = events.s3_eventbridge_event("uploads", "photos/cat 2.jpg", "Object Deleted", "DeleteObject",
+                                          size=None, deletion_type="Permanently Deleted")
+    assert client.poll(invoke(example, deleted)["runs"][0], timeout=60).output == {
+        "removed": "thumbs/photos/cat 2.jpg", "because": "s3:ObjectRemoved:Delete"}
+    tagged = events.s3_eventbridge_event("uploads", "photos/cat 2.jpg", "Object Tags Added", "PutObjectTagging")
+    assert invoke(example, tagged) == {"runs": [], "ignored": 1}
+    with pytest.raises(UnroutedEventError, match="no route for s3 source 'other-bucket'"):
+        invoke(example, events.s3_eventbridge_event("other-bucket", "a.txt"))
+
+
+@pytest.mark.parametrize(("event", "named"), [
+    (events.awslogs_event("/aws/lambda/app", ["ERROR boom"]), r"CloudWatch Logs subscription event \(awslogs\)"),
+    (events.cognito_event(), r"Cognito user pool trigger \(PreSignUp_SignUp\)"),
+    (events.msk_event("orders"), r"Kafka batch \(aws:kafka\)"),
+    ({"Records": [{"eventSource": "aws:codecommit", "eventName": "ReferenceChanges"}]}, "records from aws:codecommit"),
+    ({"hello": "world"}, "event with hello"),
+])
+def test_events_the_adapter_does_not_route_raise_its_error_naming_what_arrived(example, event, named):
+    with pytest.raises(UnroutedEventError, match=f"cannot route (an? )?{named}"):
+        invoke(example, event)  # the example has an ASGI app: none of these reach Mangum
