@@ -3,6 +3,7 @@ waitpoints that complete meanwhile, handed to the processes waiting for them in 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from outlast.wire import Call, Reply, Resolved, TaskRunError, WaitpointKind, WaitpointResult, WaitRequest
@@ -14,13 +15,12 @@ from .processes import TaskProcess
 from .suspension import Suspension
 
 
+@dataclasses.dataclass(eq=False)  # a service object: compared by identity
 class WaitCalls:
-    def __init__(self, backend: WorkerBackend, attempts: Attempts, suspension: Suspension,
-                 background: Background) -> None:
-        self.backend = backend
-        self.attempts = attempts
-        self.suspension = suspension
-        self.background = background
+    backend: WorkerBackend
+    attempts: Attempts
+    suspension: Suspension
+    background: Background
 
     async def answer(self, process: TaskProcess, call: Call) -> None:
         """Do what a task asked through the runtime, and answer it (unless it is being suspended:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 
@@ -20,15 +21,14 @@ from .reports import ReportBuffer
 EXIT_STATUS_SECONDS = 2.0
 
 
+@dataclasses.dataclass(eq=False)  # a service object: compared by identity
 class ControlSocket:
-    def __init__(self, path: Path, pool: ProcessPool, reports: ReportBuffer, calls: WaitCalls,
-                 background: Background) -> None:
-        self.path = path
-        self.pool = pool
-        self.reports = reports
-        self.calls = calls
-        self.background = background
-        self._server: asyncio.AbstractServer | None = None
+    path: Path
+    pool: ProcessPool
+    reports: ReportBuffer
+    calls: WaitCalls
+    background: Background
+    _server: asyncio.AbstractServer | None = dataclasses.field(default=None, init=False)
 
     async def start(self) -> None:
         self._server = await asyncio.start_unix_server(self._on_connection, path=str(self.path))

@@ -4,6 +4,7 @@ start each one in a free slot."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from outlast.wire import AttemptCompletion, AttemptOutcome
@@ -20,15 +21,14 @@ PREFETCH_BELOW_SECONDS = 0.05
 CLAIM_RETRY_SECONDS = 1.0
 
 
+@dataclasses.dataclass(eq=False)  # a service object: compared by identity
 class Dispatcher:
-    def __init__(self, backend: WorkerBackend, attempts: Attempts, runner: AttemptRunner, reports: ReportBuffer,
-                 settings: RuntimeSettings) -> None:
-        self.backend = backend
-        self.attempts = attempts
-        self.runner = runner
-        self.reports = reports
-        self.poll_interval = settings.poll_interval
-        self._running: set[asyncio.Task[None]] = set()
+    backend: WorkerBackend
+    attempts: Attempts
+    runner: AttemptRunner
+    reports: ReportBuffer
+    settings: RuntimeSettings
+    _running: set[asyncio.Task[None]] = dataclasses.field(default_factory=set, init=False)
 
     def prefetch_limit(self) -> int:
         """How many attempts to hold at once. Like Celery's prefetch, claiming a few ahead spreads one
@@ -52,7 +52,7 @@ class Dispatcher:
             busy = attempts.running >= attempts.slots or bool(attempts.backlog)
             try:
                 # With a slot idle, long-poll for new work; with all busy, only top up the backlog.
-                assignments = await self.backend.claim(capacity, wait=0 if busy else self.poll_interval)
+                assignments = await self.backend.claim(capacity, wait=0 if busy else self.settings.poll_interval)
             except Exception as exc:  # the runtime may be restarting; keep trying
                 log.warning("claim failed: %s", exc)
                 await asyncio.sleep(CLAIM_RETRY_SECONDS)

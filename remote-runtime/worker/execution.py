@@ -40,14 +40,13 @@ class Ending:
         return cls(error=TaskRunError(type=error_type, message=message))
 
 
+@dataclasses.dataclass(eq=False)  # a service object: compared by identity
 class AttemptRunner:
-    def __init__(self, pool: ProcessPool, suspension: Suspension, attempts: Attempts, reports: ReportBuffer,
-                 settings: RuntimeSettings) -> None:
-        self.pool = pool
-        self.suspension = suspension
-        self.attempts = attempts
-        self.reports = reports
-        self.grace = settings.cancel_grace
+    pool: ProcessPool
+    suspension: Suspension
+    attempts: Attempts
+    reports: ReportBuffer
+    settings: RuntimeSettings
 
     async def execute(self, execution: Execution) -> None:
         process: TaskProcess | None = None
@@ -66,7 +65,7 @@ class AttemptRunner:
             ending = Ending.crashed("RestoreFailed", str(exc))
         except asyncio.CancelledError:
             if process is not None:
-                await process.terminate(self.grace)
+                await process.terminate(self.settings.cancel_grace)
             raise
         except Exception as exc:  # e.g. no process could be started: the attempt crashed, and is retried
             log.exception("attempt %s of %s failed in the supervisor", execution.context.attempt,
@@ -96,7 +95,7 @@ class AttemptRunner:
         try:
             answer = await self._until_answer(execution, process)
         except TimeoutError:
-            await process.terminate(self.grace)
+            await process.terminate(self.settings.cancel_grace)
             return Ending(AttemptOutcome.TIMED_OUT, error=TaskRunError(
                 type="MaxDurationExceeded", message=f"run exceeded its max_duration of "
                                                     f"{execution.context.max_duration:g}s"))

@@ -4,6 +4,7 @@ completed and which runs to stop), and kill busy task processes that stopped hea
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -17,14 +18,13 @@ log = logging.getLogger("outlast.supervisor")
 WAIT_POLL_SECONDS = 0.2  # how often waitpoints awaited in memory are checked
 
 
+@dataclasses.dataclass(eq=False)  # a service object: compared by identity
 class Leases:
-    def __init__(self, backend: WorkerBackend, attempts: Attempts, calls: WaitCalls, background: Background,
-                 settings: RuntimeSettings) -> None:
-        self.backend = backend
-        self.attempts = attempts
-        self.calls = calls
-        self.background = background
-        self.settings = settings
+    backend: WorkerBackend
+    attempts: Attempts
+    calls: WaitCalls
+    background: Background
+    settings: RuntimeSettings
 
     async def renew_loop(self) -> None:
         """Renew the leases of running attempts; stop those the runtime says are over (canceled); hand

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -33,13 +34,12 @@ class RestoreFailed(Exception):
     """A checkpointed run could not be brought back; it starts a fresh attempt."""
 
 
+@dataclasses.dataclass(eq=False)  # a service object: compared by identity
 class Suspension:
-    def __init__(self, checkpoints: CheckpointSupport, backend: WorkerBackend, pool: ProcessPool,
-                 attempts: Attempts) -> None:
-        self.checkpoints = checkpoints
-        self.backend = backend
-        self.pool = pool
-        self.attempts = attempts
+    checkpoints: CheckpointSupport
+    backend: WorkerBackend
+    pool: ProcessPool
+    attempts: Attempts
 
     def checkpoint_after(self, process: TaskProcess, task_id: str) -> float:
         """How long a wait of `task_id` stays in memory before the process is suspended."""
