@@ -5,6 +5,12 @@ Supabase database webhooks (and the triggers `outlast supabase setup` creates) s
 `commit_timestamp` (the transaction's timestamp, the same on every delivery of the event),
 `transaction_id` and `primary_key` (the table's primary key columns), so a repeated delivery maps
 to the same idempotency key and never starts a second run.
+
+A webhook made in the Supabase dashboard (`supabase_functions.http_request`) sends none of these:
+nothing in its delivery tells a repeat from the same row changing to the same values again. Its
+events are keyed by their content for `REPEAT_WINDOW` seconds only, long enough to absorb a
+delivery repeated by the network, short enough that a row going shipped -> paid -> shipped
+starts a run for each "shipped".
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from outlast._errors import InvalidRequestError
 
-__all__ = ["EventShapeError", "SupabaseEvent", "parse_event"]
+__all__ = ["REPEAT_WINDOW", "EventShapeError", "SupabaseEvent", "parse_event"]
 
+REPEAT_WINDOW = 10.0  # seconds in which an identical dashboard-webhook delivery counts as a repeat
 EventType = Literal["INSERT", "UPDATE", "DELETE"]
 
 
@@ -63,12 +70,18 @@ class SupabaseEvent(BaseModel):
         """What a routed task receives by default: the event as Supabase sent it."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    @property
+    def identifies_its_commit(self) -> bool:
+        """Whether the event names its transaction (outlast's triggers), so its key holds for good."""
+        return bool(self.commit_timestamp)
+
     def idempotency_key(self, primary_key: tuple[str, ...] = ("id",)) -> str:
         """`supabase:{schema.table}:{type}:` and a digest of the row's primary key and the commit.
 
         The primary key columns come from the event (outlast's triggers send them) or else from
         `primary_key`. An event without `commit_timestamp` (a webhook made in the Supabase dashboard)
-        is identified by its whole content instead, which a repeated delivery repeats exactly.
+        is identified by its whole content instead, which a repeated delivery repeats exactly; such
+        a key is only meant to hold for `REPEAT_WINDOW` (see `Route.item`).
         """
         columns = tuple(self.primary_key or primary_key)
         missing = [column for column in columns if column not in self.row]

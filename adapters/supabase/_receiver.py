@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from outlast._adapter import AdapterRequest, AdapterResponse, Handler, error_response, json_response
 from outlast._errors import ConfigurationError
 
-from ._events import EventShapeError, parse_event
+from ._events import REPEAT_WINDOW, EventShapeError, parse_event
 from ._routes import Router, default_router
 
 __all__ = ["DEFAULT_PATH", "SECRET_ENV", "SECRET_HEADER", "Mountable", "SupabaseReceiver", "mount"]
@@ -32,11 +32,17 @@ class SupabaseReceiver:
     401 when the secret header is missing or wrong; 422 (with `field`) when the body is not an
     event; 200 and a log line for tables and events no route asks for, so a sender never retries
     them; 202 with the started runs, or 200 with the same runs when a delivery is repeated.
+
+    `repeat_window`: seconds in which an identical delivery from a dashboard-made webhook (no
+    commit timestamp) returns the first one's runs; later, the same content starts new runs.
     """
 
     def __init__(self, router: Router | None = None, *, secret: str | None = None, secret_env: str = SECRET_ENV,
-                 header: str = SECRET_HEADER) -> None:
+                 header: str = SECRET_HEADER, repeat_window: float = REPEAT_WINDOW) -> None:
+        if not repeat_window > 0:
+            raise ConfigurationError(f"repeat_window must be a positive number of seconds, got {repeat_window!r}")
         self.router = default_router if router is None else router
+        self.repeat_window = repeat_window
         self.header = header.lower()
         secret = secret or os.environ.get(secret_env)
         if not secret:
@@ -64,7 +70,7 @@ class SupabaseReceiver:
             log.warning("supabase webhook ignored: %s", reason)
             return json_response({"ignored": True, "reason": reason, "runs": []})
         try:
-            items = self.router.plan(event)
+            items = self.router.plan(event, repeat_window=self.repeat_window)
         except EventShapeError as exc:
             return error_response(422, "invalid_event", str(exc), exc.field)
         if not items:
@@ -84,8 +90,10 @@ class Mountable(Protocol):
 
 
 def mount(target: Mountable, router: Router | None = None, *, path: str = DEFAULT_PATH, secret: str | None = None,
-          secret_env: str = SECRET_ENV, header: str = SECRET_HEADER) -> SupabaseReceiver:
+          secret_env: str = SECRET_ENV, header: str = SECRET_HEADER,
+          repeat_window: float = REPEAT_WINDOW) -> SupabaseReceiver:
     """Serve the receiver at `POST {prefix}{path}` (default `/outlast/supabase`) of an app's outlast endpoints."""
-    receiver = SupabaseReceiver(router, secret=secret, secret_env=secret_env, header=header)
+    receiver = SupabaseReceiver(router, secret=secret, secret_env=secret_env, header=header,
+                                repeat_window=repeat_window)
     target.add_route("POST", path, receiver)
     return receiver

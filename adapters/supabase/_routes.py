@@ -16,7 +16,7 @@ from outlast._tasks import Task, task_id_of
 from outlast._validation import clean_options
 from outlast.wire import BatchItem
 
-from ._events import EventShapeError, EventType, SupabaseEvent
+from ._events import REPEAT_WINDOW, EventShapeError, EventType, SupabaseEvent
 
 __all__ = ["Route", "Router", "default_router", "on_delete", "on_insert", "on_update"]
 
@@ -45,7 +45,8 @@ class Route:
     `when(record)` (or `when(record, old_record)`) decides per row; the record is the deleted row
     for DELETE. `payload(event)` shapes what the task receives (default: the event as a dict).
     `options` are trigger options (queue, tags, priority, ...); the idempotency key is always the
-    event's own.
+    event's own. An event that does not name its commit (a dashboard webhook) holds its key only
+    for `repeat_window` seconds: after that the same content is a new change, and a new run.
     """
 
     table: str
@@ -64,11 +65,13 @@ class Route:
             return bool(self.when(event.record, event.old_record))
         return bool(self.when(event.row))
 
-    def item(self, event: SupabaseEvent) -> BatchItem:
+    def item(self, event: SupabaseEvent, repeat_window: float = REPEAT_WINDOW) -> BatchItem:
         payload = self.payload(event) if self.payload else event.payload()
         if self._task is not None:
             payload = self._task.check_payload(payload)  # schema tasks validate here, before anything is sent
         options = {**self.options, "idempotency_key": event.idempotency_key(self.primary_key)}
+        if not event.identifies_its_commit:
+            options["idempotency_key_ttl"] = repeat_window
         return BatchItem(task=self.task, payload=payload, options=trigger_options(**options))
 
 
@@ -134,8 +137,11 @@ class Router:
     def routes_for(self, event: SupabaseEvent) -> list[Route]:
         return [r for r in self.routes if r.table == event.qualified_table and r.event == event.type]
 
-    def plan(self, event: SupabaseEvent) -> list[BatchItem]:
-        """The triggers this event asks for (none when no route matches or every `when` says no)."""
+    def plan(self, event: SupabaseEvent, *, repeat_window: float = REPEAT_WINDOW) -> list[BatchItem]:
+        """The triggers this event asks for (none when no route matches or every `when` says no).
+
+        `repeat_window`: how long a dashboard webhook's identical delivery counts as a repeat.
+        """
         items: list[BatchItem] = []
         for route in self.routes_for(event):
             try:
@@ -144,7 +150,7 @@ class Router:
                 raise EventShapeError(f"route {route.table} {route.event} -> {route.task}: when() failed on "
                                       f"this row: {type(exc).__name__}: {exc}", field="record") from None
             if matched:
-                items.append(route.item(event))
+                items.append(route.item(event, repeat_window))
         return items
 
     # --- decorators --------------------------------------------------------------------------

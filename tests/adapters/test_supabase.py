@@ -12,6 +12,7 @@ import importlib
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -22,8 +23,9 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from outlast import Client
+from outlast._adapter import AdapterSettings
 from outlast._errors import RuntimeUnavailableError
-from outlast.adapters.supabase import OutboxDrainer, SupabaseEvent, asgi_app, supabase_client
+from outlast.adapters.supabase import OutboxDrainer, Router, SupabaseEvent, asgi_app, parse_event, supabase_client
 from outlast.cli import app as cli
 from tests.conftest import (
     PG_ADMIN_URL,
@@ -67,7 +69,7 @@ end $$;
 create table public.invoices (id bigserial primary key, email text not null, status text not null);
 """
 DASHBOARD_HOOK = """
-create trigger invoices_hook after insert on public.invoices for each row execute function
+create trigger invoices_hook after insert or update on public.invoices for each row execute function
   supabase_functions.http_request('https://app.example.com/outlast/supabase', 'POST',
                                   '{"Content-Type": "application/json", "x-outlast-secret": "%s"}', '{}', '1000')
 """
@@ -493,3 +495,51 @@ def test_dashboard_webhooks_reach_the_receiver_and_repeats_still_run_once(db, re
     assert again.json()["runs"][0]["id"] == first.json()["runs"][0]["id"]
     run = runtime.client().poll(first.json()["runs"][0]["id"], timeout=60)
     assert run.status == "COMPLETED" and run.output["email"] == "ida@example.com"
+
+
+def test_a_dashboard_webhook_starts_a_run_per_change_and_absorbs_only_quick_repeats(db, routes, runtime):
+    """shipped -> paid -> shipped in separate transactions: the two "shipped" deliveries are byte for byte the
+    same (a dashboard webhook sends no commit timestamp), yet each change starts its run; the same delivery
+    arriving twice within the repeat window starts one."""
+    router = Router([*routes.routes])
+    router.on_update("public.invoices", task="sb-order-shipped",
+                     when=lambda row, old: row["status"] == "shipped" and old["status"] != "shipped")
+    window = 1.5
+    settings = AdapterSettings.from_mapping({}, api_url=runtime.url, secret_key=SECRET_KEY, prefix="/")
+    app = asgi_app(router, secret=SECRET, settings=settings, repeat_window=window)
+    db.execute("insert into invoices (email, status) values ('jo@example.com', 'paid')")
+
+    def change(status: str) -> dict:
+        """Commit a change, then send what its trigger asked pg_net to send (pg_net sends after commit)."""
+        db.execute("update invoices set status = %s where email = 'jo@example.com'", (status,))
+        return sent(db)[-1]
+
+    with TestClient(app) as receiver:
+        shipped = change("shipped")
+        started = time.monotonic()
+        first, repeat = replay(receiver, shipped), replay(receiver, shipped)  # a network-level repeat
+        assert (first.status_code, repeat.status_code) == (202, 200), (first.text, repeat.text)
+        assert repeat.json()["runs"][0] == {**first.json()["runs"][0], "duplicate": True}
+        paid = replay(receiver, change("paid"))
+        assert paid.json()["ignored"] is True  # the route's when(): not a change to shipped
+        time.sleep(max(0.0, window - (time.monotonic() - started)) + 0.5)  # the row changes again later
+        shipped_again = change("shipped")
+        assert shipped_again[2] == shipped[2]  # nothing in the delivery tells the two changes apart
+        again = replay(receiver, shipped_again)
+    assert again.status_code == 202, again.text
+    runs = [runtime.client().poll(answer.json()["runs"][0]["id"], timeout=60) for answer in (first, again)]
+    assert runs[0].id != runs[1].id
+    assert [run.output for run in runs] == [{"order_id": shipped[2]["record"]["id"], "was": "paid",
+                                             "now": "shipped"}] * 2
+
+
+def test_only_dashboard_events_hold_their_key_for_the_repeat_window_alone():
+    router = Router()
+    router.on_update("public.orders", task="sb-order-shipped")
+    change = {"type": "UPDATE", "table": "orders", "schema": "public", "record": {"id": 1, "s": "b"},
+              "old_record": {"id": 1, "s": "a"}}
+    (dashboard,) = router.plan(parse_event(change), repeat_window=3)
+    (trigger,) = router.plan(parse_event({**change, "commit_timestamp": "2026-01-01T00:00:00.000001Z",
+                                          "transaction_id": "7", "primary_key": ["id"]}))
+    assert dashboard.options.idempotency_key_ttl == 3
+    assert trigger.options.idempotency_key_ttl is None  # the runtime's default: 30 days
