@@ -15,8 +15,10 @@ from .processes import TaskProcess
 from .suspension import Suspension
 
 
-@dataclasses.dataclass(eq=False)  # a service object: compared by identity
+@dataclasses.dataclass(eq=False)
 class WaitCalls:
+    """Calls from task processes, answered through the backend; completed waitpoints, handed in."""
+
     backend: WorkerBackend
     attempts: Attempts
     suspension: Suspension

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from pathlib import Path
 
@@ -21,14 +20,14 @@ from .reports import ReportBuffer
 EXIT_STATUS_SECONDS = 2.0
 
 
-@dataclasses.dataclass(eq=False)  # a service object: compared by identity
 class ControlSocket:
-    path: Path
-    pool: ProcessPool
-    reports: ReportBuffer
-    calls: WaitCalls
-    background: Background
-    _server: asyncio.AbstractServer | None = dataclasses.field(default=None, init=False)
+    """The Unix socket task processes connect to; one connection per process (again after a restore)."""
+
+    def __init__(self, path: Path, pool: ProcessPool, reports: ReportBuffer, calls: WaitCalls,
+                 background: Background) -> None:
+        self.path = path
+        self.pool, self.reports, self.calls, self.background = pool, reports, calls, background
+        self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         self._server = await asyncio.start_unix_server(self._on_connection, path=str(self.path))

@@ -21,8 +21,10 @@ PREFETCH_BELOW_SECONDS = 0.05
 CLAIM_RETRY_SECONDS = 1.0
 
 
-@dataclasses.dataclass(eq=False)  # a service object: compared by identity
+@dataclasses.dataclass(eq=False)
 class Dispatcher:
+    """The claim loop, and the attempts it started that are still running."""
+
     backend: WorkerBackend
     attempts: Attempts
     runner: AttemptRunner

@@ -40,8 +40,10 @@ class Ending:
         return cls(error=TaskRunError(type=error_type, message=message))
 
 
-@dataclasses.dataclass(eq=False)  # a service object: compared by identity
+@dataclasses.dataclass(eq=False)
 class AttemptRunner:
+    """Runs claimed attempts, each to its reported end (or its suspension)."""
+
     pool: ProcessPool
     suspension: Suspension
     attempts: Attempts

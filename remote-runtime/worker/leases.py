@@ -18,8 +18,10 @@ log = logging.getLogger("outlast.supervisor")
 WAIT_POLL_SECONDS = 0.2  # how often waitpoints awaited in memory are checked
 
 
-@dataclasses.dataclass(eq=False)  # a service object: compared by identity
+@dataclasses.dataclass(eq=False)
 class Leases:
+    """The two loops that watch over the attempts held: lease renewal and the heartbeat watchdog."""
+
     backend: WorkerBackend
     attempts: Attempts
     calls: WaitCalls

@@ -34,8 +34,10 @@ class RestoreFailed(Exception):
     """A checkpointed run could not be brought back; it starts a fresh attempt."""
 
 
-@dataclasses.dataclass(eq=False)  # a service object: compared by identity
+@dataclasses.dataclass(eq=False)
 class Suspension:
+    """Takes waiting processes out of their slots (checkpointed or parked) and brings them back."""
+
     checkpoints: CheckpointSupport
     backend: WorkerBackend
     pool: ProcessPool
