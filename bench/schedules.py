@@ -190,10 +190,10 @@ def main() -> None:
     parser.add_argument("--schedules", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=60.0, help="wall time of the spread workload")
     parser.add_argument("--smoke", action="store_true",
-                        help="50 schedules for 3 s: checks that both workloads work, measures nothing")
+                        help="120 schedules (two a second) for 5 s: checks that both workloads work")
     args = parser.parse_args()
     if args.smoke:
-        args.schedules, args.seconds = 50, 3.0
+        args.schedules, args.seconds = 120, 5.0
     kinds = ("sqlite", "postgres") if args.store == "both" else (args.store,)
     results = [r for kind in kinds for r in measure(kind, args.schedules, args.seconds)]
     print(table(results))
