@@ -9,7 +9,8 @@ that speaks a protocol (PostgreSQL, Redis, HTTP keep-alive) is not: open those i
   attempt's context (their output reaches its timeline). One that raised runs again before the
   next attempt of the same process; one that succeeded never runs again there.
 - `on_resume` hooks run after the process was restored from a checkpoint, in the task's own
-  thread, when the wait it was checkpointed in returns. TCP connections come back closed.
+  thread, when the wait it was checkpointed in returns. TCP connections come back closed. (A
+  checkpoint that failed lets the process carry on where it was: its hooks run then too.)
 
 A hook that raises fails the attempt with the hook's name in the error, even if the task
 catches the exception. Hooks are plain functions without arguments.
