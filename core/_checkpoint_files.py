@@ -47,7 +47,9 @@ class SetAside:
 
 def set_aside() -> list[SetAside]:
     """Swap every linked regular file CRIU would size-check for /dev/null; returns what to reopen."""
-    aside = []
+    aside: list[SetAside] = []
+    if not os.path.isdir("/proc/self/fd"):  # no CRIU without Linux: nothing will be dumped
+        return aside
     null = os.open(os.devnull, os.O_RDWR)
     try:
         for name in os.listdir("/proc/self/fd"):
