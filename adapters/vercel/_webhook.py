@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from outlast._adapter import AdapterRequest, AdapterResponse, Handler, error_response, json_response
@@ -19,8 +19,8 @@ from outlast._client import AsyncClient
 from outlast._deployments import AsyncDeployments
 from outlast._errors import ConfigurationError, NotFoundError
 
-__all__ = ["DEFAULT_PATH", "PROMOTING_EVENTS", "SECRET_ENV", "SIGNATURE_HEADER", "VercelWebhook", "mount",
-           "sign", "verify_signature"]
+__all__ = ["DEFAULT_PATH", "PROMOTING_EVENTS", "SECRET_ENV", "SIGNATURE_HEADER", "VercelWebhook", "deployment_commit",
+           "deployment_project", "mount", "sign", "verify_signature"]
 
 log = logging.getLogger("outlast.adapters.vercel")
 
@@ -44,7 +44,11 @@ def verify_signature(body: bytes, signature: str | None, secret: str) -> bool:
 
 
 def deployment_commit(event: Mapping[str, Any]) -> tuple[str | None, str]:
-    """(git commit, Vercel environment) of a deployment event; the environment is `production` or `preview`."""
+    """(git commit, Vercel environment) of a deployment event.
+
+    The environment is `payload.target`: `production`, `staging` (a custom environment), or null
+    for a preview deployment, which is returned as `preview`.
+    """
     payload = event.get("payload") or {}
     deployment = payload.get("deployment") or {}
     meta = deployment.get("meta") or {}
@@ -53,27 +57,48 @@ def deployment_commit(event: Mapping[str, Any]) -> tuple[str | None, str]:
     return commit, str(target)
 
 
+def deployment_project(event: Mapping[str, Any]) -> str | None:
+    """The Vercel project id of a deployment event (`payload.project.id`)."""
+    payload = event.get("payload") or {}
+    project = payload.get("project") or {}
+    found = project.get("id") if isinstance(project, Mapping) else None
+    return str(found or payload.get("projectId") or "") or None
+
+
+def _ignored(code: str, reason: str, *, warn: bool = False, **context: Any) -> AdapterResponse:
+    """A delivery the webhook deliberately does nothing for: 200, so Vercel does not redeliver it."""
+    log.log(logging.WARNING if warn else logging.INFO, "vercel webhook ignored (%s): %s", code, reason)
+    return json_response({"promoted": False, "ignored": True, "code": code, "reason": reason, **context})
+
+
 class VercelWebhook:
     """`async (AdapterRequest) -> AdapterResponse` for Vercel's deployment webhooks.
 
-    `keys` maps a Vercel environment (`production`, `preview`) to the secret key of the outlast
-    environment its deploys go to; without it, every Vercel environment promotes in the
-    environment of the app's own key (`OUTLAST_SECRET_KEY`).
+    `keys` maps a Vercel environment (`production`, `preview`, or a custom one such as `staging`)
+    to the secret key of the outlast environment its deploys go to; without it, every Vercel
+    environment promotes in the environment of the app's own key (`OUTLAST_SECRET_KEY`).
+    `project_id` (one id or several) limits it to those Vercel projects, for a team-level webhook
+    that sees every project's deployments.
 
-    Answers: 401 (missing or wrong signature), 422 (not a JSON event), 200 ignored (another event
-    type, or a Vercel environment `keys` does not name), 200 promoted (with the version), 404
-    `version_not_deployed` (no task version was deployed from that commit: run `outlast deploy
-    --vercel` in the build step).
+    Vercel redelivers any non-2xx answer, so deliveries it ignores on purpose are 200 with
+    `ignored: true`, a `code` and the `reason` (also logged): another event type, another project,
+    a Vercel environment `keys` does not name, a deployment without git metadata, a commit no
+    task version was deployed from. Non-2xx only where a redelivery can succeed: 401 for a
+    missing or wrong signature (the secret is being fixed or rotated), 503 while the runtime is
+    unreachable, the runtime's own status for its errors; and 422 for a body that is not a Vercel
+    event at all, which Vercel never sends.
     """
 
     def __init__(self, *, secret: str | None = None, secret_env: str = SECRET_ENV,
-                 keys: Mapping[str, str] | None = None) -> None:
+                 keys: Mapping[str, str] | None = None, project_id: str | Iterable[str] | None = None) -> None:
         secret = secret or os.environ.get(secret_env)
         if not secret:
             raise ConfigurationError(f"the Vercel webhook has no secret: set {secret_env} to the webhook's secret "
                                      "(Vercel shows it when the webhook is created) or pass secret=")
         self._secret = secret
         self.keys = dict(keys) if keys is not None else None
+        projects = [project_id] if isinstance(project_id, str) else list(project_id or [])
+        self.projects = frozenset(projects) or None
         self._clients: dict[str, AsyncClient] = {}
 
     def _client(self, request: AdapterRequest, target: str) -> AsyncClient | None:
@@ -103,24 +128,25 @@ class VercelWebhook:
             return error_response(422, "invalid_event", "not a Vercel webhook event (no `type`)", "type")
         kind = event["type"]
         if kind not in PROMOTING_EVENTS:
-            return json_response({"promoted": False, "ignored": True, "reason": f"{kind} events change nothing"})
+            return _ignored("other_event", f"{kind} events change nothing")
+        project = deployment_project(event)
+        if self.projects is not None and project not in self.projects:
+            return _ignored("other_project", f"project {project or '(none)'} is not one this webhook serves "
+                            f"({', '.join(sorted(self.projects))})", project=project)
         commit, target = deployment_commit(event)
         if not commit:
-            return error_response(422, "invalid_event", "the deployment has no git commit "
-                                  "(payload.deployment.meta.githubCommitSha); only Git deployments map to "
-                                  "task versions", "payload.deployment.meta")
+            return _ignored("no_git_commit", "the deployment has no git commit (payload.deployment.meta."
+                            "githubCommitSha): only Git deployments map to task versions", warn=True, target=target)
         client = self._client(request, target)
         if client is None:
-            return json_response({"promoted": False, "ignored": True,
-                                  "reason": f"no outlast environment is configured for Vercel {target}"})
+            return _ignored("other_target", f"no outlast environment is configured for Vercel {target}",
+                            target=target, commit=commit)
         try:
             deployment = await AsyncDeployments(client).promote(commit=commit)
         except NotFoundError as exc:
-            reason = (f"no task version was deployed from commit {commit[:12]} for Vercel {target}; "
-                      "add `outlast deploy --vercel` to the build step")
-            log.warning("vercel %s: %s (%s)", kind, reason, exc)
-            return json_response({"promoted": False, "error": "version_not_deployed", "message": reason,
-                                  "commit": commit, "target": target}, status=404)
+            return _ignored("version_not_deployed", f"no task version was deployed from commit {commit[:12]} "
+                            f"for Vercel {target} (add `outlast deploy --vercel` to the build step): {exc}",
+                            warn=True, commit=commit, target=target)
         log.info("vercel %s: %s is now current in %s (commit %s)", kind, deployment.version, deployment.env, commit)
         return json_response({"promoted": True, "version": deployment.version, "environment": deployment.env,
                               "target": target, "commit": commit})
@@ -131,8 +157,8 @@ class Mountable(Protocol):
 
 
 def mount(target: Mountable, *, path: str = DEFAULT_PATH, secret: str | None = None, secret_env: str = SECRET_ENV,
-          keys: Mapping[str, str] | None = None) -> VercelWebhook:
+          keys: Mapping[str, str] | None = None, project_id: str | Iterable[str] | None = None) -> VercelWebhook:
     """Serve the webhook at `POST {prefix}{path}` (default `/outlast/vercel`)."""
-    webhook = VercelWebhook(secret=secret, secret_env=secret_env, keys=keys)
+    webhook = VercelWebhook(secret=secret, secret_env=secret_env, keys=keys, project_id=project_id)
     target.add_route("POST", path, webhook)
     return webhook

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -47,11 +48,22 @@ def versions(runtime, tmp_path_factory) -> dict[str, str]:
     return built
 
 
-def _event(kind: str, commit: str | None, target: str | None = "production") -> bytes:
-    meta = {"githubCommitSha": commit} if commit else {}
-    return json.dumps({"id": uuid.uuid4().hex, "type": kind, "createdAt": 1764250000000,
-                       "payload": {"target": target, "deployment": {"id": "dpl_1", "meta": meta,
-                                                                   "url": "app-git-main.vercel.app"}}}).encode()
+PROJECT = "prj_outlast_example"
+
+
+def _event(kind: str, commit: str | None, target: str | None = "production", project: str = PROJECT) -> bytes:
+    """A deployment webhook delivery as Vercel's webhooks API documents it (`payload.target`: production,
+    staging or null for a preview; git metadata under `payload.deployment.meta`)."""
+    meta = {"githubCommitSha": commit, "githubCommitRef": "main", "githubOrg": "acme", "githubRepo": "app"} \
+        if commit else {}
+    return json.dumps({"id": uuid.uuid4().hex, "type": kind, "createdAt": 1764250000000, "region": "iad1",
+                       "payload": {"team": {"id": "team_acme"}, "user": {"id": "usr_1"}, "target": target,
+                                   "project": {"id": project}, "plan": "pro", "regions": ["iad1"],
+                                   "url": "app-git-main-acme.vercel.app",
+                                   "links": {"deployment": "https://vercel.com/acme/app/dpl_1",
+                                             "project": "https://vercel.com/acme/app"},
+                                   "deployment": {"id": "dpl_1", "meta": meta, "name": "app",
+                                                  "url": "app-git-main-acme.vercel.app"}}}).encode()
 
 
 def _post(http: TestClient, path: str, body: bytes, signature: str | None) -> httpx.Response:
@@ -99,43 +111,80 @@ def test_missing_or_wrong_signature_is_refused_and_changes_nothing(runtime, vers
     assert Deployments(runtime.client()).get(versions["b"]).current
 
 
-def test_a_commit_without_a_task_version_is_reported_and_other_events_are_ignored(runtime, versions):
+def test_deliveries_it_ignores_on_purpose_are_2xx_with_the_reason_in_body_and_log(runtime, versions, caplog):
+    """Vercel redelivers every non-2xx answer: what no redelivery can change is acknowledged."""
+    app = asgi_app(secret=SECRET, project_id=[PROJECT, "prj_other_served"], settings=AdapterSettings.from_mapping(
+        {}, api_url=runtime.url, secret_key=SECRET_KEY, prefix="/"))
+    deliveries = {
+        "version_not_deployed": _event("deployment.succeeded", "deadbeef" * 5, target=None),  # a preview build
+        "other_event": _event("deployment.created", COMMIT_A),
+        "no_git_commit": _event("deployment.succeeded", None),  # `vercel deploy` from a laptop
+        "other_project": _event("deployment.succeeded", COMMIT_A, project="prj_someone_else"),
+    }
+    with TestClient(app) as http, caplog.at_level("INFO", logger="outlast.adapters.vercel"):
+        for code, body in deliveries.items():
+            answer = _post(http, "/vercel", body, sign(body, SECRET))
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["ignored"] is True and answer.json()["code"] == code
+            assert answer.json()["reason"] in caplog.text
+    assert "ignored (version_not_deployed): no task version was deployed from commit deadbeefdead for Vercel " \
+           "preview" in caplog.text
+    assert "ignored (other_project): project prj_someone_else is not one this webhook serves" in caplog.text
+    assert Deployments(runtime.client()).get(versions["b"]).current  # nothing was promoted
+
+
+def test_only_bad_signatures_malformed_bodies_and_an_unreachable_runtime_are_not_2xx(runtime, versions):
+    from tests.adapters._support import down_url
+
     app = asgi_app(secret=SECRET, settings=AdapterSettings.from_mapping(
         {}, api_url=runtime.url, secret_key=SECRET_KEY, prefix="/"))
-    with TestClient(app) as http:  # standalone: the webhook is the app
-        body = _event("deployment.succeeded", "deadbeef" * 5)
-        answer = _post(http, "/vercel", body, sign(body, SECRET))
-        assert answer.status_code == 404
-        assert answer.json()["error"] == "version_not_deployed"
-        assert "no task version was deployed from commit deadbeefdead" in answer.json()["message"]
-
-        body = _event("deployment.created", COMMIT_A)
-        answer = _post(http, "/vercel", body, sign(body, SECRET))
-        assert answer.status_code == 200 and answer.json()["ignored"] is True
-
-        body = _event("deployment.succeeded", None)
-        answer = _post(http, "/vercel", body, sign(body, SECRET))
-        assert answer.status_code == 422 and answer.json()["field"] == "payload.deployment.meta"
-
+    body = _event("deployment.succeeded", COMMIT_A)
+    with TestClient(app) as http:
+        assert _post(http, "/vercel", body, "0" * 40).status_code == 401
         answer = _post(http, "/vercel", b"{not json", sign(b"{not json", SECRET))
-        assert answer.status_code == 422
+        assert answer.status_code == 422 and answer.json()["field"] == "body"
+        answer = _post(http, "/vercel", b'{"no": "type"}', sign(b'{"no": "type"}', SECRET))
+        assert answer.status_code == 422 and answer.json()["field"] == "type"
+    down = asgi_app(secret=SECRET, settings=AdapterSettings.from_mapping(
+        {}, api_url=down_url(), secret_key=SECRET_KEY, prefix="/", timeout=2))
+    with TestClient(down) as http:  # a redelivery once the runtime is back will promote
+        answer = _post(http, "/vercel", body, sign(body, SECRET))
+        assert answer.status_code == 503 and answer.json()["error"] == "runtime_unavailable"
     assert Deployments(runtime.client()).get(versions["b"]).current
 
 
-def test_keys_route_each_vercel_environment_to_its_outlast_environment(runtime, versions):
+def test_keys_route_each_vercel_environment_to_its_outlast_environment(runtime, versions, caplog):
     app = FastAPI()
     outlast = Outlast(app, api_url=runtime.url, secret_key="ol_unused_key_0123456789")
-    mount(outlast, secret=SECRET, keys={"preview": SECRET_KEY})  # production: not configured here
+    mount(outlast, secret=SECRET, keys={"preview": SECRET_KEY, "staging": SECRET_KEY})  # production: not here
     with TestClient(app) as http:
         body = _event("deployment.succeeded", COMMIT_A, target=None)  # no target: a preview deployment
         answer = _post(http, "/outlast/vercel", body, sign(body, SECRET))
         assert answer.json()["promoted"] is True and answer.json()["target"] == "preview"
-        body = _event("deployment.succeeded", COMMIT_B, target="production")
+        body = _event("deployment.promoted", COMMIT_B, target="staging")  # a custom environment
         answer = _post(http, "/outlast/vercel", body, sign(body, SECRET))
-        assert answer.json() == {"promoted": False, "ignored": True,
-                                 "reason": "no outlast environment is configured for Vercel production"}
-    assert Deployments(runtime.client()).get(versions["a"]).current
+        assert answer.json()["promoted"] is True and answer.json()["target"] == "staging"
+        body = _event("deployment.succeeded", COMMIT_A, target="production")
+        with caplog.at_level("INFO", logger="outlast.adapters.vercel"):
+            answer = _post(http, "/outlast/vercel", body, sign(body, SECRET))
+        assert answer.status_code == 200 and answer.json() == {
+            "promoted": False, "ignored": True, "code": "other_target", "target": "production", "commit": COMMIT_A,
+            "reason": "no outlast environment is configured for Vercel production"}
+        assert "no outlast environment is configured for Vercel production" in caplog.text
+    assert Deployments(runtime.client()).get(versions["b"]).current
     Deployments(runtime.client()).promote(versions["b"])
+
+
+def test_a_production_and_preview_setup_says_why_a_staging_deployment_changed_nothing(runtime, versions):
+    app = FastAPI()
+    outlast = Outlast(app, api_url=runtime.url, secret_key=SECRET_KEY)
+    mount(outlast, secret=SECRET, keys={"production": SECRET_KEY, "preview": SECRET_KEY}, project_id=PROJECT)
+    with TestClient(app) as http:
+        body = _event("deployment.succeeded", COMMIT_A, target="staging")
+        answer = _post(http, "/outlast/vercel", body, sign(body, SECRET))
+    assert answer.status_code == 200
+    assert (answer.json()["code"], answer.json()["target"]) == ("other_target", "staging")
+    assert Deployments(runtime.client()).get(versions["b"]).current
 
 
 # --- env sync ---------------------------------------------------------------------------------------
@@ -250,3 +299,51 @@ def test_the_example_ships_its_tasks_and_its_function_triggers_runs_of_its_own_c
     assert Deployments(runtime.client()).get(version).current
     Deployments(runtime.client()).promote(versions["b"])
     monkeypatch.delitem(sys.modules, "tasks", raising=False)
+
+
+@pytest.fixture(scope="module")
+def function_python(tmp_path_factory) -> Path:
+    """The Vercel function's interpreter: a virtualenv with vercel-runtime (Python >= 3.12, as on Vercel)."""
+    from tests.adapters._vercel_runtime import PYTHON_ENV, find_python312, function_venv
+
+    python = find_python312()
+    if python is None:
+        pytest.skip(f"vercel-runtime needs Python >= 3.12 and none was found (set {PYTHON_ENV})")
+    return function_venv(python, tmp_path_factory.mktemp("vercel-function") / "venv")
+
+
+def test_the_example_runs_under_vercels_python_runtime_bridge(runtime, versions, function_python, tmp_path):
+    """examples/vercel_app/api/index.py served by vercel_runtime's bridge (vc_init) as Vercel's platform starts
+    it: the bridge imports the module, serves `app` and announces its port over IPC; requests come in with the
+    platform's internal headers. The app triggers a run of its own commit and the signed webhook promotes it."""
+    from tests.adapters._vercel_runtime import VercelFunction
+    from tests.conftest import ROOT
+
+    example = ROOT / "examples" / "vercel_app"
+    commit = uuid.uuid4().hex + "f" * 8
+    version = deployed_version(deploy(runtime, example, "--vercel",
+                                      env={"VERCEL_GIT_COMMIT_SHA": commit, "VERCEL_ENV": "preview"}))
+    Deployments(runtime.client()).promote(versions["b"])  # another version is current: the commit decides
+    env = {"OUTLAST_API_URL": runtime.url, "OUTLAST_SECRET_KEY": SECRET_KEY, "OUTLAST_VERCEL_WEBHOOK_SECRET": SECRET,
+           "VERCEL": "1", "VERCEL_ENV": "preview", "VERCEL_GIT_COMMIT_SHA": commit}
+    function = VercelFunction(function_python, example, tmp_path, env).start()
+    try:
+        answer = function.request("POST", "/api/reports", json={"account_id": 8, "email": "b@example.com"})
+        assert answer.status_code == 202, (answer.text, function.log())
+        run = runs.poll(answer.json()["run_id"], client=runtime.client(), timeout=120)
+        assert run.status == "COMPLETED", run.error
+        assert run.version == version and run.output == {"account": 8, "sent_to": "b@example.com",
+                                                         "built_by": version}
+        for body, expected in ((_event("deployment.created", commit), {"ignored": True, "code": "other_event"}),
+                               (_event("deployment.promoted", commit, target=None), {"version": version})):
+            delivered = function.request("POST", "/outlast/vercel", content=body, headers={
+                "content-type": "application/json", "x-vercel-signature": sign(body, SECRET)})
+            assert delivered.status_code == 200, delivered.text
+            assert expected.items() <= delivered.json().items()
+        health = function.request("GET", "/outlast/health")  # the promoted version has the app's task
+        assert health.status_code == 200 and health.json()["tasks"]["vercel-monthly-report"]["deployed"], health.text
+    finally:
+        function.stop()
+    assert function.messages[0]["type"] == "server-started"
+    assert Deployments(runtime.client()).get(version).current
+    Deployments(runtime.client()).promote(versions["b"])
