@@ -61,7 +61,10 @@ def event_kind(event: Mapping[str, Any]) -> str:
     if isinstance(event.get("detail-type"), str) and isinstance(event.get("source"), str):
         if event["detail-type"] == "Scheduled Event" and event["source"] in _SCHEDULERS:
             return "schedule"
-        return "s3" if event["source"] == "aws.s3" else "eventbridge"
+        detail = event.get("detail")
+        # S3's own object events; other aws.s3 events (CloudTrail API calls) are plain EventBridge events.
+        is_object_event = isinstance(detail, Mapping) and "bucket" in detail and "object" in detail
+        return "s3" if event["source"] == "aws.s3" and is_object_event else "eventbridge"
     return "unknown"
 
 

@@ -321,6 +321,9 @@ def test_s3_events_through_eventbridge_use_the_same_routes(example, example_runt
     assert invoke(example, tagged) == {"runs": [], "ignored": 1}
     with pytest.raises(UnroutedEventError, match="no route for s3 source 'other-bucket'"):
         invoke(example, events.s3_eventbridge_event("other-bucket", "a.txt"))
+    api_call = events.eventbridge_event("aws.s3", "AWS API Call via CloudTrail", {"eventName": "PutBucketAcl"})
+    with pytest.raises(UnroutedEventError, match=r"no route for eventbridge event from aws.s3"):
+        invoke(example, api_call)  # not an object event: EventBridge routes (on_eventbridge("aws.s3", ...)) apply
 
 
 @pytest.mark.parametrize(("event", "named"), [
