@@ -32,6 +32,7 @@ udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 journal = open(SCRATCH / "journal.txt", "a")  # noqa: SIM115 - the module's for good
 journal.write("imported\n")  # buffered: it must reach the file once, not once per task process
 pg = psycopg.connect(PG_URL, autocommit=True)
+idle_tcp = socket.create_connection(("127.0.0.1", 5432))  # held, never used: CRIU dumps it (closed) with the rest
 engine = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
 with engine.connect() as connection:  # leaves a pooled connection made by the importing process
     (SCRATCH / "import-backend.txt").write_text(str(connection.execute(text("SELECT pg_backend_pid()")).scalar()))
