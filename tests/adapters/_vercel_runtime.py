@@ -20,6 +20,7 @@ import glob
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -58,10 +59,16 @@ def function_venv(python: str, where: Path) -> Path:
     """
     if sys.version_info >= (3, 12) and importlib.util.find_spec("vercel_runtime") is not None:
         return Path(sys.executable)
-    subprocess.run([python, "-m", "venv", str(where)], check=True, capture_output=True, timeout=120)
-    venv_python = where / "bin" / "python"
+    subprocess.run([python, "-m", "venv", str(where / "venv")], check=True, capture_output=True, timeout=120)
+    venv_python = where / "venv" / "bin" / "python"
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources it builds.
+    source = where / "outlast"
+    for part in ("core", "adapters", "remote-runtime"):
+        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / part, source / part)
     done = subprocess.run([str(venv_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                           VERCEL_RUNTIME, f"{ROOT}[fastapi]"], capture_output=True, text=True, timeout=600)
+                           VERCEL_RUNTIME, f"{source}[fastapi]"], capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"could not install the function's dependencies:\n{done.stdout}\n{done.stderr}")
     return venv_python

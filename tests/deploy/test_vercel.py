@@ -309,7 +309,7 @@ def function_python(tmp_path_factory) -> Path:
     python = find_python312()
     if python is None:
         pytest.skip(f"vercel-runtime needs Python >= 3.12 and none was found (set {PYTHON_ENV})")
-    return function_venv(python, tmp_path_factory.mktemp("vercel-function") / "venv")
+    return function_venv(python, tmp_path_factory.mktemp("vercel-function"))
 
 
 def test_the_example_runs_under_vercels_python_runtime_bridge(runtime, versions, function_python, tmp_path):
