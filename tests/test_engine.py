@@ -147,8 +147,6 @@ def test_an_expired_idempotency_key_starts_one_new_run_however_often_a_batch_rep
     assert engine.retrieve("dev", first.id).idempotency_key is None  # the old run gave its key up
 
 
-@pytest.mark.xfail(strict=True, reason="found in the engine split, kept as it was (no change of behaviour): a claim "
-                   "that takes a fresh run and a checkpointed one starts the checkpointed run as a new attempt")
 def test_a_claim_of_a_fresh_run_and_a_checkpointed_one_resumes_the_checkpointed_one(engine, clock):
     resuming = checkpointed(engine, clock, "img/2")
     fresh = engine.trigger("dev", [BatchItem(task="work")])[0].id

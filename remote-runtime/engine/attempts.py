@@ -70,8 +70,9 @@ class Attempts:
         """
         ids = [r.run_id for r in chosen]
         resuming = [r.run_id for r in chosen if r.resume]  # checkpointed: continue the same attempt
+        fresh = [r.run_id for r in chosen if not r.resume]
         params = {"b_node": node_id, "b_lease": now + self.context.lease_seconds, "b_now": now}
-        started = c.execute(_START_ATTEMPTS, {"ids": ids, **params}).all() if len(resuming) < len(ids) else []
+        started = c.execute(_START_ATTEMPTS, {"ids": fresh, **params}).all() if fresh else []
         resumed = c.execute(_RESUME_ATTEMPTS, {"ids": resuming, **params}).all() if resuming else []
         started_ids = {r.id for r in started} | {r.id for r in resumed}
         if len(started_ids) < len(ids):
