@@ -11,6 +11,9 @@ A version's files stay on disk while it is current or any of its runs is unfinis
 removes them after that (the bundle stays in the store, so a rollback unpacks it again).
 """
 
+# long-module: one deployment's whole life (create, build, promote, serve, collect) shares the
+# deployments table's row helpers and the per-version locks; splitting the build out is next.
+
 from __future__ import annotations
 
 import hashlib
