@@ -54,21 +54,21 @@ class PostgresListener(threading.Thread):
         super().__init__(name="outlast-listen", daemon=True)
         self.url = url
         self.callback = callback
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
         import psycopg
 
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 with psycopg.connect(self.url, autocommit=True) as connection:
                     connection.execute(f"LISTEN {WORK_CHANNEL}")
-                    while not self._stop.is_set():
+                    while not self._stopping.is_set():
                         for _ in connection.notifies(timeout=1.0):
                             self.callback()
             except psycopg.Error as exc:  # the database restarts: polling covers the gap
                 log.warning("LISTEN connection lost (%s); reconnecting", exc)
-                self._stop.wait(1.0)
+                self._stopping.wait(1.0)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
