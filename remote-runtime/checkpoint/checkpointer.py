@@ -24,9 +24,30 @@ from outlast._channel import RESUME_FILE
 from ..settings import RuntimeSettings
 from ..worker.processes import OUTPUT_FILE, process_home
 from . import criu
-from .store import CheckpointStore, open_store
+from .store import CheckpointStore, LocalCheckpointStore, open_store
 
 log = logging.getLogger("outlast.checkpoint")
+STORE_TRIES = int(os.environ.get("OUTLAST_CHECKPOINT_STORE_TRIES", "3"))  # puts of one image before giving up
+STORE_RETRY_SECONDS = 0.5  # times the try number, between tries
+MIN_FREE_BYTES = int(os.environ.get("OUTLAST_CHECKPOINT_MIN_FREE_MB", "256")) * 1_000_000
+STORE_FAILURES_TO_STOP = 3  # images in a row the store refused: this node stops checkpointing for a while
+STORE_PAUSE_SECONDS = 300.0  # how long, before it tries the store again
+
+
+@dataclasses.dataclass(frozen=True)
+class DumpedImage:
+    """A CRIU image in scratch, not yet (or no longer) needed once it is durable in the store."""
+
+    path: Path
+    seconds: float
+
+
+def _free_bytes(place: Path) -> int | None:
+    try:
+        stat = os.statvfs(place)
+    except FileNotFoundError:
+        return None
+    return stat.f_bavail * stat.f_frsize
 
 
 class Checkpointer:
@@ -53,18 +74,49 @@ class Checkpointer:
     def describe(self) -> str:
         return self.store.describe()
 
-    def dump(self, pid: int, key: str, process_id: str) -> dict[str, Any]:
-        """Dump the (suspended) process tree at host `pid` and store it under `key`; the process is gone after."""
+    def dump(self, pid: int) -> DumpedImage:
+        """Dump the (suspended) process tree at host `pid` into scratch; the process is gone after.
+        The image stays in scratch until `discard`: `store` may fail and the process be restored from it."""
         images = self.scratch_dir / f"dump-{uuid.uuid4().hex}"
         try:
             with self._criu:
                 dumped = criu.dump(pid, images)
-            stored = self.store.put(key, images)
-        finally:
+        except BaseException:
             shutil.rmtree(images, ignore_errors=True)
-        return {"process_id": process_id, "checkpoint_ms": round(dumped.seconds * 1000, 1),
-                "store_ms": round(stored.seconds * 1000, 1), "image_bytes": stored.raw_bytes,
-                "stored_bytes": stored.stored_bytes, "store": self.describe()}
+            raise
+        return DumpedImage(images, dumped.seconds)
+
+    def store_image(self, image: DumpedImage, key: str) -> dict[str, Any]:
+        """Put the dumped image into the store under `key`, retried STORE_TRIES times; its detail for the run."""
+        for attempt in range(1, STORE_TRIES + 1):
+            try:
+                stored = self.store.put(key, image.path)
+                break
+            except Exception as exc:
+                if attempt == STORE_TRIES:
+                    raise
+                log.warning("storing checkpoint %s failed (try %d of %d): %s", key, attempt, STORE_TRIES, exc)
+                time.sleep(STORE_RETRY_SECONDS * attempt)
+        return {"checkpoint_ms": round(image.seconds * 1000, 1), "store_ms": round(stored.seconds * 1000, 1),
+                "image_bytes": stored.raw_bytes, "stored_bytes": stored.stored_bytes, "store": self.describe()}
+
+    def restore_dumped(self, image: DumpedImage, process_id: str, socket_path: Path) -> int:
+        """Restore a process straight from its image in scratch (its store put failed); returns its host PID."""
+        return self._restore_images(image.path, process_id, socket_path)
+
+    def discard(self, image: DumpedImage) -> None:
+        shutil.rmtree(image.path, ignore_errors=True)
+
+    def space_problem(self) -> str:
+        """Why a dump should not start now (scratch or a local store nearly full), or ""."""
+        places = [self.scratch_dir]
+        if isinstance(self.store, LocalCheckpointStore):
+            places.append(self.store.root)
+        for place in places:
+            free = _free_bytes(place)
+            if free is not None and free < MIN_FREE_BYTES:
+                return f"only {free / 1e6:.0f} MB free at {place} (a checkpoint needs {MIN_FREE_BYTES / 1e6:.0f} MB)"
+        return ""
 
     def write_resume_file(self, process_id: str, socket_path: Path) -> None:
         home = process_home(self.process_dir, process_id)
@@ -78,15 +130,18 @@ class Checkpointer:
         images = self.scratch_dir / f"restore-{uuid.uuid4().hex}"
         try:
             self.store.get(key, images)
-            # The process reopens its output file by path: make sure this node has it.
-            home = process_home(self.process_dir, process_id)
-            home.mkdir(parents=True, exist_ok=True)
-            (home / OUTPUT_FILE).touch()
-            self.write_resume_file(process_id, socket_path)
-            with self._criu:
-                return criu.restore(images, pidfile=images / "restored.pid")
+            return self._restore_images(images, process_id, socket_path)
         finally:
             shutil.rmtree(images, ignore_errors=True)
+
+    def _restore_images(self, images: Path, process_id: str, socket_path: Path) -> int:
+        # The process reopens its output file by path: make sure this node has it.
+        home = process_home(self.process_dir, process_id)
+        home.mkdir(parents=True, exist_ok=True)
+        (home / OUTPUT_FILE).touch()
+        self.write_resume_file(process_id, socket_path)
+        with self._criu:
+            return criu.restore(images, pidfile=images / "restored.pid")
 
     def delete(self, key: str) -> None:
         try:
@@ -101,10 +156,35 @@ class Checkpointer:
 @dataclasses.dataclass
 class CheckpointSupport:
     """Whether this node checkpoints waiting processes: its checkpointer, or why waits stay in memory
-    here. Learned when a supervisor starts (`detect`); until then neither."""
+    here. Learned when a supervisor starts (`detect`); until then neither. A store that refused
+    STORE_FAILURES_TO_STOP images in a row stops checkpointing for STORE_PAUSE_SECONDS (restores go on)."""
 
     checkpointer: Checkpointer | None = None
-    problem: str = ""
+    detect_problem: str = ""
+    store_failures: int = 0
+    store_problem: str = ""
+    paused_until: float = 0.0
 
     async def detect(self, settings: RuntimeSettings) -> None:
-        self.checkpointer, self.problem = await Checkpointer.detect(settings)
+        self.checkpointer, self.detect_problem = await Checkpointer.detect(settings)
+
+    @property
+    def problem(self) -> str:
+        """Why waits stay in memory on this node now ("" while they are checkpointed)."""
+        if self.detect_problem or self.checkpointer is None:
+            return self.detect_problem
+        if self.store_problem and time.monotonic() < self.paused_until:
+            return self.store_problem
+        return ""
+
+    def store_worked(self) -> None:
+        self.store_failures, self.store_problem = 0, ""
+
+    def store_failed(self, error: Exception) -> None:
+        self.store_failures += 1
+        if self.store_failures >= STORE_FAILURES_TO_STOP:
+            assert self.checkpointer is not None
+            self.store_problem = (f"the checkpoint store {self.checkpointer.describe()} failed "
+                                  f"{self.store_failures} times in a row ({error}); checkpointing paused")
+            self.paused_until = time.monotonic() + STORE_PAUSE_SECONDS
+            log.warning("waiting runs stay in memory on this node, NOT checkpointed: %s", self.store_problem)

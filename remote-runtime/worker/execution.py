@@ -20,7 +20,7 @@ from .attempts import Attempts, Execution
 from .pool import ProcessPool
 from .processes import ProcessExited, TaskProcess
 from .reports import ReportBuffer
-from .suspension import RestoreFailed, Suspension
+from .suspension import CheckpointLost, RestoreFailed, Suspension
 
 log = logging.getLogger("outlast.supervisor")
 
@@ -65,7 +65,10 @@ class AttemptRunner:
             ending = Ending.crashed("TaskProcessCrashed", execution.stop_reason or str(exc))
         except RestoreFailed as exc:
             ending = Ending.crashed("RestoreFailed", str(exc))
+        except CheckpointLost as exc:
+            ending = Ending.crashed("CheckpointLost", str(exc))
         except asyncio.CancelledError:
+            process = execution.process or process
             if process is not None:
                 await process.terminate(self.settings.cancel_grace)
             raise
@@ -77,6 +80,7 @@ class AttemptRunner:
             ending = Ending.crashed("SupervisorError", f"{type(exc).__name__}: {exc}")
         finally:
             self.attempts.finished(execution)
+            process = execution.process or process  # a failed checkpoint may have restored it as another
             if process is not None:
                 process.result = None
                 process.execution = None
@@ -97,7 +101,7 @@ class AttemptRunner:
         try:
             answer = await self._until_answer(execution, process)
         except TimeoutError:
-            await process.terminate(self.settings.cancel_grace)
+            await (execution.process or process).terminate(self.settings.cancel_grace)
             return Ending(AttemptOutcome.TIMED_OUT, error=TaskRunError(
                 type="MaxDurationExceeded", message=f"run exceeded its max_duration of "
                                                     f"{execution.context.max_duration:g}s"))
@@ -125,8 +129,13 @@ class AttemptRunner:
                 continue
             if execution.out_of_time():
                 raise TimeoutError
-            if execution.suspension_due() and await self.suspension.suspend(execution, process):
-                return None
+            if execution.suspension_due():
+                if await self.suspension.suspend(execution, process):
+                    return None
+                if execution.process is not None and execution.process is not process:  # restored from its dump
+                    process = execution.process
+                    result = process.result
+                    assert result is not None
 
     def _report(self, execution: Execution, ending: Ending) -> None:
         seconds = execution.active_seconds()

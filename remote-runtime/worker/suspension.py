@@ -17,9 +17,9 @@ import uuid
 
 from outlast._channel import RESUME_SIGNAL
 from outlast._framing import write_frame
-from outlast.wire import CheckpointMode, Hello, Resolved, Suspend, SuspendRequest
+from outlast.wire import CheckpointMode, Hello, Resolved, Resumed, Suspend, SuspendRequest
 
-from ..checkpoint.checkpointer import CheckpointSupport
+from ..checkpoint.checkpointer import CheckpointSupport, DumpedImage
 from .attempts import Attempts, Execution
 from .backend import WorkerBackend
 from .pool import ProcessPool
@@ -32,6 +32,10 @@ RESUME_ACK_SECONDS = 30.0
 
 class RestoreFailed(Exception):
     """A checkpointed run could not be brought back; it starts a fresh attempt."""
+
+
+class CheckpointLost(Exception):
+    """A process was dumped but its image neither stored nor restored; the run starts a fresh attempt."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -59,10 +63,15 @@ class Suspension:
 
     async def suspend(self, execution: Execution, process: TaskProcess) -> bool:
         """Checkpoint the waiting process and let its slot go; True once it is gone. Where it cannot be
-        checkpointed it is parked alive instead (False: the attempt goes on in memory)."""
+        checkpointed it is parked alive instead (False: the attempt goes on in memory, maybe in a
+        process restored from its image: see `execution.process`). CheckpointLost: dumped, and neither
+        stored nor restored."""
         checkpointer = self.checkpoints.checkpointer
-        if checkpointer is None or not process.namespaced:
+        if self.checkpoints.problem or checkpointer is None or not process.namespaced:
             await self.park(execution, self.checkpoints.problem or "the task process cannot be checkpointed")
+            return False
+        if space := await asyncio.to_thread(checkpointer.space_problem):
+            await self.park(execution, f"not enough disk space for its checkpoint: {space}")
             return False
         context = execution.context
         began = time.perf_counter()
@@ -74,25 +83,57 @@ class Suspension:
             process.suspended = None
             await self.park(execution, f"the task process did not get ready for its checkpoint: {exc!r}")
             return False
-        key = f"{context.run_id}/{context.attempt}-{uuid.uuid4().hex[:12]}"
         process.checkpointed = True  # criu ends it: its exit is expected now
         try:
-            detail = await asyncio.to_thread(checkpointer.dump, process.pid, key, process.process_id)
+            image = await asyncio.to_thread(checkpointer.dump, process.pid)
         except Exception as exc:
             process.checkpointed = False
             log.warning("checkpoint of %s failed: %s", context.run_id, exc)
             await self._reconnect(process)  # criu leaves a process it could not dump running
             await self.park(execution, f"its checkpoint failed: {exc}")
             return False
-        detail["suspend_ms"] = round((time.perf_counter() - began) * 1000, 1)
-        detail["version"] = process.version
+        # From here the process is gone and lives only in `image`: committed once it is in the store.
+        key = f"{context.run_id}/{context.attempt}-{uuid.uuid4().hex[:12]}"
+        try:
+            detail = await asyncio.to_thread(checkpointer.store_image, image, key)
+        except Exception as exc:
+            self.checkpoints.store_failed(exc)
+            log.warning("checkpoint of %s could not be stored: %s", context.run_id, exc)
+            return await self._restore_dumped(execution, process, image, f"its checkpoint could not be stored: {exc}")
+        self.checkpoints.store_worked()
+        detail.update(process_id=process.process_id, version=process.version,
+                      suspend_ms=round((time.perf_counter() - began) * 1000, 1))
         try:
             await self.backend.suspend(self._request(execution, CheckpointMode.CRIU, image_key=key, detail=detail))
-        except Exception as exc:  # canceled meanwhile (or the runtime is gone): nobody will restore it
-            log.warning("run %s was checkpointed but not suspended (%s); its image is dropped", context.run_id, exc)
+        except Exception as exc:  # canceled meanwhile, or the runtime is away: nobody will restore that image
+            log.warning("run %s was checkpointed but not suspended (%s)", context.run_id, exc)
             await asyncio.to_thread(checkpointer.delete, key)
-            execution.stop_reason = f"could not hand the checkpoint to the runtime: {exc}"
+            return await self._restore_dumped(execution, process, image,
+                                              f"could not hand its checkpoint to the runtime: {exc}")
+        checkpointer.discard(image)
         return True
+
+    async def _restore_dumped(self, execution: Execution, dumped: TaskProcess, image: DumpedImage,
+                              reason: str) -> bool:
+        """The dump of `dumped` was not committed: restore it from scratch at once and park it alive
+        (False). If that fails too the attempt is lost: CheckpointLost, and the run gets a fresh attempt."""
+        checkpointer = self.checkpoints.checkpointer
+        assert checkpointer is not None
+        try:
+            pid = await asyncio.to_thread(checkpointer.restore_dumped, image, dumped.process_id,
+                                          self.pool.socket_path)
+            process = self._adopt(execution, pid, dumped.process_id, dumped.version)
+            process.hello, process.origin = dumped.hello, dumped.origin
+            resumed = await self._reconnected(process)
+        except Exception as exc:
+            log.warning("run %s could not be restored from its dump either: %s", execution.context.run_id, exc)
+            raise CheckpointLost(f"{reason}; restoring it from its dump failed too: {exc}") from None
+        finally:
+            checkpointer.discard(image)
+        execution.process = process
+        execution.waiting = set(resumed.waiting)  # results that came meanwhile arrive with the next heartbeat
+        await self.park(execution, reason)
+        return False
 
     async def _reconnect(self, process: TaskProcess) -> None:
         """Wake a process that closed its connection for a checkpoint that did not happen."""
@@ -102,13 +143,13 @@ class Suspension:
             return
         process.resumed = asyncio.get_running_loop().create_future()
         checkpointer.write_resume_file(process.process_id, self.pool.socket_path)
-        process.popen.send_signal(RESUME_SIGNAL)
-        with contextlib.suppress(TimeoutError, ProcessExited):
-            await asyncio.wait_for(process.resumed, RESUME_ACK_SECONDS)
-        process.resumed = None
+        with contextlib.suppress(RestoreFailed):  # killed: its attempt ends as crashed
+            await self._reconnected(process)
 
     async def park(self, execution: Execution, reason: str) -> None:
         """Keep the waiting process alive outside the slots; the run is WAITING but not checkpointed."""
+        if not execution.waiting:
+            return  # what it waited for came meanwhile: it goes on in its slot
         try:
             await self.backend.suspend(self._request(execution, CheckpointMode.KEPT_ALIVE, detail={"reason": reason}))
         except Exception as exc:
@@ -116,6 +157,8 @@ class Suspension:
             return
         execution.parked_since = time.monotonic()
         self.attempts.slot_freed.set()
+        if not execution.waiting:  # handed in while the runtime was told: nobody would unpark it later
+            await self.unpark(execution)
 
     async def unpark(self, execution: Execution) -> None:
         """Its waitpoints completed while it was parked: back into a slot, with their results."""
@@ -142,27 +185,16 @@ class Suspension:
         if checkpointer is None:
             raise RestoreFailed(f"this node cannot restore checkpoints: {self.checkpoints.problem}")
         process_id = str(resume.detail.get("process_id", ""))
-        loop = asyncio.get_running_loop()
         try:
             pid = await asyncio.to_thread(checkpointer.restore, resume.image_key, process_id, self.pool.socket_path)
         except Exception as exc:
             await asyncio.to_thread(checkpointer.delete, resume.image_key)
             raise RestoreFailed(f"could not restore its checkpoint: {exc}") from None
-        ready: asyncio.Future[Hello] = loop.create_future()
-        process = TaskProcess(process_id=process_id, version=str(resume.detail.get("version", "")),
-                              popen=PidProcess(pid), ready=ready, namespaced=True)
-        ready.set_result(Hello(process_id=process_id, pid=pid))
-        process.resumed, process.result, process.execution = loop.create_future(), loop.create_future(), execution
-        self.pool.track(process)
+        process = self._adopt(execution, pid, process_id, str(resume.detail.get("version", "")))
         try:
-            process.popen.send_signal(RESUME_SIGNAL)
-            resumed = await asyncio.wait_for(asyncio.shield(process.resumed), RESUME_ACK_SECONDS)
-        except (TimeoutError, ProcessExited, ProcessLookupError) as exc:
-            process.kill()
-            raise RestoreFailed(f"the restored process did not reconnect: {exc!r}") from None
+            resumed = await self._reconnected(process)
         finally:
             self.pool.background.start(asyncio.to_thread(checkpointer.delete, resume.image_key))
-        process.resumed = None
         execution.checkpoint_after = self.checkpoint_after(process, execution.context.task)
         results = [r for r in resume.results if r.id in resumed.waiting]
         execution.waiting = set(resumed.waiting) - {r.id for r in results}
@@ -171,3 +203,26 @@ class Suspension:
         if results:
             process.send(Resolved(results=results))
         return process
+
+    def _adopt(self, execution: Execution, pid: int, process_id: str, version: str) -> TaskProcess:
+        """Track a process criu just restored (frozen until it is told to resume) as the attempt's."""
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[Hello] = loop.create_future()
+        process = TaskProcess(process_id=process_id, version=version, popen=PidProcess(pid), ready=ready,
+                              namespaced=True)
+        ready.set_result(Hello(process_id=process_id, pid=pid))
+        process.resumed, process.result, process.execution = loop.create_future(), loop.create_future(), execution
+        self.pool.track(process)
+        return process
+
+    async def _reconnected(self, process: TaskProcess) -> Resumed:
+        """Let a restored process go on; what it says once it connected again (RestoreFailed if it does not)."""
+        assert process.resumed is not None
+        try:
+            process.popen.send_signal(RESUME_SIGNAL)
+            return await asyncio.wait_for(asyncio.shield(process.resumed), RESUME_ACK_SECONDS)
+        except (TimeoutError, ProcessExited, ProcessLookupError) as exc:
+            process.kill()
+            raise RestoreFailed(f"the restored process did not reconnect: {exc!r}") from None
+        finally:
+            process.resumed = None
