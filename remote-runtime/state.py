@@ -44,7 +44,6 @@ class RuntimeState:
         self.engine.add_listener(self.wakeup.notify)
         self.scheduler = Scheduler(self.engine)
         self.supervisor: Any = None
-        self.engine.recover_node(settings.node_id)
         self._init_deployments()
 
     @contextlib.asynccontextmanager
@@ -65,11 +64,14 @@ class RuntimeState:
             env_ids = [e for e in self.settings.environments if e in self.environments.ids()]
             backend = LocalBackend(self.engine, self.wakeup, self.settings.node_id, env_ids)
             self.supervisor = Supervisor(backend, WorkingCopy(self.project, backend), self.settings)
-            await self.supervisor.start()
+            # The node's lost attempts are written off once the checkpoints a crash left are committed.
+            await self.supervisor.start(recover_node=lambda: self.engine.recover_node(self.settings.node_id))
             if self.reload:
                 from .worker.reload import reload_on_change
 
                 reloader = asyncio.create_task(reload_on_change(self.supervisor))
+        else:
+            self.engine.recover_node(self.settings.node_id)
         deployments = asyncio.create_task(self._deployments_loop())
         try:
             yield

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -36,10 +37,32 @@ STORE_PAUSE_SECONDS = 300.0  # how long, before it tries the store again
 
 @dataclasses.dataclass(frozen=True)
 class DumpedImage:
-    """A CRIU image in scratch, not yet (or no longer) needed once it is durable in the store."""
+    """A CRIU image in scratch, not needed once it is durable in the store. While its supervisor works
+    on it, `lock` holds an flock on `<image>.lock`: a supervisor that starts finishes those whose lock
+    is free (their supervisor died), as `<image>.json` (written by `mark_pending`) says."""
 
     path: Path
     seconds: float
+    lock: int | None = None
+
+    @property
+    def pending_file(self) -> Path:
+        return self.path.with_suffix(".json")
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path.with_suffix(".lock")
+
+
+def _locked(path: Path) -> int | None:
+    """An open descriptor holding an exclusive flock on `path`; None if another holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _free_bytes(place: Path) -> int | None:
@@ -78,13 +101,39 @@ class Checkpointer:
         """Dump the (suspended) process tree at host `pid` into scratch; the process is gone after.
         The image stays in scratch until `discard`: `store` may fail and the process be restored from it."""
         images = self.scratch_dir / f"dump-{uuid.uuid4().hex}"
+        self.scratch_dir.mkdir(parents=True, exist_ok=True)
+        lock = _locked(images.with_suffix(".lock"))
+        assert lock is not None  # a new name: nobody else holds it
         try:
             with self._criu:
                 dumped = criu.dump(pid, images)
         except BaseException:
-            shutil.rmtree(images, ignore_errors=True)
+            self.discard(DumpedImage(images, 0.0, lock))
             raise
-        return DumpedImage(images, dumped.seconds)
+        return DumpedImage(images, dumped.seconds, lock)
+
+    def mark_pending(self, image: DumpedImage, pending: dict[str, Any]) -> None:
+        """Record what `image` is for, so that a supervisor restarted after a crash can commit it."""
+        temporary = image.pending_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(pending))
+        temporary.replace(image.pending_file)
+        if delay := float(os.environ.get("OUTLAST_TEST_PAUSE_AFTER_DUMP", "0")):  # tests: a crash lands here
+            time.sleep(delay)
+
+    def interrupted(self) -> list[tuple[DumpedImage, dict[str, Any]]]:
+        """Dumps a supervisor that died left in scratch, with what `mark_pending` recorded for each; those
+        it died before marking are deleted (their run gets a fresh attempt)."""
+        found = []
+        for lock_file in sorted(self.scratch_dir.glob("dump-*.lock")):
+            lock = _locked(lock_file)
+            if lock is None:
+                continue  # a live supervisor's
+            image = DumpedImage(lock_file.with_suffix(""), 0.0, lock)
+            try:
+                found.append((image, json.loads(image.pending_file.read_text())))
+            except (OSError, ValueError):
+                self.discard(image)
+        return found
 
     def store_image(self, image: DumpedImage, key: str) -> dict[str, Any]:
         """Put the dumped image into the store under `key`, retried STORE_TRIES times; its detail for the run."""
@@ -106,6 +155,10 @@ class Checkpointer:
 
     def discard(self, image: DumpedImage) -> None:
         shutil.rmtree(image.path, ignore_errors=True)
+        image.pending_file.unlink(missing_ok=True)
+        image.lock_file.unlink(missing_ok=True)
+        if image.lock is not None:
+            os.close(image.lock)
 
     def space_problem(self) -> str:
         """Why a dump should not start now (scratch or a local store nearly full), or ""."""

@@ -32,6 +32,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ..checkpoint.checkpointer import CheckpointSupport
@@ -77,11 +78,16 @@ class Supervisor:
         """Why waits are kept in memory on this node, when they are ("" where they are checkpointed)."""
         return self.checkpoints.problem
 
-    async def start(self) -> None:
+    async def start(self, recover_node: Callable[[], object] | None = None) -> None:
+        """Start serving. `recover_node` (the embedded runtime's) writes off the attempts a crashed
+        supervisor of this node left: called once the checkpoints it left are committed, before any claim."""
         await self.control.start()
         await self.checkpoints.detect(self.settings)
         if self.checkpoints.checkpointer is None:
             log.warning("waiting runs stay in memory on this node, NOT checkpointed: %s", self.checkpoints.problem)
+        await self.suspension.finish_interrupted()
+        if recover_node is not None:
+            await asyncio.to_thread(recover_node)
         await self.load_version()
         self._loops = [asyncio.create_task(coro) for coro in (
             self.dispatcher.run(), self.leases.renew_loop(), self.reports.run(self._busy),

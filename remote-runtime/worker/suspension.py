@@ -94,17 +94,19 @@ class Suspension:
             return False
         # From here the process is gone and lives only in `image`: committed once it is in the store.
         key = f"{context.run_id}/{context.attempt}-{uuid.uuid4().hex[:12]}"
+        request = self._request(execution, CheckpointMode.CRIU, image_key=key, detail={
+            "process_id": process.process_id, "version": process.version})
         try:
-            detail = await asyncio.to_thread(checkpointer.store_image, image, key)
+            await asyncio.to_thread(checkpointer.mark_pending, image, {"request": request.model_dump(mode="json")})
+            stored = await asyncio.to_thread(checkpointer.store_image, image, key)
         except Exception as exc:
             self.checkpoints.store_failed(exc)
             log.warning("checkpoint of %s could not be stored: %s", context.run_id, exc)
             return await self._restore_dumped(execution, process, image, f"its checkpoint could not be stored: {exc}")
         self.checkpoints.store_worked()
-        detail.update(process_id=process.process_id, version=process.version,
-                      suspend_ms=round((time.perf_counter() - began) * 1000, 1))
+        request.detail.update(stored, suspend_ms=round((time.perf_counter() - began) * 1000, 1))
         try:
-            await self.backend.suspend(self._request(execution, CheckpointMode.CRIU, image_key=key, detail=detail))
+            await self.backend.suspend(request)
         except Exception as exc:  # canceled meanwhile, or the runtime is away: nobody will restore that image
             log.warning("run %s was checkpointed but not suspended (%s)", context.run_id, exc)
             await asyncio.to_thread(checkpointer.delete, key)
@@ -112,6 +114,28 @@ class Suspension:
                                               f"could not hand its checkpoint to the runtime: {exc}")
         checkpointer.discard(image)
         return True
+
+    async def finish_interrupted(self) -> int:
+        """Commit the dumps a supervisor that died left in scratch (store, then suspend the run); what
+        cannot be committed is dropped, and its run gets a fresh attempt. Returns how many were committed."""
+        checkpointer = self.checkpoints.checkpointer
+        if checkpointer is None:
+            return 0
+        committed = 0
+        for image, pending in await asyncio.to_thread(checkpointer.interrupted):
+            request = SuspendRequest.model_validate(pending["request"])
+            try:
+                request.detail.update(await asyncio.to_thread(checkpointer.store_image, image, request.image_key))
+                await self.backend.suspend(request)
+                committed += 1
+                log.info("run %s: committed the checkpoint its previous supervisor left", request.run_id)
+            except Exception as exc:
+                log.warning("run %s: the checkpoint its previous supervisor left could not be committed (%s); "
+                            "it gets a fresh attempt", request.run_id, exc)
+                await asyncio.to_thread(checkpointer.delete, request.image_key or "")
+            finally:
+                checkpointer.discard(image)
+        return committed
 
     async def _restore_dumped(self, execution: Execution, dumped: TaskProcess, image: DumpedImage,
                               reason: str) -> bool:

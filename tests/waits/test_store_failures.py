@@ -88,3 +88,18 @@ def test_an_s3_store_refusing_puts_keeps_the_runs(make_runtime):
         assert any("could not be stored" in m for m in said), said
         wait_for(lambda: httpx.get(runtime.url + "/api/v1/health").json()["checkpoints"]["enabled"], timeout=1,
                  message="checkpointing still on after two failures (it stops after three)")
+
+
+def test_a_supervisor_killed_between_dump_and_store_is_finished_by_the_next(make_runtime, tmp_path):
+    runtime = make_runtime(project="waits", extra_env={
+        "OUTLAST_CHECKPOINT_AFTER": "1", "OUTLAST_TEST_PAUSE_AFTER_DUMP": "120"})
+    client = runtime.client()
+    (run_id,) = trigger_waits(client, 1, "killed")
+    scratch = tmp_path / "data" / "scratch"
+    wait_for(lambda: list(scratch.glob("dump-*.json")), timeout=60, message="the dump to be marked pending")
+    runtime.kill()  # the process is gone (dumped), its image only in scratch, the run EXECUTING
+    del runtime.env["OUTLAST_TEST_PAUSE_AFTER_DUMP"]
+    runtime.start()
+    assert_each_finished_once_with_its_state(client, [run_id], "killed")
+    assert any("committed the checkpoint its previous supervisor left" in line for line in runtime.log().splitlines())
+    assert not list(scratch.glob("dump-*")), "nothing left half done in scratch"
