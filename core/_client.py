@@ -6,6 +6,7 @@ transport. The twins' methods are one line each, and so are those of their `sche
 `deployments` namespaces.
 """
 
+# long-module: the twin clients, one line per API method each, and their shared retrying send.
 from __future__ import annotations
 
 import asyncio
@@ -23,6 +24,7 @@ from ._config import ClientSettings, from_env
 from ._deployments import AsyncDeployments, Deployments
 from ._requests import ApiCall, DurationArg, RequestBuilder, RunFilters, texts
 from ._responses import unavailable
+from ._retry import Backoff
 from ._schedules_client import AsyncSchedules, Schedules
 from ._validation import clean_options, validate
 from .wire import (
@@ -145,11 +147,17 @@ class Client(_BaseClient):
 
     def execute(self, call: ApiCall[T]) -> T:
         """Send a call built by `self.requests` and read its answer (an `APIError` for an error status)."""
-        try:
-            response = self._http.send(call.request)
-        except httpx.TransportError as exc:
-            raise unavailable(call.request, exc, self.requests.timeout) from exc
-        return call.read(response)
+        backoff = Backoff(self.settings.retry_for if call.repeatable else 0)
+        while True:
+            try:
+                response = self._http.send(call.request)
+            except httpx.TransportError as exc:
+                if (pause := backoff.next_pause()) is None:
+                    raise unavailable(call.request, exc, self.requests.timeout) from exc
+            else:
+                if response.status_code != 503 or (pause := backoff.next_pause(response)) is None:
+                    return call.read(response)
+            time.sleep(pause)
 
     def trigger(self, task_id: str, payload: Any = None, options: TriggerOptions | None = None) -> RunHandle:
         """Start a run of `task_id`; returns at once with the run's id."""
@@ -248,11 +256,17 @@ class AsyncClient(_BaseClient):
 
     async def execute(self, call: ApiCall[T]) -> T:
         """Send a call built by `self.requests` and read its answer (an `APIError` for an error status)."""
-        try:
-            response = await self._http.send(call.request)
-        except httpx.TransportError as exc:
-            raise unavailable(call.request, exc, self.requests.timeout) from exc
-        return call.read(response)
+        backoff = Backoff(self.settings.retry_for if call.repeatable else 0)
+        while True:
+            try:
+                response = await self._http.send(call.request)
+            except httpx.TransportError as exc:
+                if (pause := backoff.next_pause()) is None:
+                    raise unavailable(call.request, exc, self.requests.timeout) from exc
+            else:
+                if response.status_code != 503 or (pause := backoff.next_pause(response)) is None:
+                    return call.read(response)
+            await asyncio.sleep(pause)
 
     async def trigger(self, task_id: str, payload: Any = None, options: TriggerOptions | None = None) -> RunHandle:
         """Start a run of `task_id`; returns at once with the run's id."""

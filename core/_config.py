@@ -11,9 +11,11 @@ from ._errors import ConfigurationError
 API_URL_ENV = "OUTLAST_API_URL"
 SECRET_KEY_ENV = "OUTLAST_SECRET_KEY"
 TIMEOUT_ENV = "OUTLAST_TIMEOUT"
+RETRY_FOR_ENV = "OUTLAST_RETRY_FOR"
 
 DEFAULT_API_URL = "http://127.0.0.1:7070"
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_RETRY_FOR = 30.0  # seconds a repeatable call is retried while the runtime answers 503 or is unreachable
 CONNECT_TIMEOUT = 5.0
 
 
@@ -24,6 +26,7 @@ class ClientSettings:
     api_url: str = DEFAULT_API_URL
     secret_key: str | None = None
     timeout: float = DEFAULT_TIMEOUT
+    retry_for: float = DEFAULT_RETRY_FOR
 
     def require_secret_key(self) -> str:
         """The secret key, or a `ConfigurationError` that says how to set it."""
@@ -65,4 +68,16 @@ def from_env(
         raise ConfigurationError(f"{source} must be a positive number of seconds, got {timeout!r}")
 
     key = secret_key if secret_key is not None else env.get(SECRET_KEY_ENV)
-    return ClientSettings(api_url=url, secret_key=key.strip() if key else None, timeout=float(timeout))
+    return ClientSettings(api_url=url, secret_key=key.strip() if key else None, timeout=float(timeout),
+                          retry_for=_retry_for(env))
+
+
+def _retry_for(env: Mapping[str, str]) -> float:
+    raw = env.get(RETRY_FOR_ENV, "").strip()
+    try:
+        seconds = float(raw) if raw else DEFAULT_RETRY_FOR
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ConfigurationError(f"{RETRY_FOR_ENV} must be a number of seconds (0: no retries), got {raw!r}")
+    return seconds

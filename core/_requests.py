@@ -78,6 +78,7 @@ class ApiCall(Generic[T]):
 
     request: httpx.Request
     read: Callable[[httpx.Response], T]
+    repeatable: bool = False  # safe to send again (see _retry.py): reads, cancel, keyed triggers
 
 
 class Sender(Protocol):
@@ -189,22 +190,27 @@ class RequestBuilder:
             extensions={"timeout": (timeout or self.timeout).as_dict()},
         )
 
-    def call(self, method: str, path: str, answer: TypeAdapter[T] | None, **request: Any) -> ApiCall[T]:
-        """`build(method, path, **request)` with how to read the answer (None: no body, 204)."""
-        return ApiCall(self.build(method, path, **request), _reader(answer))
+    def call(self, method: str, path: str, answer: TypeAdapter[T] | None, *, repeatable: bool | None = None,
+             **request: Any) -> ApiCall[T]:
+        """`build(method, path, **request)` with how to read the answer (None: no body, 204).
+
+        `repeatable` defaults to True for GET only."""
+        return ApiCall(self.build(method, path, **request), _reader(answer),
+                       method == "GET" if repeatable is None else repeatable)
 
     # --- triggering ----------------------------------------------------------------------------
 
     def trigger(self, task_id: str, payload: Any, options: TriggerOptions | None) -> ApiCall[RunHandle]:
         path = f"/tasks/{require_id(task_id, 'task_id')}/trigger"
         body = TriggerRequest(payload=payload, options=_traced(options or TriggerOptions()))
-        return self.call("POST", path, _RUN_HANDLE, body=body)
+        return self.call("POST", path, _RUN_HANDLE, body=body, repeatable=body.options.idempotency_key is not None)
 
     def batch_trigger(self, items: Sequence[BatchItem]) -> ApiCall[BatchHandle]:
         body = validate(BatchTriggerRequest, {"items": list(items)})
         for item in body.items:
             item.options = _traced(item.options)
-        return self.call("POST", "/tasks/batch-trigger", _BATCH_HANDLE, body=body)
+        keyed = all(item.options.idempotency_key is not None for item in body.items)
+        return self.call("POST", "/tasks/batch-trigger", _BATCH_HANDLE, body=body, repeatable=keyed)
 
     def list_tasks(self) -> ApiCall[list[TaskInfo]]:
         return self.call("GET", "/tasks", _TASKS)
@@ -241,7 +247,7 @@ class RequestBuilder:
         return self.call("GET", f"/runs/{require_id(run_id, 'run_id')}/events", _EVENTS)
 
     def cancel_run(self, run_id: str) -> ApiCall[Run]:
-        return self.call("POST", f"/runs/{require_id(run_id, 'run_id')}/cancel", _RUN)
+        return self.call("POST", f"/runs/{require_id(run_id, 'run_id')}/cancel", _RUN, repeatable=True)
 
     def replay_run(self, run_id: str) -> ApiCall[RunHandle]:
         return self.call("POST", f"/runs/{require_id(run_id, 'run_id')}/replay", _RUN_HANDLE)

@@ -48,7 +48,11 @@ def api_error(response: httpx.Response) -> APIError:
 
 
 def parse(response: httpx.Response, adapter: TypeAdapter[T]) -> T:
-    """The response body as `adapter`'s type, or the `APIError` its status means."""
+    """The response body as `adapter`'s type, or the `APIError` its status means (503: `RuntimeUnavailableError`)."""
+    if response.status_code == 503:
+        request = response.request
+        raise RuntimeUnavailableError(f"the outlast runtime could not serve {request.method} {request.url.path} "
+                                      f"(HTTP 503): {api_error(response)}")
     if response.is_error:
         raise api_error(response)
     try:

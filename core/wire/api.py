@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from .values import (
     MACHINE_PRESETS,
+    MAX_DURATION,
     MAX_TAGS,
     QueueOptions,
     RunStatus,
@@ -16,6 +17,7 @@ from .values import (
     TaskManifest,
     TaskRunError,
     delay_field,
+    delay_within_range,
     duration_field,
 )
 
@@ -28,22 +30,25 @@ MAX_BATCH_ITEMS = 1000
 
 class TriggerOptions(StrictModel):
     idempotency_key: str | None = Field(None, min_length=1, max_length=512)
-    idempotency_key_ttl: float | None = Field(None, gt=0, description="seconds; default 30 days")
-    delay: float | datetime | None = Field(None, description="seconds from now, or a point in time")
-    ttl: float | None = Field(None, gt=0, description="expire if still queued after this many seconds")
+    idempotency_key_ttl: float | None = Field(None, gt=0, le=MAX_DURATION, description="seconds; default 30 days")
+    delay: float | datetime | None = Field(None, description="seconds from now (up to a year), or a point in time")
+    ttl: float | None = Field(None, gt=0, le=MAX_DURATION,
+                              description="expire if still queued after this many seconds")
     tags: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     queue: QueueOptions | None = None
     concurrency_key: str | None = Field(None, min_length=1, max_length=256)
     priority: int = Field(0, ge=-1_000_000, le=1_000_000, description="higher runs first")
     max_attempts: int | None = Field(None, ge=1, le=100)
-    max_duration: float | None = Field(None, gt=0)
+    max_duration: float | None = Field(None, gt=0, le=MAX_DURATION)
     machine: str | None = None
-    version: str | None = Field(None, description="lock the run to this version (children use their parent's)")
+    version: str | None = Field(None, max_length=64,
+                                description="lock the run to this version (children use their parent's)")
 
     _durations = field_validator("idempotency_key_ttl", "ttl", "max_duration", mode="before")(duration_field)
 
     _delay = field_validator("delay", mode="before")(delay_field)
+    _delay_range = field_validator("delay")(delay_within_range)
 
     @field_validator("queue", mode="before")
     @classmethod
@@ -154,6 +159,7 @@ class RescheduleRequest(StrictModel):
     delay: float | datetime
 
     _delay = field_validator("delay", mode="before")(delay_field)
+    _delay_range = field_validator("delay")(delay_within_range)
 
 
 class TaskInfo(BaseModel):

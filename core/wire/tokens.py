@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -16,8 +16,10 @@ MAX_PUBLIC_TOKEN_TTL = 24 * 3600.0
 class PublicTokenRequest(StrictModel):
     """`POST /auth/public-tokens`: a token that may read these runs, or runs carrying any of these tags."""
 
-    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
-    runs: list[str] = Field(default_factory=list, max_length=100, validate_default=True)  # after tags: sees them
+    tags: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list,
+                                                                            max_length=MAX_TAGS)
+    runs: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=100,
+                                                                           validate_default=True)  # sees tags
     ttl: float = Field(default=900.0, gt=0, le=MAX_PUBLIC_TOKEN_TTL)
 
     _ttl = field_validator("ttl", mode="before")(duration_field)

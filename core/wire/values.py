@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+import math
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 MAX_TAGS = 10
 MACHINE_PRESETS = ("micro", "small-1x", "small-2x", "medium-1x", "medium-2x", "large-1x", "large-2x")
@@ -54,18 +55,44 @@ def parse_duration(value: float | int | str | timedelta) -> float:
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
     else:
         raise ValueError(f"invalid duration {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"duration must be a finite number of seconds, got {value!r}")
     if seconds < 0:
         raise ValueError(f"duration must not be negative, got {value!r}")
     return seconds
 
 
-Duration = Annotated[float, Field(ge=0)]
+# The documented ranges of the API: a delay (or token timeout) up to one year ahead, every other
+# duration (ttl, max_duration, idempotency_key_ttl, retry delays) up to one year, points in time
+# between 1970 and 3000, attempt numbers and milliseconds within the store's integer columns.
+MAX_DELAY = 365 * 86400.0
+MAX_DURATION = 365 * 86400.0
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+MAX_ATTEMPT = 2**31 - 1
+MAX_MILLISECONDS = 2**53
+
+Duration = Annotated[float, Field(ge=0, le=MAX_DURATION)]
+
+
+def moment_in_range(value: datetime) -> datetime:
+    """A point in time the store can hold: between 1970 and 3000 (a naive one is UTC)."""
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not EARLIEST <= aware < LATEST:
+        raise ValueError(f"a point in time must be between {EARLIEST.year} and {LATEST.year}, got {value.isoformat()}")
+    return value
+
+
+Moment = Annotated[datetime, AfterValidator(moment_in_range)]
+Attempt = Annotated[int, Field(ge=0, le=MAX_ATTEMPT)]
+Milliseconds = Annotated[int, Field(ge=0, le=MAX_MILLISECONDS)]
+Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class StrictModel(BaseModel):
-    """Base of every request-like model: an unknown field is an error, not silently dropped."""
+    """Base of every request-like model: an unknown field is an error, not silently dropped; no NaN or inf."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def duration_field(value: Any) -> Any:
@@ -80,6 +107,18 @@ def delay_field(value: Any) -> Any:
     if isinstance(value, str) and "T" in value:
         return value  # ISO timestamp, parsed by pydantic
     return parse_duration(value)
+
+
+def delay_within_range(value: float | datetime | None) -> float | datetime | None:
+    """A `field_validator` (after) body: a delay at most `MAX_DELAY` ahead, as seconds or a point in time."""
+    if isinstance(value, datetime):
+        moment_in_range(value)
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        if aware - datetime.now(UTC) > timedelta(seconds=MAX_DELAY):
+            raise ValueError(f"a point in time at most one year ahead ({MAX_DELAY:g}s), got {value.isoformat()}")
+    elif value is not None and value > MAX_DELAY:
+        raise ValueError(f"at most one year ({MAX_DELAY:g}s), got {value:g}s")
+    return value
 
 
 def timezone_name(value: str) -> str:
@@ -100,9 +139,9 @@ class RetryPolicy(StrictModel):
     """Exponential backoff: delay(n) = min(max_delay, min_delay * factor ** (n - 1)), jittered."""
 
     max_attempts: int = Field(3, ge=1, le=100)
-    min_delay: float = Field(1.0, ge=0)
-    max_delay: float = Field(60.0, ge=0)
-    factor: float = Field(2.0, ge=1)
+    min_delay: float = Field(1.0, ge=0, le=MAX_DURATION)
+    max_delay: float = Field(60.0, ge=0, le=MAX_DURATION)
+    factor: float = Field(2.0, ge=1, le=100)  # 100 ** 99 still fits a float
     randomize: bool = True
 
     _durations = field_validator("min_delay", "max_delay", mode="before")(duration_field)
@@ -134,16 +173,16 @@ class TaskManifest(StrictModel):
     """What a worker tells the runtime about one task it can run."""
 
     id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")
-    export: str = ""
-    module: str = ""
+    export: str = Field("", max_length=512)
+    module: str = Field("", max_length=512)
     queue: QueueOptions | None = None
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    max_duration: float | None = Field(None, gt=0)
-    machine: str | None = None
+    max_duration: float | None = Field(None, gt=0, le=MAX_DURATION)
+    machine: str | None = Field(None, max_length=32)
     payload_schema: dict[str, Any] | None = None
     schedule: ScheduleSpec | None = None
     checkpoint_after: float | None = Field(
-        None, ge=0, description="seconds a wait stays in memory before the process is checkpointed")
+        None, ge=0, le=MAX_DURATION, description="seconds a wait stays in memory before the process is checkpointed")
 
 
 # --- inside a run ----------------------------------------------------------------------------

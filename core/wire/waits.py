@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from .api import BatchItem
-from .values import RunStatus, StrictModel, TaskRunError, delay_field
+from .api import MAX_BATCH_ITEMS, BatchItem
+from .values import Moment, RunStatus, StrictModel, TaskRunError, delay_field, delay_within_range
 
 
 class WaitpointKind(enum.StrEnum):
@@ -22,9 +22,9 @@ class WaitSpec(StrictModel):
     """What one `wait.*` call inside a task waits for."""
 
     kind: WaitpointKind
-    until: datetime | None = None  # DATETIME
-    items: list[BatchItem] = Field(default_factory=list)  # RUN: the children to trigger and wait for
-    token_id: str | None = None  # TOKEN
+    until: Moment | None = None  # DATETIME
+    items: list[BatchItem] = Field(default_factory=list, max_length=MAX_BATCH_ITEMS)  # RUN: the children
+    token_id: str | None = Field(None, max_length=64)  # TOKEN
 
 
 class WaitpointResult(BaseModel):
@@ -51,6 +51,7 @@ class CreateTokenRequest(StrictModel):
     idempotency_key: str | None = Field(None, min_length=1, max_length=400)
 
     _timeout = field_validator("timeout", mode="before")(delay_field)
+    _timeout_range = field_validator("timeout")(delay_within_range)
 
 
 class CompleteTokenRequest(StrictModel):
@@ -83,8 +84,8 @@ class Waitpoint(BaseModel):
 class TokenCall(StrictModel):
     """A task process creates or completes a token through its supervisor (it holds no API key)."""
 
-    run_id: str = ""  # set by the supervisor
-    key: str | None = None
+    run_id: str = Field("", max_length=64)  # set by the supervisor
+    key: str | None = Field(None, max_length=64)
     create: CreateTokenRequest | None = None
-    complete_id: str | None = None
+    complete_id: str | None = Field(None, max_length=64)
     data: Any = None

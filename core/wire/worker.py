@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from .values import MetadataOp, RunContext, StrictModel, TaskManifest, TaskRunError
+from .values import (
+    Attempt,
+    Identifier,
+    MetadataOp,
+    Milliseconds,
+    Moment,
+    RunContext,
+    StrictModel,
+    TaskManifest,
+    TaskRunError,
+)
 from .waits import WaitpointResult, WaitSpec
+
+RunId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class CheckpointMode(enum.StrEnum):
@@ -18,28 +29,28 @@ class CheckpointMode(enum.StrEnum):
 
 
 class WaitRequest(StrictModel):
-    node_id: str
-    run_id: str
-    attempt: int
+    node_id: Identifier
+    run_id: RunId
+    attempt: Attempt
     key: str = Field(min_length=1, max_length=64, description="unique per call within the attempt")
     spec: WaitSpec
 
 
 class SuspendRequest(StrictModel):
-    node_id: str
-    run_id: str
-    attempt: int
+    node_id: Identifier
+    run_id: RunId
+    attempt: Attempt
     mode: CheckpointMode
-    waiting: list[str] = Field(description="the waitpoints the task still waits for")
-    image_key: str | None = None
+    waiting: list[Annotated[str, Field(max_length=64)]] = Field(description="the waitpoints the task still waits for")
+    image_key: str | None = Field(None, max_length=512)
     detail: dict[str, Any] = Field(default_factory=dict)
-    duration_ms: int = 0
+    duration_ms: Milliseconds = 0
 
 
 class ResumeRequest(StrictModel):
-    node_id: str
-    run_id: str
-    attempt: int
+    node_id: Identifier
+    run_id: RunId
+    attempt: Attempt
 
 
 class ResumeInfo(BaseModel):
@@ -52,15 +63,16 @@ class ResumeInfo(BaseModel):
 
 
 class WorkerRegistration(StrictModel):
-    node_id: str
-    version: str
-    tasks: list[TaskManifest]
+    node_id: Identifier
+    version: str = Field(min_length=1, max_length=64)
+    tasks: list[TaskManifest] = Field(max_length=10_000)
 
 
 class ClaimRequest(StrictModel):
-    node_id: str
-    task_ids: list[str] = Field(description="the tasks this worker can run")
-    versions: list[str] | None = Field(None, description="deployed versions it runs; none: working-copy runs only")
+    node_id: Identifier
+    task_ids: list[Identifier] = Field(max_length=10_000, description="the tasks this worker can run")
+    versions: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None, max_length=10_000, description="deployed versions it runs; none: working-copy runs only")
     max_runs: int = Field(ge=1, le=1000)
     wait: float = Field(0, ge=0, le=60, description="long-poll up to this many seconds")
 
@@ -79,13 +91,14 @@ class ClaimResponse(BaseModel):
 
 
 class LeasedAttempt(StrictModel):
-    run_id: str
-    attempt: int
-    waiting: list[str] = Field(default_factory=list, description="waitpoints it waits for in memory")
+    run_id: RunId
+    attempt: Attempt
+    waiting: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list,
+                                                                description="waitpoints it waits for in memory")
 
 
 class HeartbeatRequest(StrictModel):
-    node_id: str
+    node_id: Identifier
     attempts: list[LeasedAttempt]
 
 
@@ -103,26 +116,26 @@ class AttemptOutcome(enum.StrEnum):
 
 
 class AttemptCompletion(StrictModel):
-    run_id: str
-    attempt: int
+    run_id: RunId
+    attempt: Attempt
     outcome: AttemptOutcome
     output: Any = None
     error: TaskRunError | None = None
     retryable: bool = True
-    duration_ms: int = 0
+    duration_ms: Milliseconds = 0
 
 
 class LogRecord(StrictModel):
-    run_id: str
-    attempt: int
-    level: str = "info"
+    run_id: RunId
+    attempt: Attempt
+    level: str = Field("info", max_length=16)
     message: str
     attributes: dict[str, Any] = Field(default_factory=dict)
-    time: datetime
+    time: Moment
 
 
 class MetadataUpdate(StrictModel):
-    run_id: str
+    run_id: RunId
     ops: list[MetadataOp]
 
 

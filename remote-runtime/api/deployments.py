@@ -21,9 +21,10 @@ from outlast.wire import API_PREFIX, Deployment, EnvVar, EnvVarSet, PromoteReque
 
 from ..deploy.bundles import MAX_BUNDLE_BYTES, BundleError, UnsafeBundle
 from ..errors import EngineError
+from .checked_input import CheckedRoute
 from .deps import Env, PayloadTooLarge, State
 
-router = APIRouter(prefix=API_PREFIX)
+router = APIRouter(prefix=API_PREFIX, route_class=CheckedRoute)
 
 
 class InvalidBundle(EngineError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -49,15 +50,30 @@ async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONRes
     return response
 
 
+# The database is away (restarting, unreachable, a connection cut): the request may be tried again.
+DATABASE_UNAVAILABLE = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                        sqlalchemy.exc.DisconnectionError)
+RETRY_AFTER_SECONDS = 1
+
+
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    response = _error_response(503, ErrorBody(error="database_unavailable",
+                                              message=f"the runtime's database is unavailable ({type(exc).__name__}); "
+                                                      "try again shortly"))
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:
     # Details stay in the runtime's log (Starlette logs the exception after this answer is sent).
     return _error_response(500, ErrorBody(error="internal_error",
                                           message=f"internal error ({type(exc).__name__}); see the runtime's log"))
 
 
-
 def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for error in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(Exception, _internal_error)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -14,6 +13,7 @@ from outlast.wire import (
     BatchHandle,
     BatchItem,
     BatchTriggerRequest,
+    Moment,
     PublicToken,
     PublicTokenRequest,
     RescheduleRequest,
@@ -28,10 +28,12 @@ from outlast.wire import (
 )
 
 from ..errors import EngineError
+from .checked_input import CheckedRoute
 from .deps import Env, PayloadTooLarge, ReadEnv, State
 
 _json = TypeAdapter(Any)
-router = APIRouter(prefix=API_PREFIX)
+router = APIRouter(prefix=API_PREFIX, route_class=CheckedRoute)
+MAX_EVENT_ID = 2**63 - 1  # event ids are BIGINT
 
 
 def _check_payload_sizes(limit: int, items: list[BatchItem]) -> None:
@@ -72,10 +74,10 @@ def list_runs(
     status: Annotated[list[RunStatus], Query()] = [],  # noqa: B006 - FastAPI copies query defaults
     task: Annotated[list[str], Query()] = [],  # noqa: B006
     tag: Annotated[list[str], Query()] = [],  # noqa: B006
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Annotated[Moment | None, Query()] = None,
+    created_before: Annotated[Moment | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> RunList:
     return rt.engine.list_runs(env, status=[s.value for s in status], task=task, tag=tag,
                                created_after=created_after, created_before=created_before,
@@ -88,7 +90,8 @@ def retrieve_run(run_id: str, env: ReadEnv, rt: State) -> Run:
 
 
 @router.get("/runs/{run_id}/events", response_model=list[RunEvent], tags=["runs"])
-def run_events(run_id: str, env: ReadEnv, rt: State, after: int = 0) -> list[RunEvent]:
+def run_events(run_id: str, env: ReadEnv, rt: State,
+               after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0) -> list[RunEvent]:
     return rt.engine.events(env, run_id, after=after)
 
 

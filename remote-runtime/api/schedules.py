@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query
 
 from outlast.wire import API_PREFIX, Schedule, ScheduleCreate, ScheduleList, ScheduleType, ScheduleUpdate
 
+from .checked_input import CheckedRoute
 from .deps import Env, State
 
-router = APIRouter(prefix=f"{API_PREFIX}/schedules", tags=["schedules"])
+router = APIRouter(prefix=f"{API_PREFIX}/schedules", tags=["schedules"], route_class=CheckedRoute)
 
 
 @router.post("", response_model=Schedule)

@@ -6,23 +6,21 @@ payment provider, an approval form) can complete the token with a plain POST of 
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from outlast.wire import API_PREFIX, CompleteTokenRequest, CreateTokenRequest, Waitpoint, WaitToken
 
-from ..errors import EngineError
+from .checked_input import CheckedRoute
 from .deps import Env, State
 
-router = APIRouter(prefix=f"{API_PREFIX}/waitpoints", tags=["waitpoints"])
+router = APIRouter(prefix=f"{API_PREFIX}/waitpoints", tags=["waitpoints"], route_class=CheckedRoute)
 
 
-class InvalidCallbackBody(EngineError):
-    status_code = 422
-    code = "invalid_request"
+# The secret is token_urlsafe: anything else cannot match (and must not reach the constant-time compare).
+CallbackSecret = Annotated[str, Path(max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 @router.post("/tokens", response_model=WaitToken)
@@ -36,13 +34,11 @@ def complete_token(token_id: str, body: CompleteTokenRequest, env: Env, rt: Stat
 
 
 @router.post("/tokens/{token_id}/callback/{secret}", response_model=Waitpoint)
-async def token_callback(token_id: str, secret: str, request: Request, rt: State) -> Waitpoint:
+async def token_callback(token_id: str, secret: CallbackSecret, request: Request, rt: State) -> Waitpoint:
     """The whole JSON body (or null for an empty one) becomes the token's data."""
     raw = await request.body()
-    try:
-        data: Any = json.loads(raw) if raw.strip() else None
-    except ValueError as exc:
-        raise InvalidCallbackBody(f"request body is not valid JSON: {exc}", field="body") from None
+    # A CheckedJSONRequest (see CheckedRoute), whatever the body's content type: the checked document.
+    data: Any = await request.json() if raw.strip() else None
     return await run_in_threadpool(rt.engine.waits.complete_token, None, token_id, data, secret=secret)
 
 

@@ -27,9 +27,10 @@ from outlast.wire import (
     WorkerReport,
 )
 
+from .checked_input import CheckedRoute
 from .deps import Env, State
 
-router = APIRouter(prefix=f"{API_PREFIX}/worker", tags=["worker"])
+router = APIRouter(prefix=f"{API_PREFIX}/worker", tags=["worker"], route_class=CheckedRoute)
 
 
 @router.post("/register")

@@ -25,7 +25,7 @@ WIRE = {
     "CompleteTokenRequest", "CreateTokenRequest", "DeployedTask", "Deployment", "DeploymentStatus", "Duration",
     "EnvVar", "EnvVarSet", "ErrorBody", "FINAL_STATUSES", "FRAME_HEADER_BYTES", "Heartbeat", "HeartbeatRequest",
     "HeartbeatResponse", "Hello", "LeasedAttempt", "Log", "LogRecord", "MACHINE_PRESETS", "MAX_BATCH_ITEMS",
-    "MAX_PUBLIC_TOKEN_TTL", "MAX_TAGS", "Metadata", "MetadataOp", "MetadataUpdate", "PUBLIC_TOKEN_PREFIX",
+    "MAX_DELAY", "MAX_DURATION", "MAX_PUBLIC_TOKEN_TTL", "MAX_TAGS", "Metadata", "MetadataOp", "Moment", "MetadataUpdate", "PUBLIC_TOKEN_PREFIX",
     "PromoteRequest", "PublicToken", "PublicTokenRequest", "QueueOptions", "Reply", "RescheduleRequest", "Resolved",
     "Result", "ResumeInfo", "ResumeRequest", "Resumed", "RetryPolicy", "Run", "RunContext", "RunEvent", "RunHandle",
     "RunList", "RunStatus", "Schedule", "ScheduleCreate", "ScheduleList", "ScheduleSpec", "ScheduleType",
