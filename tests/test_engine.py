@@ -17,6 +17,8 @@ from outlast.wire import (
     AttemptOutcome,
     BatchItem,
     CheckpointMode,
+    CreateTokenRequest,
+    LeasedAttempt,
     RunStatus,
     SuspendRequest,
     TaskManifest,
@@ -155,3 +157,23 @@ def test_a_claim_of_a_fresh_run_and_a_checkpointed_one_resumes_the_checkpointed_
     claimed = {a.context.run_id: a for a in engine.claim("node-b", ["dev"], ["work"], 5)}
     assert set(claimed) == {resuming, fresh}
     assert claimed[resuming].resume is not None and claimed[resuming].context.attempt == 1
+
+
+def test_a_heartbeat_scoped_to_one_environment_neither_extends_nor_reads_another_environments(engine, clock):
+    """The worker API's heartbeat with the dev key and a prod run and waitpoint: no lease, no output."""
+    engine.register_tasks(["prod"], "v1", [TaskManifest(id="work")])
+    run_id = engine.trigger("prod", [BatchItem(task="work")])[0].id
+    engine.claim("node-a", ["prod"], ["work"], 1)
+    token = engine.waits.create_token("prod", CreateTokenRequest())
+    engine.waits.complete_token("prod", token.id, {"secret": "prod's"})
+    lease = engine.retrieve("prod", run_id)
+    leased = [LeasedAttempt(run_id=run_id, attempt=1, waiting=[token.id])]
+    clock.now += 10
+
+    foreign = engine.heartbeat("node-a", leased, env_ids=["dev"])
+    assert (foreign.stop, foreign.completed) == ([run_id], [])
+    assert engine.retrieve("prod", run_id).model_dump() == lease.model_dump()  # lease not extended
+
+    own = engine.heartbeat("node-a", leased, env_ids=["prod"])
+    assert own.stop == []
+    assert [(r.id, r.output) for r in own.completed] == [(token.id, {"secret": "prod's"})]

@@ -55,7 +55,7 @@ async def claim(body: ClaimRequest, env: Env, rt: State) -> ClaimResponse:
 
 @router.post("/heartbeat", response_model=HeartbeatResponse)
 def heartbeat(body: HeartbeatRequest, env: Env, rt: State) -> HeartbeatResponse:
-    return rt.engine.heartbeat(body.node_id, body.attempts)
+    return rt.engine.heartbeat(body.node_id, body.attempts, env_ids=[env])
 
 
 @router.post("/report")

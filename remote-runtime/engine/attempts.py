@@ -86,20 +86,26 @@ class Attempts:
 
     # --- leases ----------------------------------------------------------------------------
 
-    def heartbeat(self, node_id: str, attempts: Sequence[LeasedAttempt]) -> HeartbeatResponse:
+    def heartbeat(self, node_id: str, attempts: Sequence[LeasedAttempt], *,
+                  env_ids: Iterable[str] | None = None) -> HeartbeatResponse:
         """Extend the leases of live attempts (parked waits included); say which the worker must stop
-        (canceled, lost) and which of the waitpoints they wait for in memory are now complete."""
+        (canceled, lost) and which of the waitpoints they wait for in memory are now complete.
+
+        `env_ids` restricts a remote worker to its own environment's runs and waitpoints: another
+        environment's run is one to stop, its waitpoints are never read.
+        """
         if not attempts:
             return HeartbeatResponse()
         now = self.context.clock()
         ids = [a.run_id for a in attempts]
+        scope = [runs.c.id.in_(ids)] + ([runs.c.env_id.in_(list(env_ids))] if env_ids is not None else [])
         with self.context.db.begin() as c:
-            c.execute(runs.update().where(runs.c.id.in_(ids), runs.c.status.in_(HELD), runs.c.node_id == node_id)
+            c.execute(runs.update().where(*scope, runs.c.status.in_(HELD), runs.c.node_id == node_id)
                       .values(lease_expires_at=now + self.context.lease_seconds))
             rows = {r.id: r for r in c.execute(sa.select(runs.c.id, runs.c.status, runs.c.attempts, runs.c.node_id)
-                                               .where(runs.c.id.in_(ids)))}
-            waiting = [w for a in attempts for w in a.waiting]
-            completed = self.waits.completed(c, waiting) if waiting else []
+                                               .where(*scope))}
+            waiting = [w for a in attempts if a.run_id in rows for w in a.waiting]
+            completed = self.waits.completed(c, waiting, env_ids=env_ids) if waiting else []
         stop = [a.run_id for a in attempts
                 if (row := rows.get(a.run_id)) is None or row.status not in HELD
                 or row.attempts != a.attempt or row.node_id != node_id]

@@ -117,9 +117,10 @@ class RunEngine:
         """`versions`: the deployed versions the worker runs (None: a working copy, see queue.routed_version)."""
         return self.attempts.claim(node_id, env_ids, task_ids, limit, versions)
 
-    def heartbeat(self, node_id: str, attempts: Sequence[LeasedAttempt]) -> HeartbeatResponse:
+    def heartbeat(self, node_id: str, attempts: Sequence[LeasedAttempt], *,
+                  env_ids: Iterable[str] | None = None) -> HeartbeatResponse:
         """Extend the leases of live attempts; say which to stop and which in-memory waits completed."""
-        return self.attempts.heartbeat(node_id, attempts)
+        return self.attempts.heartbeat(node_id, attempts, env_ids=env_ids)
 
     def report(self, report: WorkerReport, *, env_ids: Iterable[str] | None = None) -> None:
         """Apply a worker's buffered logs, metadata changes and attempt completions, in that order."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -170,12 +170,13 @@ class Waits:
         stmt = queue.upsert(c, run_waits).values([{"run_id": run_id, "waitpoint_id": w} for w in waitpoint_ids])
         c.execute(stmt.on_conflict_do_nothing(index_elements=["run_id", "waitpoint_id"]))
 
-    def completed(self, c: sa.Connection, waitpoint_ids: Sequence[str]) -> list[WaitpointResult]:
-        """The results of those of `waitpoint_ids` that are complete."""
+    def completed(self, c: sa.Connection, waitpoint_ids: Sequence[str], *,
+                  env_ids: Iterable[str] | None = None) -> list[WaitpointResult]:
+        """The results of those of `waitpoint_ids` that are complete (of `env_ids` only, when given)."""
         if not waitpoint_ids:
             return []
-        rows = c.execute(sa.select(waitpoints).where(waitpoints.c.id.in_(list(waitpoint_ids)),
-                                                     waitpoints.c.status == COMPLETED)).all()
+        query = sa.select(waitpoints).where(waitpoints.c.id.in_(list(waitpoint_ids)), waitpoints.c.status == COMPLETED)
+        rows = c.execute(query if env_ids is None else query.where(waitpoints.c.env_id.in_(list(env_ids)))).all()
         return [to_result(row) for row in rows]
 
     # --- the process stops waiting in memory ---------------------------------------------------
