@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from outlast.wire import API_PREFIX
 
 from ..access.public_tokens import PublicTokens
+from ..dashboard import mount_dashboard
 from ..state import RuntimeState
 from . import deployments, runs, schedules, waitpoints, worker
 from .body_limit import BodyLimit
@@ -20,6 +21,7 @@ def create_app(runtime: RuntimeState) -> FastAPI:
     app.state.public_tokens = PublicTokens(runtime.db)
     for module in (runs, worker, schedules, waitpoints, deployments):
         app.include_router(module.router)
+    mount_dashboard(app, runtime)
     add_error_handlers(app)
     app.add_middleware(BodyLimit, max_payload_bytes=runtime.settings.max_payload_bytes)
     return app

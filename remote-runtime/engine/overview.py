@@ -1,0 +1,145 @@
+"""Reads the dashboard needs beyond the JSON API's: runs by version, a run's waits, checkpoints, queues, nodes.
+
+Every read is scoped to one environment and bounded (a limit, a cursor or an index range): no count(*)
+over the run history, so the pages stay quick with a million runs in the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from outlast.wire import RunList, Waitpoint
+
+from ..store.db import Database
+from ..store.schema import queue_keys, queues, run_checkpoints, run_tags, run_waits, runs, tasks, waitpoints
+from .context import utc
+from .reads import to_run
+from .waits import to_waitpoint
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    status: Sequence[str] = ()
+    task: Sequence[str] = ()
+    tag: Sequence[str] = ()
+    version: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QueueUse:
+    name: str
+    limit: int | None
+    running: int
+    queued: int  # capped at QUEUED_CAP: the count is only read as far as the page shows it
+
+
+@dataclass(frozen=True)
+class NodeUse:
+    node_id: str
+    executing: int
+    waiting: int  # WAITING runs whose attempt this node started
+
+
+QUEUED_CAP = 1000
+
+
+class Overview:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def search_runs(self, env_id: str, where: RunFilter, *, limit: int = 50, cursor: str | None = None) -> RunList:
+        """A page of runs, newest first; `cursor` is the last id of the previous page."""
+        stmt = sa.select(runs).where(runs.c.env_id == env_id).order_by(runs.c.id.desc()).limit(limit + 1)
+        conditions = [
+            runs.c.status.in_(where.status) if where.status else None,
+            runs.c.task_id.in_(where.task) if where.task else None,
+            runs.c.version == where.version if where.version else None,
+            runs.c.created_at >= where.created_after.timestamp() if where.created_after else None,
+            runs.c.created_at < where.created_before.timestamp() if where.created_before else None,
+            runs.c.id < cursor if cursor else None,
+        ]
+        for tag in where.tag:  # every tag must be on the run
+            conditions.append(runs.c.id.in_(sa.select(run_tags.c.run_id).where(run_tags.c.env_id == env_id,
+                                                                               run_tags.c.tag == tag)))
+        stmt = stmt.where(*(c for c in conditions if c is not None))
+        with self.db.connect() as c:
+            rows = c.execute(stmt).all()
+        page = [to_run(row) for row in rows[:limit]]
+        return RunList(data=page, next_cursor=page[-1].id if len(rows) > limit else None)
+
+    def run_waitpoints(self, env_id: str, run_id: str) -> list[Waitpoint]:
+        """What the run waits for now (its links are removed once it resumes)."""
+        stmt = (sa.select(waitpoints).join(run_waits, run_waits.c.waitpoint_id == waitpoints.c.id)
+                .where(run_waits.c.run_id == run_id, waitpoints.c.env_id == env_id).order_by(waitpoints.c.id))
+        with self.db.connect() as c:
+            return [to_waitpoint(r) for r in c.execute(stmt).all()]
+
+    def pending_tokens(self, env_id: str, *, limit: int = 50, cursor: str | None = None
+                       ) -> list[tuple[Waitpoint, list[str]]]:
+        """Pending tokens, newest first, each with the runs waiting on it."""
+        stmt = (sa.select(waitpoints).where(waitpoints.c.env_id == env_id, waitpoints.c.kind == "token",
+                                            waitpoints.c.status == "PENDING")
+                .order_by(waitpoints.c.id.desc()).limit(limit))
+        if cursor:
+            stmt = stmt.where(waitpoints.c.id < cursor)
+        with self.db.connect() as c:
+            rows = c.execute(stmt).all()
+            waiting: dict[str, list[str]] = {r.id: [] for r in rows}
+            if rows:
+                for link in c.execute(sa.select(run_waits).where(run_waits.c.waitpoint_id.in_(list(waiting)))):
+                    waiting[link.waitpoint_id].append(link.run_id)
+        return [(to_waitpoint(r), waiting[r.id]) for r in rows]
+
+    def checkpoint(self, env_id: str, run_id: str) -> dict[str, Any] | None:
+        """Where a waiting run's process image is (mode, node, image key, sizes and durations), if it has one."""
+        stmt = (sa.select(run_checkpoints).join(runs, runs.c.id == run_checkpoints.c.run_id)
+                .where(run_checkpoints.c.run_id == run_id, runs.c.env_id == env_id))
+        with self.db.connect() as c:
+            row = c.execute(stmt).first()
+        if row is None:
+            return None
+        return {"attempt": row.attempt, "mode": row.mode, "image_key": row.image_key, "node_id": row.node_id,
+                "detail": row.detail or {}, "created_at": utc(row.created_at)}
+
+    def queues(self, env_id: str) -> list[QueueUse]:
+        """Every queue of the environment's tasks: its limit, the runs executing and (up to a cap) queued."""
+        with self.db.connect() as c:
+            names = set(c.execute(sa.select(tasks.c.queue).where(tasks.c.env_id == env_id)).scalars())
+            limits = dict(c.execute(sa.select(queues.c.name, queues.c.concurrency_limit)
+                                    .where(queues.c.env_id == env_id)).all())
+            running = dict(c.execute(sa.select(queue_keys.c.queue, sa.func.sum(queue_keys.c.running))
+                                     .where(queue_keys.c.env_id == env_id).group_by(queue_keys.c.queue)).all())
+            result = []
+            for name in sorted(names | set(limits) | set(running)):
+                capped = (sa.select(runs.c.id).where(runs.c.env_id == env_id, runs.c.status == "QUEUED",
+                                                     runs.c.queue == name).limit(QUEUED_CAP).subquery())
+                queued = c.execute(sa.select(sa.func.count()).select_from(capped)).scalar_one()
+                result.append(QueueUse(name, limits.get(name), int(running.get(name) or 0), queued))
+        return result
+
+    def nodes(self, env_id: str) -> list[NodeUse]:
+        """The nodes running this environment's attempts now (live runs only: the lease index covers them)."""
+        live = sa.select(runs.c.node_id, runs.c.status, sa.func.count().label("n")).where(
+            runs.c.env_id == env_id, runs.c.status.in_(("EXECUTING", "WAITING")), runs.c.node_id.is_not(None),
+        ).group_by(runs.c.node_id, runs.c.status)
+        by_node: dict[str, dict[str, int]] = {}
+        with self.db.connect() as c:
+            for row in c.execute(live):
+                by_node.setdefault(row.node_id, {})[row.status] = row.n
+        return [NodeUse(node, use.get("EXECUTING", 0), use.get("WAITING", 0)) for node, use in sorted(by_node.items())]
+
+    def recent_checkpoint_failures(self, env_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Waiting runs kept in memory instead of checkpointed, newest first, with the reason."""
+        stmt = (sa.select(run_checkpoints).join(runs, runs.c.id == run_checkpoints.c.run_id)
+                .where(runs.c.env_id == env_id, run_checkpoints.c.mode != "criu")
+                .order_by(run_checkpoints.c.created_at.desc()).limit(limit))
+        with self.db.connect() as c:
+            return [{"run_id": r.run_id, "node_id": r.node_id, "reason": (r.detail or {}).get("reason", ""),
+                     "created_at": utc(r.created_at)} for r in c.execute(stmt)]
