@@ -37,3 +37,15 @@ install_criu() {  # checkpointing needs CRIU >= 4.2; on hosts where it cannot ru
     sh "$ROOT/scripts/install-criu.sh" || echo "CRIU could not be installed; checkpointing stays off" >&2
   fi
 }
+
+install_chromium() {  # the dashboard tests drive Debian's Chromium (never a browser Playwright downloads)
+  if [ -x /usr/bin/chromium ]; then
+    return
+  fi
+  if ! command -v apt-get >/dev/null; then
+    echo "no apt-get here: install chromium at /usr/bin/chromium for the dashboard tests (they skip without it)" >&2
+  elif ! out="$(DEBIAN_FRONTEND=noninteractive apt-get install -y chromium 2>&1)"; then
+    echo "apt-get install chromium failed, so the dashboard tests skip; apt-get said:" >&2
+    echo "$out" | tail -n 5 >&2
+  fi
+}
