@@ -113,22 +113,27 @@ def test_a_run_page_follows_the_run_and_approving_its_token_resumes_it(page, run
     shot(page, "run-completed")
 
 
+RECORD_STATUSES = """() => {
+  window.__statuses = [document.querySelector('#run-status').innerText];
+  new MutationObserver(() => {
+    const now = document.querySelector('#run-status')?.innerText;
+    if (now && window.__statuses[window.__statuses.length - 1] !== now) window.__statuses.push(now);
+  }).observe(document.body, {childList: true, subtree: true});
+}"""
+
+
 def test_a_run_page_goes_from_executing_through_waiting_to_completed_without_reload(page, runtime, client):
-    handle = client.trigger("short-wait", {"seconds": 4})
+    # ~50 MB of state built before the wait: the run is EXECUTING for a few seconds, then checkpointed.
+    handle = client.trigger("stateful-wait", {"marker": uuid.uuid4().hex, "seconds": 4})
     page.goto(runtime.url + f"/runs/{handle.id}")
-    page.evaluate("window.__same_document = true")
-    statuses = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and "COMPLETED" not in statuses:
-        text = page.inner_text("#run-status")
-        if not statuses or statuses[-1] != text:
-            statuses.append(text)
-        time.sleep(0.1)
-    assert page.evaluate("window.__same_document") is True, "the page was not reloaded"
+    page.evaluate(RECORD_STATUSES)  # every status the polled fragment shows, in order; lost on a reload
+    page.wait_for_selector("#run-status.status-COMPLETED", timeout=120_000)
+    statuses = page.evaluate("window.__statuses")
+    assert statuses is not None, "the page was reloaded"
     assert statuses[-1] == "COMPLETED"
-    assert "WAITING" in statuses, statuses
-    assert "EXECUTING" in statuses or "QUEUED" in statuses, statuses
+    assert statuses.index("EXECUTING") < statuses.index("WAITING") < statuses.index("COMPLETED"), statuses
     assert "checkpointed" in page.inner_text("#timeline")
+    shot(page, "run-page")
 
 
 def test_bulk_cancel_of_a_selection(page, runtime, client):
