@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -52,6 +52,8 @@ class DashboardRoute(APIRoute):
 
         async def handle(request: Request) -> Response:
             try:
+                if "\x00" in unquote(request.url.path + "?" + request.url.query):
+                    raise BadInput("the address holds a NUL character")  # PostgreSQL refuses it in text
                 return await handler(request)
             except LoginRequired:
                 return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
@@ -85,6 +87,8 @@ async def checked_form(request: Request, session: Annotated[Session, Depends(cur
     token = (form.get("csrf") or [request.headers.get("x-csrf-token", "")])[0]
     if not request.app.state.dashboard_sessions.csrf_ok(session, token):
         raise FormRefused("this form is not from this dashboard session (CSRF check failed): reload the page")
+    if any("\x00" in value for values in form.values() for value in values):
+        raise BadInput("the form holds a NUL character")
     return form
 
 
