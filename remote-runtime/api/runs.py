@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from pydantic import TypeAdapter
 
 from outlast.wire import (
@@ -44,12 +44,13 @@ def _check_payload_sizes(limit: int, items: list[BatchItem]) -> None:
             raise PayloadTooLarge(f"{field} is {size} bytes; the limit is {limit} bytes", field=field)
 
 
+TaskId = Annotated[str, Path(min_length=1, max_length=128)]  # as BatchItem.task
 # The git commit of the triggering code (the SDK sends it on Vercel): runs use the version built from it.
 Commit = Annotated[str | None, Header(alias=COMMIT_HEADER, max_length=64)]
 
 
 @router.post("/tasks/{task_id:path}/trigger", response_model=RunHandle, tags=["tasks"])
-def trigger(task_id: str, body: TriggerRequest, env: Env, rt: State, commit: Commit = None) -> RunHandle:
+def trigger(task_id: TaskId, body: TriggerRequest, env: Env, rt: State, commit: Commit = None) -> RunHandle:
     item = BatchItem(task=task_id, payload=body.payload, options=body.options)
     _check_payload_sizes(rt.settings.max_payload_bytes, [item])
     return rt.engine.trigger(env, rt.deployments.pin(env, [item], commit))[0]

@@ -33,30 +33,35 @@ def _operations(url: str) -> list:
     return [result.ok() for result in api.get_all_operations()]
 
 
-def test_no_input_causes_a_server_error(shared_runtime):
+def _fuzzer(operation, url: str):
+    """A hypothesis test of one operation: positive and negative cases, sent with the dev key."""
     headers = {"Authorization": f"Bearer {SECRET_KEY}"}
+
+    @given(case=st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
+                          operation.as_strategy(GenerationMode.NEGATIVE)))
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate],  # no shrinking: the report says what failed
+              suppress_health_check=list(HealthCheck))
+    def fuzz(case) -> None:
+        claim = operation.label == "POST /api/v1/worker/claim" and isinstance(case.body, dict)
+        wait = case.body.get("wait") if claim else None
+        if isinstance(wait, (int, float)) and not isinstance(wait, bool) and wait > 0.5:
+            case.body["wait"] = 0.5  # a valid long-poll of up to 60 s would make the run minutes long
+        response = case.call(base_url=url, headers=headers, timeout=30)
+        case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+
+    return fuzz
+
+
+def test_no_input_causes_a_server_error(shared_runtime):
     failures: list[str] = []
     operations = _operations(shared_runtime.url)
     assert len(operations) > 30  # the document was read, and the exclusions left the rest
-
     for operation in operations:
-        # Not schemathesis' pytest plugin: it does not support this pytest; the same strategies, driven here.
-        @given(case=st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
-                              operation.as_strategy(GenerationMode.NEGATIVE)))
-        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
-                  phases=[Phase.explicit, Phase.generate],  # no shrinking: the report says what failed
-                  suppress_health_check=list(HealthCheck))
-        def fuzz(case, label: str = operation.label) -> None:
-            claim = label == "POST /api/v1/worker/claim" and isinstance(case.body, dict)
-            wait = case.body.get("wait") if claim else None
-            if isinstance(wait, (int, float)) and not isinstance(wait, bool) and wait > 0.5:
-                case.body["wait"] = 0.5  # a valid long-poll of up to 60 s would make the run minutes long
-            response = case.call(base_url=shared_runtime.url, headers=headers, timeout=30)
-            case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
-
+        # Not schemathesis' pytest plugin (it does not run under this pytest): its strategies, driven here.
         try:
-            fuzz()
-        except Exception as exc:
+            _fuzzer(operation, shared_runtime.url)()
+        except (Exception, BaseExceptionGroup) as exc:  # schemathesis' FailureGroup is a BaseExceptionGroup
             causes = getattr(exc, "exceptions", [exc])
             failures.append(f"{operation.label}: " + " | ".join(repr(cause)[:1500] for cause in causes))
     assert not failures, "\n\n".join(failures)
