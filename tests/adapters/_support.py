@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,18 +17,32 @@ from tests.conftest import ROOT, SECRET_KEY, RuntimeProcess, free_port, runtime_
 EXAMPLES = ROOT / "examples"
 
 
-def example_runtime_fixture(example: str, extra_env: Callable[[], dict[str, str]] | None = None):
-    """A module-wide SQLite runtime whose project is `examples/<example>`: it runs that app's tasks."""
-    return project_runtime_fixture(EXAMPLES / example, extra_env)
+def example_runtime_fixture(example: str, extra_env: Callable[[], dict[str, str]] | None = None,
+                            project_env: Callable[[], dict[str, str]] | None = None):
+    """A module-wide SQLite runtime whose project is `examples/<example>`: it runs that app's tasks.
+
+    `extra_env` is the runtime's environment; `project_env` is what the tasks get of their own, through
+    the project's `[tool.outlast] env` table (in a copy of the example): the runtime's own secrets, AWS
+    credentials included, never reach task code.
+    """
+    return project_runtime_fixture(EXAMPLES / example, extra_env, project_env)
 
 
-def project_runtime_fixture(project: Path, extra_env: Callable[[], dict[str, str]] | None = None):
+def project_runtime_fixture(project: Path, extra_env: Callable[[], dict[str, str]] | None = None,
+                            project_env: Callable[[], dict[str, str]] | None = None):
     """A module-wide SQLite runtime for `project` (adapters do not depend on the store)."""
 
     @pytest.fixture(scope="module")
     def project_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
+        root = project
+        if project_env is not None:
+            root = tmp_path_factory.mktemp(f"{project.name}-project") / project.name
+            shutil.copytree(project, root, ignore=shutil.ignore_patterns("__pycache__", ".outlast"))
+            with (root / "pyproject.toml").open("a") as pyproject:
+                pyproject.write("\n[tool.outlast.env]\n" + "".join(
+                    f"{key} = {json.dumps(value)}\n" for key, value in project_env().items()))
         runtime = runtime_process(tmp_path_factory.mktemp(f"{project.name}-runtime"), None, project=None,
-                                  extra_args=["--project", str(project)],
+                                  extra_args=["--project", str(root)],
                                   extra_env=extra_env() if extra_env else None)
         try:
             yield runtime.start()

@@ -25,7 +25,8 @@ AWS_ENV = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{MOTO_PORT}", "AWS_ACCESS_KEY_
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 BUCKET = "outlast-payloads"
 
-example_runtime = example_runtime_fixture("lambda_app", extra_env=lambda: AWS_ENV)
+# The runtime and the example's tasks (which fetch offloaded payloads from S3) each have their own credentials.
+example_runtime = example_runtime_fixture("lambda_app", extra_env=lambda: AWS_ENV, project_env=lambda: AWS_ENV)
 
 
 @pytest.fixture(scope="module")
