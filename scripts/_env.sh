@@ -44,7 +44,9 @@ install_chromium() {  # the dashboard tests drive Debian's Chromium (never a bro
   fi
   if ! command -v apt-get >/dev/null; then
     echo "no apt-get here: install chromium at /usr/bin/chromium for the dashboard tests (they skip without it)" >&2
-  elif ! out="$(DEBIAN_FRONTEND=noninteractive apt-get install -y chromium 2>&1)"; then
+  # A fresh machine may have no package lists yet: refresh them once if the first try fails.
+  elif ! out="$(DEBIAN_FRONTEND=noninteractive apt-get install -y chromium 2>&1)" &&
+       ! out="$(apt-get update 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium 2>&1)"; then
     echo "apt-get install chromium failed, so the dashboard tests skip; apt-get said:" >&2
     echo "$out" | tail -n 5 >&2
   fi
