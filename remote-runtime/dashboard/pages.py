@@ -13,7 +13,8 @@ from starlette.responses import Response
 from outlast._schedules import schedule_tag
 from outlast.wire import RunStatus
 
-from ..engine.overview import Overview, RunFilter
+from ..engine.overview import Overview
+from ..engine.reads import RunFilter
 from .timeline import timeline
 from .web import Auth, BadInput, DashboardRoute, Rt, page
 
@@ -48,8 +49,8 @@ def runs_page(request: Request, session: Auth, rt: Rt, status: Many = [],  # noq
     tags = [t for t in (tag.strip(), schedule_tag(schedule.strip()) if schedule.strip() else "") if t]
     where = RunFilter(status=status, task=[task.strip()] if task.strip() else [], tag=tags,
                       version=version.strip() or None, created_after=_time(created_after, "created_after"),
-                      created_before=_time(created_before, "created_before"))
-    runs = overview(rt).search_runs(session.env_id, where, limit=limit, cursor=cursor)
+                      created_before=_time(created_before, "created_before"), every_tag=True)
+    runs = rt.engine.reads.search(session.env_id, where, limit=limit, cursor=cursor)
     tasks = [t.id for t in rt.engine.list_tasks(session.env_id)]
     query = request.url.include_query_params(cursor=runs.next_cursor) if runs.next_cursor else None
     filters = {"status": status, "task": task, "tag": tag, "version": version, "schedule": schedule,

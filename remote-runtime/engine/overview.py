@@ -1,4 +1,4 @@
-"""Reads the dashboard needs beyond the JSON API's: runs by version, a run's waits, checkpoints, queues, nodes.
+"""Reads the dashboard needs beyond the JSON API's: a run's waits, checkpoints, queues, nodes.
 
 Every read is scoped to one environment and bounded (a limit, a cursor or an index range): no count(*)
 over the run history, so the pages stay quick with a million runs in the store.
@@ -6,30 +6,17 @@ over the run history, so the pages stay quick with a million runs in the store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from outlast.wire import RunList, Waitpoint
+from outlast.wire import Waitpoint
 
 from ..store.db import Database
-from ..store.schema import queue_keys, queues, run_checkpoints, run_tags, run_waits, runs, tasks, waitpoints
+from ..store.schema import queue_keys, queues, run_checkpoints, run_waits, runs, tasks, waitpoints
 from .context import utc
-from .reads import to_run
 from .waits import to_waitpoint
-
-
-@dataclass(frozen=True)
-class RunFilter:
-    status: Sequence[str] = ()
-    task: Sequence[str] = ()
-    tag: Sequence[str] = ()
-    version: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -53,26 +40,6 @@ QUEUED_CAP = 1000
 class Overview:
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    def search_runs(self, env_id: str, where: RunFilter, *, limit: int = 50, cursor: str | None = None) -> RunList:
-        """A page of runs, newest first; `cursor` is the last id of the previous page."""
-        stmt = sa.select(runs).where(runs.c.env_id == env_id).order_by(runs.c.id.desc()).limit(limit + 1)
-        conditions = [
-            runs.c.status.in_(where.status) if where.status else None,
-            runs.c.task_id.in_(where.task) if where.task else None,
-            runs.c.version == where.version if where.version else None,
-            runs.c.created_at >= where.created_after.timestamp() if where.created_after else None,
-            runs.c.created_at < where.created_before.timestamp() if where.created_before else None,
-            runs.c.id < cursor if cursor else None,
-        ]
-        for tag in where.tag:  # every tag must be on the run
-            conditions.append(runs.c.id.in_(sa.select(run_tags.c.run_id).where(run_tags.c.env_id == env_id,
-                                                                               run_tags.c.tag == tag)))
-        stmt = stmt.where(*(c for c in conditions if c is not None))
-        with self.db.connect() as c:
-            rows = c.execute(stmt).all()
-        page = [to_run(row) for row in rows[:limit]]
-        return RunList(data=page, next_cursor=page[-1].id if len(rows) > limit else None)
 
     def run_waitpoints(self, env_id: str, run_id: str) -> list[Waitpoint]:
         """What the run waits for now (its links are removed once it resumes)."""

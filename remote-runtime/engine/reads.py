@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -23,6 +24,19 @@ def find_run(c: sa.Connection, env_id: str, run_id: str, *, lock: bool = False) 
     return row
 
 
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a page shows. Tags: the API matches runs with any of them, the dashboard runs with all."""
+
+    status: Sequence[str] = ()
+    task: Sequence[str] = ()
+    tag: Sequence[str] = ()
+    version: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    every_tag: bool = False
+
+
 class RunReads:
     def __init__(self, context: EngineContext) -> None:
         self.db = context.db
@@ -41,22 +55,27 @@ class RunReads:
     def list_runs(self, env_id: str, *, status: Sequence[str] = (), task: Sequence[str] = (),
                   tag: Sequence[str] = (), created_after: datetime | None = None,
                   created_before: datetime | None = None, limit: int = 50, cursor: str | None = None) -> RunList:
+        where = RunFilter(status=status, task=task, tag=tag, created_after=created_after, created_before=created_before)
+        return self.search(env_id, where, limit=limit, cursor=cursor)
+
+    def search(self, env_id: str, where: RunFilter, *, limit: int = 50, cursor: str | None = None) -> RunList:
+        """A page of runs, newest first; `cursor` is the last id of the previous page."""
         stmt = sa.select(runs).where(runs.c.env_id == env_id).order_by(runs.c.id.desc()).limit(limit + 1)
-        if status:
-            stmt = stmt.where(runs.c.status.in_(status))
-        if task:
-            stmt = stmt.where(runs.c.task_id.in_(task))
-        if tag:
-            tagged = sa.select(run_tags.c.run_id).where(run_tags.c.env_id == env_id, run_tags.c.tag.in_(tag))
-            stmt = stmt.where(runs.c.id.in_(tagged))
-        if created_after:
-            stmt = stmt.where(runs.c.created_at >= created_after.timestamp())
-        if created_before:
-            stmt = stmt.where(runs.c.created_at < created_before.timestamp())
-        if cursor:
-            stmt = stmt.where(runs.c.id < cursor)
+        conditions = [
+            runs.c.status.in_(where.status) if where.status else None,
+            runs.c.task_id.in_(where.task) if where.task else None,
+            runs.c.version == where.version if where.version else None,
+            runs.c.created_at >= where.created_after.timestamp() if where.created_after else None,
+            runs.c.created_at < where.created_before.timestamp() if where.created_before else None,
+            runs.c.id < cursor if cursor else None,
+        ]
+        tagged = sa.select(run_tags.c.run_id).where(run_tags.c.env_id == env_id)
+        if where.every_tag:
+            conditions += [runs.c.id.in_(tagged.where(run_tags.c.tag == tag)) for tag in where.tag]
+        elif where.tag:
+            conditions.append(runs.c.id.in_(tagged.where(run_tags.c.tag.in_(where.tag))))
         with self.db.connect() as c:
-            rows = c.execute(stmt).all()
+            rows = c.execute(stmt.where(*(cond for cond in conditions if cond is not None))).all()
         page = [to_run(row) for row in rows[:limit]]
         return RunList(data=page, next_cursor=page[-1].id if len(rows) > limit else None)
 
