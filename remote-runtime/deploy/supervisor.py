@@ -19,7 +19,7 @@ from outlast.wire import RunContext
 
 from ..settings import RuntimeSettings
 from ..worker.backend import HttpBackend, LocalBackend
-from ..worker.pool import READY_SECONDS, ProcessPool
+from ..worker.pool import READY_SECONDS, ProcessPool, ProcessSource
 from ..worker.processes import ProcessExited, TaskProcess
 from ..worker.supervisor import Supervisor
 from .deployments import Served
@@ -77,17 +77,16 @@ class DeployedVersions:
         if isinstance(self.backend, LocalBackend):
             self.backend.wakeup.notify()  # the claim loop may be waiting with the old filter
 
-    async def project_for(self, pool: ProcessPool, version: str) -> tuple[Project, str | None]:
+    async def project_for(self, pool: ProcessPool, version: str) -> ProcessSource:
+        """Its origin is the unpacking of its directory and the generation of environment variables
+        current before they were read (a change meanwhile makes the process not reusable)."""
+        generation = self._generation
         project, python = await asyncio.to_thread(self.deployments.ensure_local, version)
         unpacked = self.deployments.unpack_id(version)
         if self._roots.get(version, unpacked) != unpacked:
             pool.close_forkserver(version)  # it runs in the directory this one replaced
         self._roots[version] = unpacked
-        return project, python
-
-    def origin(self, version: str) -> object:
-        """The unpacking of its directory and the generation of environment variables it starts with."""
-        return (self._roots.get(version), self._generation)
+        return ProcessSource(project, python, (unpacked, generation))
 
     def version_to_run(self, context: RunContext) -> str:
         return context.version or ""

@@ -13,7 +13,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from outlast._project import Project
 from outlast.wire import RunContext, TaskManifest
@@ -29,6 +29,14 @@ READY_SECONDS = 120.0  # for a new process to import the project and say hello
 CONNECT_SECONDS = 10.0  # for a process that connected to show up in the pool (a fork call still returning)
 
 
+class ProcessSource(NamedTuple):
+    """What a process of a version starts from."""
+
+    project: Project
+    python: str | None  # its interpreter (None: this one)
+    origin: object  # compared later by `VersionSource.reusable`; taken before the project's values were read
+
+
 class VersionSource(Protocol):
     """Which code versions a node runs and where each one's code is."""
 
@@ -36,12 +44,8 @@ class VersionSource(Protocol):
         """Learn what to serve (at start, and again on reload); returns the task ids it imported."""
         ...
 
-    async def project_for(self, pool: ProcessPool, version: str) -> tuple[Project, str | None]:
-        """The project a process of `version` runs, and its interpreter (None: this one)."""
-        ...
-
-    def origin(self, version: str) -> object:
-        """What a process of `version` spawned now starts from (compared later by `reusable`)."""
+    async def project_for(self, pool: ProcessPool, version: str) -> ProcessSource:
+        """The project a process of `version` spawned now runs, its interpreter and its origin."""
         ...
 
     def version_to_run(self, context: RunContext) -> str:
@@ -81,12 +85,12 @@ class ProcessPool:
             socket_path=self.socket_path, heartbeat_interval=self.settings.heartbeat_interval,
             cancel_grace=self.settings.cancel_grace, checkpoint_after=self.settings.checkpoint_after,
             process_dir=self.settings.process_dir if self.checkpoints.checkpointer is not None else None)
-        project, python = await self.code.project_for(self, version)
-        if python is not None:
-            options = dataclasses.replace(options, python=python)
-        forkserver = await self._forkserver(version, project, options)
-        process = self.track(await spawn(project, version, options, forkserver))
-        process.origin = self.code.origin(version)
+        source = await self.code.project_for(self, version)
+        if source.python is not None:
+            options = dataclasses.replace(options, python=source.python)
+        forkserver = await self._forkserver(version, source.project, options)
+        process = self.track(await spawn(source.project, version, options, forkserver))
+        process.origin = source.origin
         return process
 
     def track(self, process: TaskProcess) -> TaskProcess:
@@ -139,8 +143,12 @@ class ProcessPool:
 
     def close_forkserver(self, version: str) -> None:
         starting = self.forkservers.pop(version, None)
-        if starting is not None and starting.done() and not starting.exception():
-            self.background.start(starting.result().close())
+        if starting is not None:  # one still starting is closed once it has started
+            starting.add_done_callback(self._close_started)
+
+    def _close_started(self, started: asyncio.Future[ForkServer]) -> None:
+        if not started.cancelled() and started.exception() is None:
+            self.background.start(started.result().close())
 
     # --- the idle list ---------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from outlast._project import Project
 from outlast.wire import RunContext
 
 from .backend import WorkerBackend
-from .pool import READY_SECONDS, ProcessPool
+from .pool import READY_SECONDS, ProcessPool, ProcessSource
 from .processes import ProcessExited, TaskProcess
 
 
@@ -50,11 +50,8 @@ class WorkingCopy:
         pool.fill()
         return [t.id for t in hello.tasks]
 
-    async def project_for(self, pool: ProcessPool, version: str) -> tuple[Project, str | None]:
-        return self.project, None
-
-    def origin(self, version: str) -> object:
-        return None
+    async def project_for(self, pool: ProcessPool, version: str) -> ProcessSource:
+        return ProcessSource(self.project, None, None)
 
     def version_to_run(self, context: RunContext) -> str:
         return self.version
