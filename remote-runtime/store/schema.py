@@ -255,3 +255,44 @@ env_vars = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
 )
+
+# --- flow control --------------------------------------------------------------------------------
+# One row per debounce key of a task: the run that triggers with this key collapse into while its
+# window is open. The row is the lock point that makes debounce exact across runtimes.
+debounce_keys = sa.Table(
+    "debounce_keys",
+    metadata,
+    sa.Column("env_id", sa.String(32), primary_key=True),
+    sa.Column("task_id", sa.String(128), primary_key=True),
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("mode", sa.String(8), nullable=False),  # trailing | leading
+    sa.Column("run_id", sa.String(40), nullable=False),
+    sa.Column("first_at", Time, nullable=False),
+    sa.Column("window_until", Time, nullable=False),  # later triggers join until then (trailing: the run's start)
+    sa.Column("deadline", Time),  # first trigger + max_delay: the window never reaches past it
+    sa.Index("ix_debounce_keys_window", "window_until"),
+)
+
+# A bulk cancel or replay: the filter, and how far the maintenance loop got (runs are walked newest
+# first; `cursor` is the last run id handled, moved in the same transaction as the runs it covers).
+bulk_actions = sa.Table(
+    "bulk_actions",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("env_id", sa.String(32), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # cancel | replay
+    sa.Column("filter", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # PENDING | RUNNING | COMPLETED
+    sa.Column("total", sa.Integer, nullable=False),  # runs matching when the job was created
+    sa.Column("processed", sa.Integer, nullable=False),
+    sa.Column("succeeded", sa.Integer, nullable=False),
+    sa.Column("skipped", sa.Integer, nullable=False),
+    sa.Column("cursor", sa.String(40), nullable=False),
+    sa.Column("error", sa.Text),  # why the last skipped run was skipped
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("completed_at", Time),
+    sa.Index("ix_bulk_actions_env", "env_id", "id"),
+    sa.Index("ix_bulk_actions_open", "id", sqlite_where=sa.text("state != 'COMPLETED'"),
+             postgresql_where=sa.text("state != 'COMPLETED'")),
+)
