@@ -1,7 +1,7 @@
 """realtime: commit-ordered cursors on run_events, metadata/tag change events, streams
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-03
 
 `run_events.txid` is the writing transaction's id on PostgreSQL (0 on SQLite, whose writers are
@@ -13,8 +13,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0006'
-down_revision = '0005'
+revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
