@@ -67,6 +67,8 @@ runs = sa.Table(
     sa.Column("max_duration", sa.Double),
     sa.Column("ttl", sa.Double),
     sa.Column("execution_ms", sa.BigInteger, nullable=False, default=0),
+    sa.Column("cpu_ms", sa.BigInteger),  # CPU time of its attempts, from their cgroups
+    sa.Column("peak_memory_bytes", sa.BigInteger),  # the highest peak of its attempts
     sa.Column("replayed_from", sa.String(40)),
     sa.Column("node_id", sa.String(128)),
     sa.Column("lease_expires_at", Time),
@@ -109,7 +111,44 @@ run_events = sa.Table(
     sa.Column("level", sa.String(16)),
     sa.Column("message", sa.Text, nullable=False, default=""),
     sa.Column("data", sa.JSON),
+    # The writing transaction's id on PostgreSQL (0 on SQLite): events are read in (txid, id) order,
+    # which is commit order for what engine/events.py reads (migration 0007).
+    sa.Column("txid", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     sa.Index("ix_run_events_run", "run_id", "id"),
+    sa.Index("ix_run_events_cursor", "txid", "id"),
+    sa.Index("ix_run_events_run_cursor", "run_id", "txid", "id"),
+)
+
+# --- streams -------------------------------------------------------------------------------------
+# Named streams a task writes (engine/streams.py): one row per (run, name) with its totals, for the
+# size limit and retention, and the chunks, read in the same (txid, id) order as run_events.
+run_streams = sa.Table(
+    "run_streams",
+    metadata,
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("env_id", sa.String(32), nullable=False),
+    sa.Column("chunks", sa.BigInteger, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Index("ix_run_streams_updated", "updated_at"),
+)
+
+run_stream_chunks = sa.Table(
+    "run_stream_chunks",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("txid", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # the writer's count: a repeated append is ignored
+    sa.Column("data", sa.JSON),
+    sa.Column("bytes", sa.Integer, nullable=False),
+    sa.Column("time", Time, nullable=False),
+    sa.Index("uq_run_stream_chunks_seq", "run_id", "name", "attempt", "seq", unique=True),
+    sa.Index("ix_run_stream_chunks_cursor", "txid", "id"),
+    sa.Index("ix_run_stream_chunks_read", "run_id", "name", "txid", "id"),
 )
 
 # The hot table: one row per run that is ready (or retrying soon); deleted when claimed, so
