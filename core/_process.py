@@ -94,6 +94,20 @@ def import_tasks(modules: list[str]) -> None:
                 importlib.import_module(info.name)
 
 
+# Frames of the import machinery, not of the project: hidden from an import failure's traceback.
+_MACHINERY = ("<frozen ", os.path.dirname(os.path.abspath(__file__)) + os.sep,
+              os.path.dirname(importlib.__file__) + os.sep)
+
+
+def describe_import_failure(exc: BaseException) -> str:
+    """The project's traceback as a dev server prints it: the project's own frames and the error,
+    without importlib's and outlast's frames around them."""
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if not frame.filename.startswith(_MACHINERY)]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)] if frames else []
+    return "".join(lines + traceback.format_exception_only(exc)).rstrip("\n")
+
+
 def _error(exc: BaseException) -> TaskRunError:
     kind = type(exc)
     name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
@@ -209,7 +223,7 @@ def main() -> None:
     try:
         prepare()
     except BaseException as exc:
-        serve("".join(traceback.format_exception(exc)))
+        serve(describe_import_failure(exc))
     serve()
 
 

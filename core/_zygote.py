@@ -40,7 +40,7 @@ def main() -> None:
     try:
         _process.prepare()
     except BaseException as exc:
-        _reply(replies, {"import_error": "".join(traceback.format_exception(exc))})
+        _reply(replies, {"import_error": _process.describe_import_failure(exc)})
         return
     _flush_open_files()
     _reply(replies, {"ready": True})

@@ -31,3 +31,9 @@ class InvalidPayload(EngineError):
 class Conflict(EngineError):
     status_code = 409
     code = "conflict"
+
+
+class TasksDoNotImport(Conflict):
+    """`outlast dev` after a broken save: the node cannot run the task until the file is fixed."""
+
+    code = "tasks_do_not_import"

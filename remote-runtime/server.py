@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from typing import Any
@@ -60,14 +61,14 @@ def run_worker(settings: RuntimeSettings, project: Project, api_url: str, secret
 
 async def _worker(settings: RuntimeSettings, project: Project, api_url: str, secret_key: str,
                   reload: bool) -> None:
-    from .worker.reload import reload_on_change
+    from .worker.reload import print_import_failure, reload_on_change
     from .worker.supervisor import Supervisor
     from .worker.versions import WorkingCopy
 
     backend = HttpBackend(api_url, secret_key, settings.node_id)
     working_copy = WorkingCopy(project, backend)
     supervisor = Supervisor(backend, working_copy, settings)
-    await supervisor.start()
+    await supervisor.start(on_import_failure=functools.partial(print_import_failure, working_copy) if reload else None)
     console.print(f"[bold green]outlast worker[/bold green] {settings.node_id} serving {project.root} "
                   f"(version {working_copy.version}) for {api_url}")
     stop = asyncio.Event()

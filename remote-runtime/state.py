@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,7 @@ from .checkpoint.store import open_store
 from .deploy.deployments import Deployments, deployed_manifests
 from .engine.facade import RunEngine
 from .engine.schedules import Scheduler, sync_declarative
+from .errors import TasksDoNotImport
 from .settings import RuntimeSettings
 from .store.db import Database
 from .store.notify import PostgresListener, Wakeup
@@ -63,9 +65,16 @@ class RuntimeState:
 
             env_ids = [e for e in self.settings.environments if e in self.environments.ids()]
             backend = LocalBackend(self.engine, self.wakeup, self.settings.node_id, env_ids)
-            self.supervisor = Supervisor(backend, WorkingCopy(self.project, backend), self.settings)
+            working_copy = WorkingCopy(self.project, backend)
+            self.supervisor = Supervisor(backend, working_copy, self.settings)
+            forgive = None
+            if self.reload:  # a dev loop: the API stays up while the tasks do not import
+                from .worker.reload import print_import_failure
+
+                forgive = functools.partial(print_import_failure, working_copy)
             # The node's lost attempts are written off once the checkpoints a crash left are committed.
-            await self.supervisor.start(recover_node=lambda: self.engine.recover_node(self.settings.node_id))
+            await self.supervisor.start(recover_node=lambda: self.engine.recover_node(self.settings.node_id),
+                                        on_import_failure=forgive)
             if self.reload:
                 from .worker.reload import reload_on_change
 
@@ -102,6 +111,25 @@ class RuntimeState:
             except Exception:
                 log.exception("maintenance tick failed")
             await asyncio.sleep(self.settings.tick_interval)
+
+    @property
+    def import_problem(self) -> str | None:
+        """Why the project this runtime runs does not import (`outlast dev` after a broken save)."""
+        return getattr(self.supervisor.code, "import_error", None) if self.supervisor is not None else None
+
+    def check_runnable(self, env_id: str, task_ids: list[str]) -> None:
+        """Refuse, naming the import error, a trigger this dev node cannot run because its tasks do not
+        import (a task still served by the version that imported last runs as before)."""
+        problem = self.import_problem
+        if problem is None or env_id not in self.supervisor.backend.env_ids:
+            return
+        served = set(self.supervisor.backend.task_ids)
+        for index, task_id in enumerate(task_ids):
+            if task_id not in served:
+                reason = problem.strip().splitlines()[-1]
+                raise TasksDoNotImport(f"task {task_id!r} cannot run: the project's tasks do not import ({reason}); "
+                                       "fix the file and save, `outlast dev` reloads it",
+                                       field="task" if len(task_ids) == 1 else f"items.{index}.task")
 
     # --- deployments ---------------------------------------------------------------------------
 

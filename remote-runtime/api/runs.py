@@ -53,12 +53,14 @@ Commit = Annotated[str | None, Header(alias=COMMIT_HEADER, max_length=64)]
 def trigger(task_id: TaskId, body: TriggerRequest, env: Env, rt: State, commit: Commit = None) -> RunHandle:
     item = BatchItem(task=task_id, payload=body.payload, options=body.options)
     _check_payload_sizes(rt.settings.max_payload_bytes, [item])
+    rt.check_runnable(env, [task_id])
     return rt.engine.trigger(env, rt.deployments.pin(env, [item], commit))[0]
 
 
 @router.post("/tasks/batch-trigger", response_model=BatchHandle, tags=["tasks"])
 def batch_trigger(body: BatchTriggerRequest, env: Env, rt: State, commit: Commit = None) -> BatchHandle:
     _check_payload_sizes(rt.settings.max_payload_bytes, body.items)
+    rt.check_runnable(env, [item.task for item in body.items])
     return BatchHandle(runs=rt.engine.trigger(env, rt.deployments.pin(env, body.items, commit)))
 
 
@@ -125,6 +127,9 @@ def create_public_token(body: PublicTokenRequest, env: Env, rt: State, request: 
 @router.get("/health", tags=["runtime"])
 def health(rt: State) -> dict[str, Any]:
     body = {"status": "ok", "database": "sqlite" if rt.db.is_sqlite else "postgresql", "node": rt.settings.node_id}
+    if (problem := rt.import_problem) is not None:  # a dev loop whose tasks do not import: say why
+        body["status"] = "degraded"
+        body["tasks"] = {"imported": False, "error": problem}
     supervisor = rt.supervisor or rt.deployed_supervisor
     if supervisor is not None:  # how this node's waiting runs are held
         problem = supervisor.checkpoint_problem

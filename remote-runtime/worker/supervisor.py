@@ -48,6 +48,7 @@ from .leases import Leases
 from .pool import ProcessPool, VersionSource
 from .reports import ReportBuffer
 from .suspension import Suspension
+from .versions import TasksImportFailed
 
 log = logging.getLogger("outlast.supervisor")
 
@@ -78,9 +79,12 @@ class Supervisor:
         """Why waits are kept in memory on this node, when they are ("" where they are checkpointed)."""
         return self.checkpoints.problem
 
-    async def start(self, recover_node: Callable[[], object] | None = None) -> None:
+    async def start(self, recover_node: Callable[[], object] | None = None,
+                    on_import_failure: Callable[[TasksImportFailed], None] | None = None) -> None:
         """Start serving. `recover_node` (the embedded runtime's) writes off the attempts a crashed
-        supervisor of this node left: called once the checkpoints it left are committed, before any claim."""
+        supervisor of this node left: called once the checkpoints it left are committed, before any claim.
+        With `on_import_failure` (a dev loop), tasks that do not import are reported to it and the node
+        serves nothing until a reload imports them; without, TasksImportFailed ends the start."""
         await self.control.start()
         await self.checkpoints.detect(self.settings)
         if self.checkpoints.checkpointer is None:
@@ -88,7 +92,12 @@ class Supervisor:
         await self.suspension.finish_interrupted()
         if recover_node is not None:
             await asyncio.to_thread(recover_node)
-        await self.load_version()
+        try:
+            await self.load_version()
+        except TasksImportFailed as exc:
+            if on_import_failure is None:
+                raise
+            on_import_failure(exc)
         self._loops = [asyncio.create_task(coro) for coro in (
             self.dispatcher.run(), self.leases.renew_loop(), self.reports.run(self._busy),
             self.leases.watchdog_loop())]

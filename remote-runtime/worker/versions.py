@@ -24,7 +24,8 @@ class WorkingCopy:
     def __init__(self, project: Project, backend: WorkerBackend) -> None:
         self.project = project
         self.backend = backend
-        self.version = ""  # the current version: every new attempt runs it
+        self.version = ""  # the current version: every new attempt runs it ("": none imported yet)
+        self.import_error: str | None = None  # why its latest content does not import (None: it does)
 
     async def load(self, pool: ProcessPool) -> list[str]:
         """Import the project in a fresh process, register its tasks, and make it the current version.
@@ -37,9 +38,12 @@ class WorkingCopy:
             hello = await asyncio.wait_for(process.ready, READY_SECONDS)
         except (ProcessExited, TimeoutError) as exc:
             process.kill()
-            raise TasksImportFailed(f"task process did not start: {exc}") from None
+            self.import_error = f"task process did not start: {exc}"
+            raise TasksImportFailed(self.import_error) from None
         if hello.import_error:
+            self.import_error = hello.import_error
             raise TasksImportFailed(hello.import_error)
+        self.import_error = None
         await self.backend.register(version, hello.tasks)
         pool.manifests[version] = hello.tasks
         previous, self.version = self.version, version
@@ -60,7 +64,9 @@ class WorkingCopy:
         return process.version == self.version
 
     def fill(self, pool: ProcessPool) -> None:
-        """One warm process of the current version per slot."""
+        """One warm process of the current version per slot (none before a version imported)."""
+        if not self.version:
+            return
         current = [p for p in pool.processes.values() if p.version == self.version and not p.retired]
         for _ in range(pool.slots - len(current)):
             pool.background.start(self._warm(pool))

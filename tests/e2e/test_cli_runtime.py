@@ -121,6 +121,54 @@ def test_dev_embedded_runs_the_working_copy_and_reloads_on_change(project_copy: 
     assert store.execute("select count(*) from runs").fetchone()[0] >= 2
 
 
+def _health(url: str) -> dict:
+    return httpx.get(url + "/api/v1/health", timeout=2).json()
+
+
+def test_dev_forgives_a_tasks_module_that_does_not_import(project_copy: Path, tmp_path: Path):
+    tasks_file = project_copy / "tasks.py"
+    good = tasks_file.read_text()
+    tasks_file.write_text("from outlast import nosuch  # a broken save\n" + good)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "dev.log"
+    process = _spawn(["dev", "--port", str(port)], project_copy, _env(OUTLAST_SECRET_KEY=SECRET_KEY), log)
+    headers = {"Authorization": f"Bearer {SECRET_KEY}"}
+    try:
+        wait_for(lambda: _healthy(port) and "tasks" in _health(url), timeout=60, message="health naming the import")
+        assert process.poll() is None  # the API stays up
+        health = _health(url)
+        assert health["status"] == "degraded" and health["tasks"]["imported"] is False
+        assert "cannot import name 'nosuch'" in health["tasks"]["error"]
+        # The user's own traceback, short: their file and line, not importlib's or outlast's frames.
+        wait_for(lambda: "could not import the tasks" in log.read_text(), timeout=10, message="the error printed")
+        printed = log.read_text()
+        assert f'File "{tasks_file}", line 1' in printed and "ImportError: cannot import name 'nosuch'" in printed
+        assert "_bootstrap" not in printed and "outlast/_process.py" not in printed
+
+        refused = httpx.post(url + "/api/v1/tasks/hello-world/trigger", json={"payload": {"name": "Ada"}},
+                             headers=headers, timeout=10)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"] == "tasks_do_not_import" and refused.json()["field"] == "task"
+        assert "cannot import name 'nosuch'" in refused.json()["message"]
+        assert httpx.get(url + "/api/v1/runs", headers=headers).json()["data"] == []  # nothing was queued
+
+        tasks_file.write_text(good)  # fixed: the next save is picked up
+        _wait_tasks(url, SECRET_KEY, "hello-world", process, log)
+        assert _health(url)["status"] == "ok" and "tasks" not in _health(url)
+        with Client(api_url=url, secret_key=SECRET_KEY) as client:
+            run = client.poll(client.trigger("hello-world", {"name": "Ada"}).id, timeout=30)
+            assert run.status is RunStatus.COMPLETED and run.output["message"] == "Hello, Ada!"
+
+            tasks_file.write_text(good + "\nraise RuntimeError('broken again')\n")  # what imported last still runs
+            wait_for(lambda: "broken again" in str(_health(url).get("tasks")), timeout=60, message="second break")
+            again = client.poll(client.trigger("hello-world", {"name": "Bo"}).id, timeout=30)
+            assert again.status is RunStatus.COMPLETED and again.output["message"] == "Hello, Bo!"
+        assert "still serving" in log.read_text()
+    finally:
+        _stop(process)
+
+
 def test_dev_against_a_remote_runtime_registers_and_runs_for_dev(project_copy: Path, tmp_path: Path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
