@@ -21,6 +21,10 @@ environments = sa.Table(
     sa.Column("key_hint", sa.String(16), nullable=False),
     sa.Column("current_version", sa.String(64)),
     sa.Column("created_at", Time, nullable=False),
+    # After a rotation the previous key keeps working until previous_key_expires_at (migration 0008).
+    sa.Column("previous_key_hash", sa.String(64)),
+    sa.Column("previous_key_expires_at", Time),
+    sa.Column("key_rotated_at", Time),
 )
 
 tasks = sa.Table(
