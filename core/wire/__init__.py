@@ -4,7 +4,8 @@ Both sides import these models, so the HTTP API (SDK <-> runtime, remote worker 
 and the control channel (supervisor <-> task process) cannot drift apart. `values` holds what
 the protocols share; `api` the public HTTP API; `waits` waitpoints and tokens; `worker` the worker
 API; `control` the control channel (see docs/protocol.md); `tokens` public access tokens;
-`schedules` and `deployments` their APIs. Everything is re-exported here: `from outlast.wire import X`.
+`schedules` and `deployments` their APIs; `flow` debounce and bulk actions. Everything is
+re-exported here: `from outlast.wire import X`.
 """
 
 from .api import (
@@ -52,6 +53,15 @@ from .deployments import (
     EnvVarSet,
     PromoteRequest,
     WorkerDeployments,
+)
+from .flow import (
+    BulkAction,
+    BulkActionCreate,
+    BulkActionKind,
+    BulkActionState,
+    BulkFilter,
+    DebounceMode,
+    DebounceOptions,
 )
 from .schedules import (
     Schedule,
@@ -135,6 +145,11 @@ __all__ = [
     "BatchHandle",
     "BatchItem",
     "BatchTriggerRequest",
+    "BulkAction",
+    "BulkActionCreate",
+    "BulkActionKind",
+    "BulkActionState",
+    "BulkFilter",
     "Call",
     "CatchUp",
     "CheckpointMode",
@@ -142,6 +157,8 @@ __all__ = [
     "ClaimResponse",
     "CompleteTokenRequest",
     "CreateTokenRequest",
+    "DebounceMode",
+    "DebounceOptions",
     "DeployedTask",
     "Deployment",
     "DeploymentStatus",

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from .flow import DebounceOptions, debounce_without_delay
+from .machines import machine_name
 from .values import (
-    MACHINE_PRESETS,
     MAX_DURATION,
     MAX_TAGS,
     QueueOptions,
@@ -44,11 +45,13 @@ class TriggerOptions(StrictModel):
     machine: str | None = None
     version: str | None = Field(None, max_length=64,
                                 description="lock the run to this version (children use their parent's)")
+    debounce: DebounceOptions | None = Field(None, description="collapse triggers with the same key into one run")
 
     _durations = field_validator("idempotency_key_ttl", "ttl", "max_duration", mode="before")(duration_field)
 
     _delay = field_validator("delay", mode="before")(delay_field)
     _delay_range = field_validator("delay")(delay_within_range)
+    _debounce_alone = field_validator("debounce")(debounce_without_delay)
 
     @field_validator("queue", mode="before")
     @classmethod
@@ -62,12 +65,7 @@ class TriggerOptions(StrictModel):
             raise ValueError(f"at most {MAX_TAGS} tags per run, got {len(value)}")
         return list(dict.fromkeys(value))
 
-    @field_validator("machine")
-    @classmethod
-    def _machine(cls, value: str | None) -> str | None:
-        if value is not None and value not in MACHINE_PRESETS:
-            raise ValueError(f"unknown machine preset {value!r}; choose one of {', '.join(MACHINE_PRESETS)}")
-        return value
+    _machine = field_validator("machine")(machine_name)
 
 
 class TriggerRequest(StrictModel):
@@ -120,6 +118,8 @@ class Run(BaseModel):
     machine: str | None = None
     max_duration: float | None = None
     execution_ms: int = 0
+    cpu_ms: int | None = Field(None, description="CPU time of its attempts, where limits are enforced")
+    peak_memory_bytes: int | None = Field(None, description="the highest memory peak of its attempts")
     replayed_from: str | None = None
     created_at: datetime
     updated_at: datetime
