@@ -160,6 +160,7 @@ class ControlChannel:
             if frames is None:
                 return
             aside = _checkpoint_files.set_aside()  # files others may grow meanwhile: reopened after
+            workdir = self._enter_own_directory()
             with contextlib.suppress(OSError):
                 frames.send(Suspended(run_id=self.run_id or ""))
             frames.close()
@@ -170,7 +171,24 @@ class ControlChannel:
                 self._reconnect()
                 self.restores += 1
                 _checkpoint_files.reopen(aside)
+                if workdir is not None:
+                    with contextlib.suppress(OSError):
+                        os.chdir(workdir)
                 return
+
+    def _enter_own_directory(self) -> str | None:
+        """Sit in this process's own directory while it is dumped; returns the directory to go back to.
+        criu's parasite, run inside a PID namespace's init, mounts a /proc of its own at the relative
+        path `proc.crtools` in the process's cwd: processes sharing a cwd (all of a project's) collide
+        there when dumped at once ("Can't create a directory (-17)")."""
+        if self.resume_dir is None:
+            return None
+        try:
+            workdir = os.getcwd()
+            os.chdir(self.resume_dir)
+        except OSError:
+            return None
+        return workdir
 
     def _reconnect(self) -> None:
         assert self.resume_dir is not None

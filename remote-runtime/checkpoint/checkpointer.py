@@ -8,6 +8,7 @@ process where its (possibly new) supervisor listens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -17,6 +18,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,22 @@ STORE_RETRY_SECONDS = 0.5  # times the try number, between tries
 MIN_FREE_BYTES = int(os.environ.get("OUTLAST_CHECKPOINT_MIN_FREE_MB", "256")) * 1_000_000
 STORE_FAILURES_TO_STOP = 3  # images in a row the store refused: this node stops checkpointing for a while
 STORE_PAUSE_SECONDS = 300.0  # how long, before it tries the store again
+
+
+def criu_concurrency() -> int:
+    """How many criu dumps and restores a node runs at once: OUTLAST_CHECKPOINT_CONCURRENCY, else one per
+    CPU. Each criu is CPU-bound (it copies every page through a pipe) and writes its image at disk speed;
+    more at once than CPUs only makes each one slower."""
+    configured = os.environ.get("OUTLAST_CHECKPOINT_CONCURRENCY", "").strip()
+    if configured:
+        try:
+            value = int(configured)
+        except ValueError:
+            raise ValueError(f"OUTLAST_CHECKPOINT_CONCURRENCY must be a whole number, not {configured!r}") from None
+        if value < 1:
+            raise ValueError(f"OUTLAST_CHECKPOINT_CONCURRENCY must be at least 1, not {value}")
+        return value
+    return max(1, os.cpu_count() or 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,13 +92,16 @@ def _free_bytes(place: Path) -> int | None:
 
 
 class Checkpointer:
-    def __init__(self, store: CheckpointStore, scratch_dir: Path, process_dir: Path) -> None:
+    def __init__(self, store: CheckpointStore, scratch_dir: Path, process_dir: Path,
+                 concurrency: int | None = None) -> None:
         self.store = store
         self.scratch_dir = scratch_dir
         self.process_dir = process_dir
-        # One criu at a time: concurrent dumps of processes that are all PID 1 of their namespaces
-        # collide in criu's parasite ("Can't create a directory (-17)"), and each is CPU-bound anyway.
-        self._criu = threading.Lock()
+        # Dumps and restores run side by side, up to `concurrency` at once. (They once collided: criu's
+        # parasite mounts /proc at `proc.crtools` in the dumped process's cwd; task processes now sit
+        # in their own directory while dumped, see outlast._channel.)
+        self.concurrency = concurrency or criu_concurrency()
+        self._criu_turns = threading.BoundedSemaphore(self.concurrency)
 
     @classmethod
     async def detect(cls, settings: RuntimeSettings, store: CheckpointStore | None = None,
@@ -105,7 +126,7 @@ class Checkpointer:
         lock = _locked(images.with_suffix(".lock"))
         assert lock is not None  # a new name: nobody else holds it
         try:
-            with self._criu:
+            with self._criu_turns:
                 dumped = criu.dump(pid, images)
         except BaseException:
             self.discard(DumpedImage(images, 0.0, lock))
@@ -193,7 +214,7 @@ class Checkpointer:
         home.mkdir(parents=True, exist_ok=True)
         (home / OUTPUT_FILE).touch()
         self.write_resume_file(process_id, socket_path)
-        with self._criu:
+        with self._criu_turns:
             return criu.restore(images, pidfile=images / "restored.pid")
 
     def delete(self, key: str) -> None:
@@ -217,9 +238,30 @@ class CheckpointSupport:
     store_failures: int = 0
     store_problem: str = ""
     paused_until: float = 0.0
+    queued: int = 0  # processes waiting for a criu turn to be dumped (still in memory meanwhile)
+    _turns: asyncio.Semaphore | None = None
 
     async def detect(self, settings: RuntimeSettings) -> None:
         self.checkpointer, self.detect_problem = await Checkpointer.detect(settings)
+        if self.checkpointer is not None:
+            self._turns = asyncio.Semaphore(self.checkpointer.concurrency)
+
+    @contextlib.asynccontextmanager
+    async def criu_turn(self, *, dump: bool = False) -> AsyncIterator[None]:
+        """One of the node's `concurrency` criu turns, waited for here rather than in a thread (the event
+        loop's few threads stay free for the store and the database). A `dump` waiting counts in `queued`."""
+        if self._turns is None:
+            yield
+            return
+        self.queued += dump
+        try:
+            await self._turns.acquire()
+        finally:
+            self.queued -= dump
+        try:
+            yield
+        finally:
+            self._turns.release()
 
     @property
     def problem(self) -> str:

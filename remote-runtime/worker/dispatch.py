@@ -4,6 +4,7 @@ start each one in a free slot."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 
@@ -12,6 +13,7 @@ from outlast.wire import AttemptCompletion, AttemptOutcome
 from ..settings import RuntimeSettings
 from .attempts import Attempts
 from .backend import WorkerBackend
+from .backpressure import RECHECK_SECONDS, ClaimGate
 from .execution import AttemptRunner
 from .reports import ReportBuffer
 
@@ -32,6 +34,9 @@ class Dispatcher:
     settings: RuntimeSettings
     _running: set[asyncio.Task[None]] = dataclasses.field(default_factory=set, init=False)
 
+    def __post_init__(self) -> None:
+        self.gate = ClaimGate(self.runner.suspension.checkpoints)
+
     def prefetch_limit(self) -> int:
         """How many attempts to hold at once. Like Celery's prefetch, claiming a few ahead spreads one
         claim transaction over several runs; only done while attempts are short, so a node never sits
@@ -50,6 +55,10 @@ class Dispatcher:
             # takes several runs at once.
             if capacity <= 0 or len(attempts.backlog) >= attempts.slots:
                 await slot_freed.wait()
+                continue
+            if self.gate.holding():  # checkpoints lag behind or memory runs low: no new processes
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(slot_freed.wait(), RECHECK_SECONDS)
                 continue
             busy = attempts.running >= attempts.slots or bool(attempts.backlog)
             try:

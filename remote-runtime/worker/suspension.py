@@ -19,7 +19,7 @@ from outlast._channel import RESUME_SIGNAL
 from outlast._framing import write_frame
 from outlast.wire import CheckpointMode, Hello, Resolved, Resumed, Suspend, SuspendRequest
 
-from ..checkpoint.checkpointer import CheckpointSupport, DumpedImage
+from ..checkpoint.checkpointer import Checkpointer, CheckpointSupport, DumpedImage
 from .attempts import Attempts, Execution
 from .backend import WorkerBackend
 from .pool import ProcessPool
@@ -73,25 +73,16 @@ class Suspension:
         if space := await asyncio.to_thread(checkpointer.space_problem):
             await self.park(execution, f"not enough disk space for its checkpoint: {space}")
             return False
-        context = execution.context
         began = time.perf_counter()
-        process.suspended = asyncio.get_running_loop().create_future()
-        try:
-            write_frame(process.writer, Suspend())
-            await asyncio.wait_for(asyncio.shield(process.suspended), SUSPEND_ACK_SECONDS)
-        except (TimeoutError, ConnectionError) as exc:
-            process.suspended = None
-            await self.park(execution, f"the task process did not get ready for its checkpoint: {exc!r}")
+        # The process is told to get ready only once a criu turn is free: until then it stays connected
+        # (so it notices a supervisor that dies) and may still get its results and go on.
+        async with self.checkpoints.criu_turn(dump=True):
+            if not execution.waiting or process.result is None or process.result.done() or not process.alive:
+                return False
+            image = await self._dump(execution, process, checkpointer)
+        if image is None:
             return False
-        process.checkpointed = True  # criu ends it: its exit is expected now
-        try:
-            image = await asyncio.to_thread(checkpointer.dump, process.pid)
-        except Exception as exc:
-            process.checkpointed = False
-            log.warning("checkpoint of %s failed: %s", context.run_id, exc)
-            await self._reconnect(process)  # criu leaves a process it could not dump running
-            await self.park(execution, f"its checkpoint failed: {exc}")
-            return False
+        context = execution.context
         # From here the process is gone and lives only in `image`: committed once it is in the store.
         key = f"{context.run_id}/{context.attempt}-{uuid.uuid4().hex[:12]}"
         request = self._request(execution, CheckpointMode.CRIU, image_key=key, detail={
@@ -114,6 +105,27 @@ class Suspension:
                                               f"could not hand its checkpoint to the runtime: {exc}")
         checkpointer.discard(image)
         return True
+
+    async def _dump(self, execution: Execution, process: TaskProcess, checkpointer: Checkpointer,
+                    ) -> DumpedImage | None:
+        """Have the process get ready and dump it; None if it did not (then it is parked alive)."""
+        process.suspended = asyncio.get_running_loop().create_future()
+        try:
+            write_frame(process.writer, Suspend())
+            await asyncio.wait_for(asyncio.shield(process.suspended), SUSPEND_ACK_SECONDS)
+        except (TimeoutError, ConnectionError) as exc:
+            process.suspended = None
+            await self.park(execution, f"the task process did not get ready for its checkpoint: {exc!r}")
+            return None
+        process.checkpointed = True  # criu ends it: its exit is expected now
+        try:
+            return await asyncio.to_thread(checkpointer.dump, process.pid)
+        except Exception as exc:
+            process.checkpointed = False
+            log.warning("checkpoint of %s failed: %s", execution.context.run_id, exc)
+            await self._reconnect(process)  # criu leaves a process it could not dump running
+            await self.park(execution, f"its checkpoint failed: {exc}")
+            return None
 
     async def finish_interrupted(self) -> int:
         """Commit the dumps a supervisor that died left in scratch (store, then suspend the run); what
@@ -144,8 +156,9 @@ class Suspension:
         checkpointer = self.checkpoints.checkpointer
         assert checkpointer is not None
         try:
-            pid = await asyncio.to_thread(checkpointer.restore_dumped, image, dumped.process_id,
-                                          self.pool.socket_path)
+            async with self.checkpoints.criu_turn():
+                pid = await asyncio.to_thread(checkpointer.restore_dumped, image, dumped.process_id,
+                                              self.pool.socket_path)
             process = self._adopt(execution, pid, dumped.process_id, dumped.version)
             process.hello, process.origin = dumped.hello, dumped.origin
             resumed = await self._reconnected(process)
@@ -210,7 +223,9 @@ class Suspension:
             raise RestoreFailed(f"this node cannot restore checkpoints: {self.checkpoints.problem}")
         process_id = str(resume.detail.get("process_id", ""))
         try:
-            pid = await asyncio.to_thread(checkpointer.restore, resume.image_key, process_id, self.pool.socket_path)
+            async with self.checkpoints.criu_turn():
+                pid = await asyncio.to_thread(checkpointer.restore, resume.image_key, process_id,
+                                              self.pool.socket_path)
         except Exception as exc:
             await asyncio.to_thread(checkpointer.delete, resume.image_key)
             raise RestoreFailed(f"could not restore its checkpoint: {exc}") from None

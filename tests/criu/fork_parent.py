@@ -30,6 +30,11 @@ SHARED = {f"key-{i}": [decimal.Decimal(i) / 7, str(i) * 3] for i in range(20_000
 
 def child(log: str) -> None:
     os.setsid()
+    # A directory of its own, like a runtime task process while it is dumped: criu's parasite mounts
+    # /proc at `proc.crtools` in the cwd, so children sharing one could not be dumped at once.
+    own_dir = Path(log).with_suffix(".cwd")
+    own_dir.mkdir(exist_ok=True)
+    os.chdir(own_dir)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
