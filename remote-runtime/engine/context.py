@@ -20,6 +20,7 @@ from ..store import queue
 from ..store.db import Database
 from ..store.notify import WORK_CHANNEL
 from ..store.queue import ReadyRun
+from ..store.statistics import GrowthAnalyser
 
 _NOTIFY_WORK = sa.text(f"SELECT pg_notify('{WORK_CHANNEL}', '')")
 
@@ -31,6 +32,7 @@ class EngineContext:
         self.clock = clock
         self._listeners: list[Callable[[], None]] = []
         self._floors = queue.SequenceFloors()
+        self.statistics = GrowthAnalyser(db.engine)  # ANALYZE of the hot tables as they grow
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """`callback` runs (from any thread) whenever new work may be claimable."""
@@ -38,6 +40,7 @@ class EngineContext:
 
     def wake(self) -> None:
         """Tell waiting claimers, here and in other runtimes on this database, that work may be claimable."""
+        self.statistics.flush()  # called after the commits that add work: ANALYZE sees the new rows
         for callback in self._listeners:
             callback()
         if not self.db.is_sqlite:  # other runtimes on this database: see notify.PostgresListener
@@ -48,6 +51,7 @@ class EngineContext:
     def enqueue(self, c: sa.Connection, ready: Sequence[ReadyRun]) -> None:
         """Put runs on the ready queue, in `c`'s transaction."""
         queue.enqueue(c, ready, self._floors)
+        self.statistics.inserted("run_queue", len(ready))
 
     def dequeue(self, c: sa.Connection, *, env_ids: Iterable[str], task_ids: Iterable[str], limit: int, now: float,
                 versions: Sequence[str] | None) -> list[sa.Row]:

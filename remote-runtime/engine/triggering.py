@@ -177,6 +177,7 @@ class NewRuns:
         if self.rows:
             self.c.execute(runs.insert(), self.rows)
             self.c.execute(run_events.insert(), self._events)
+            self.context.statistics.inserted("runs", len(self.rows))
         if self._tags:
             self.c.execute(run_tags.insert(), self._tags)
         self.context.enqueue(self.c, [ready_run(row, self.now) for row in self.rows if row["status"] == S.QUEUED])

@@ -153,6 +153,11 @@ _CANDIDATES = (
     .with_for_update(of=run_queue, skip_locked=True)
 )
 # Working-copy workers (`outlast dev`, `--project`) take unrouted runs; deployment workers the versions they run.
+# The candidates' plan must walk ix_run_queue_order and stop after `count` rows. With statistics of an
+# emptier table (a queue filled from empty, autovacuum off or behind) the planner expects a handful of
+# rows and would rather scan and sort the whole backlog: 50,000 rows, 120 ms and a spill to disk per
+# claim. Within the claim's transaction only, sorting and bitmap scans cost it more than any index walk.
+_PLAN_BY_INDEX = sa.text("SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true)")
 _CANDIDATES_WORKING = _CANDIDATES.where(run_queue.c.version.is_(None))
 _CANDIDATES_DEPLOYED = _CANDIDATES.where(run_queue.c.version.in_(sa.bindparam("versions", expanding=True)))
 _DEPLOYED_VERSION = re.compile(r"\d{8}\.\d+")
@@ -177,6 +182,8 @@ def claim(
     statement = _CANDIDATES_WORKING if versions is None else _CANDIDATES_DEPLOYED
     extra = {} if versions is None else {"versions": list(versions)}
     candidates: list[sa.Row] = []
+    if connection.dialect.name == "postgresql":
+        connection.execute(_PLAN_BY_INDEX)
     for env_id in env_ids:  # one environment per query, so the index yields rows already in order
         candidates += connection.execute(statement, {"env": env_id, "tasks": task_ids, "now": now,
                                                      "count": limit * 4 + 8, **extra}).all()

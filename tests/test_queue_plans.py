@@ -1,0 +1,97 @@
+"""The claim's query plan on real PostgreSQL: it walks the queue's index however stale the statistics are.
+
+Plans are asserted on (their nodes), never timings: a scan and sort of the backlog is a plan shape.
+"""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from outlast.runtime.access.environments import Environments
+from outlast.runtime.engine import RunEngine
+from outlast.runtime.store.db import Database
+from outlast.wire import BatchItem, TaskManifest
+
+from .conftest import PG_ADMIN_URL, _create_pg_database, _drop_pg_database, wait_for
+
+
+@pytest.fixture
+def fresh_postgres():
+    """A new PostgreSQL database, migrated, never analysed by hand."""
+    name = _create_pg_database()
+    db = Database(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
+    db.migrate()
+    Environments(db).bootstrap("ol_dev_engine_test_key_0123")
+    yield db
+    db.dispose()
+    _drop_pg_database(name)
+
+
+def claim_statements(engine: RunEngine, db: Database) -> list[tuple[str, object]]:
+    """The SQL (and parameters) of one claim of ten runs, in order, as the engine sent them."""
+    sent: list[tuple[str, object]] = []
+
+    def record(_conn, _cursor, statement, parameters, _context, _executemany):
+        sent.append((statement, parameters))
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        assert len(engine.claim("node-a", ["dev"], ["work"], 10)) == 10
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", record)
+    return sent
+
+
+def explain(db: Database, statements: list[tuple[str, object]], *, guard: bool) -> str:
+    """The plan of the claim's candidates query, planned as in the claim's transaction (or without its guard)."""
+    candidates = next(s for s in statements if "FROM run_queue" in s[0] and "SKIP LOCKED" in s[0])
+    with db.engine.begin() as c:
+        if guard:
+            setup = next(s for s in statements if "set_config" in s[0])
+            c.exec_driver_sql(*setup)
+        rows = c.exec_driver_sql("EXPLAIN " + candidates[0], candidates[1]).all()
+        c.rollback()
+    return "\n".join(row[0] for row in rows)
+
+
+def fill(engine: RunEngine, runs: int) -> None:
+    for _ in range(runs // 1000):
+        engine.trigger("dev", [BatchItem(task="work")] * 1000)
+
+
+def test_a_queue_filled_from_empty_to_50000_runs_is_claimed_through_its_index(fresh_postgres):
+    db = fresh_postgres
+    engine = RunEngine(db)
+    engine.register_tasks(["dev"], "v1", [TaskManifest(id="work")])
+    analyser = engine.context.statistics
+    analyser.enabled = False  # first the claim alone, on statistics of the empty table
+    fill(engine, 50_000)
+    with db.connect() as c:
+        assert c.execute(sa.text("SELECT reltuples FROM pg_class WHERE relname = 'run_queue'")).scalar() < 0
+    statements = claim_statements(engine, db)
+    guarded = explain(db, statements, guard=True)
+    assert "Index Scan using ix_run_queue_order on run_queue" in guarded, guarded
+    assert "Sort" not in guarded and "Seq Scan on run_queue" not in guarded, guarded
+    # What the guard protects against: the same query, planned without it, scans and sorts the backlog.
+    unguarded = explain(db, statements, guard=False)
+    assert "Sort" in unguarded, unguarded
+
+    # The runtime analyses the table itself once it grew by the factor: then even the bare query walks the index.
+    analyser.enabled = True
+    fill(engine, 1000)
+    wait_for(lambda: analyser.analyses >= 1 and not analyser._running, timeout=60, message="ANALYZE run_queue")
+    with db.connect() as c:
+        assert c.execute(sa.text("SELECT reltuples FROM pg_class WHERE relname = 'run_queue'")).scalar() > 40_000
+    planned = explain(db, claim_statements(engine, db), guard=False)
+    assert "Index Scan using ix_run_queue_order on run_queue" in planned and "Sort" not in planned, planned
+
+
+def test_the_migrations_tune_autovacuum_of_the_hot_tables(fresh_postgres):
+    with fresh_postgres.connect() as c:
+        options = dict(c.execute(sa.text(
+            "SELECT relname, reloptions FROM pg_class WHERE relname IN ('run_queue', 'queue_keys', 'runs')")).all())
+    assert "autovacuum_analyze_threshold=2000" in options["run_queue"]
+    assert "autovacuum_analyze_scale_factor=0" in options["run_queue"]
+    assert "fillfactor=50" in options["queue_keys"]
+    assert "autovacuum_analyze_scale_factor=0.02" in options["runs"]
