@@ -21,6 +21,7 @@ from ..store import queue
 from ..store.ids import new_run_id
 from ..store.schema import run_events, run_tags, runs, tasks
 from .context import EngineContext, ready_run, timeline_event
+from .debounce import Debounces
 
 DEFAULT_IDEMPOTENCY_TTL = 30 * 86400
 S = RunStatus
@@ -68,15 +69,19 @@ class Triggering:
             for index, item in enumerate(items):
                 self.validate(env_id, manifests[item.task][0], item.payload, prefix.format(index))
             batch = self.new_runs(c, env_id, items, now)
+            debounces = Debounces(batch, items)  # an idempotency key that matched wins over a debounce key
             handles = []
             for item in items:
                 cached = batch.cached(item)
                 if cached:
                     handles.append(RunHandle(id=cached, task=item.task, is_cached=True))
+                elif item.options.debounce is not None:
+                    handles.append(debounces.place(item, *manifests[item.task], replayed_from=replayed_from))
                 else:
                     run_id = batch.add(item, *manifests[item.task], replayed_from=replayed_from)
                     handles.append(RunHandle(id=run_id, task=item.task))
             batch.write()
+            debounces.flush()
         return handles
 
     def manifests(self, c: sa.Connection, env_id: str, items: Sequence[BatchItem]) -> Manifests:
@@ -177,7 +182,6 @@ class NewRuns:
         if self.rows:
             self.c.execute(runs.insert(), self.rows)
             self.c.execute(run_events.insert(), self._events)
-            self.context.statistics.inserted("runs", len(self.rows))
         if self._tags:
             self.c.execute(run_tags.insert(), self._tags)
         self.context.enqueue(self.c, [ready_run(row, self.now) for row in self.rows if row["status"] == S.QUEUED])
