@@ -31,6 +31,7 @@ from .wire import (
     BatchHandle,
     BatchItem,
     CreateTokenRequest,
+    DebounceOptions,
     PublicToken,
     QueueOptions,
     Run,
@@ -74,6 +75,7 @@ class TriggerKwargs(TypedDict, total=False):
     max_duration: DurationArg | None
     machine: str | None
     version: str | None
+    debounce: DebounceOptions | Mapping[str, Any] | None  # {"key": ..., "delay": "5s", "max_delay", "mode"}
 
 
 def trigger_options(**options: Unpack[TriggerKwargs]) -> TriggerOptions:
