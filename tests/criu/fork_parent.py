@@ -1,15 +1,17 @@
 """A small fork server for checkpoint tests and bench/dedup.py, shaped like `outlast._zygote`.
 
 Imports some modules and builds some state once, then for each line on stdin (a log path) forks a
-child as PID 1 of a new PID namespace that keeps a little state of its own and ticks into the log.
-Replies one line per child on stdout: its host PID. The children are re-parented to the caller,
-which must be a child subreaper. `fork_children` is the caller's side.
+child as PID 1 of a new PID namespace that keeps a little state of its own and ticks into the log
+(printing a digest of that state at start and on SIGUSR1). Replies one line per child on stdout:
+its host PID. The children are re-parented to the caller, which must be a child subreaper.
+`fork_children` is the caller's side.
 """
 
 import asyncio  # noqa: F401 - imported for the memory it brings, like a project's imports
 import ctypes
 import decimal
 import email.message  # noqa: F401
+import hashlib
 import http.client  # noqa: F401
 import json
 import os
@@ -41,12 +43,18 @@ def child(log: str) -> None:
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.closerange(3, 1024)
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     own = [os.urandom(64) for _ in range(2_000)]  # this run's state: pages no other run has
+    asked = []
+    signal.signal(signal.SIGUSR1, lambda *_: asked.append(1))  # as a namespace's init it needs a handler
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    print(f"digest {hashlib.sha256(b''.join(own)).hexdigest()}", flush=True)
     n = 0
     while True:
         n += 1
         print(f"tick {n}", flush=True, end="\n" if own and SHARED else "")
+        if asked:
+            asked.clear()
+            print(f"digest {hashlib.sha256(b''.join(own)).hexdigest()}", flush=True)
         time.sleep(0.02)
 
 
