@@ -95,3 +95,31 @@ def test_the_migrations_tune_autovacuum_of_the_hot_tables(fresh_postgres):
     assert "autovacuum_analyze_scale_factor=0" in options["run_queue"]
     assert "fillfactor=50" in options["queue_keys"]
     assert "autovacuum_analyze_scale_factor=0.02" in options["runs"]
+
+
+def test_finished_runs_stay_out_of_the_claim_s_plans(fresh_postgres):
+    """200,000 finished runs in the store: each statement of a claim reads runs by primary key only."""
+    db = fresh_postgres
+    engine = RunEngine(db)
+    engine.register_tasks(["dev"], "v1", [TaskManifest(id="work")])
+    with db.engine.begin() as c:
+        c.exec_driver_sql(
+            "INSERT INTO runs (id, env_id, task_id, status, attempts, max_attempts, retry, tags, metadata, queue,"
+            " priority, execution_ms, created_at, updated_at, completed_at)"
+            " SELECT 'run_h' || lpad(g::text, 12, '0'), 'dev', 'work', 'COMPLETED', 1, 3, '{}', '[]', '{}',"
+            " 'task/work', 0, 1, 1e9, 1e9, 1e9 FROM generate_series(1, 200000) g")
+        c.exec_driver_sql("ANALYZE runs")
+    fill(engine, 1000)
+    statements = claim_statements(engine, db)
+    plans = []
+    with db.engine.begin() as c:
+        for statement, parameters in statements:
+            if "set_config" in statement:
+                c.exec_driver_sql(statement, parameters)
+            elif " runs" in statement:
+                plans.append("\n".join(r[0] for r in c.exec_driver_sql("EXPLAIN " + statement, parameters)))
+        c.rollback()
+    assert plans, statements
+    for plan in plans:
+        assert "Seq Scan" not in plan and "Bitmap" not in plan and "Sort" not in plan, plan
+        assert "using runs_pkey on runs" in plan or "on runs" not in plan, plan
