@@ -199,12 +199,15 @@ def dump(pid: int, images_dir: str | os.PathLike[str], *, leave_running: bool = 
     return DumpResult(images, seconds, size, images / "dump.log")
 
 
-def restore(images_dir: str | os.PathLike[str], *, pidfile: str | os.PathLike[str], timeout: float = 60.0) -> int:
+def restore(images_dir: str | os.PathLike[str], *, pidfile: str | os.PathLike[str], timeout: float = 60.0,
+            cgroup_roots: dict[str, str] | None = None) -> int:
     """`criu restore -d` from `images_dir`; returns the restored root's host PID (also in `pidfile`).
 
     The caller is made a child subreaper first, so the restored process becomes its child once
     criu exits and can be waited for. TCP sockets come back closed; cgroups are not recreated
-    (the tree joins the caller's). Raises CheckpointError with criu's errors.
+    (the tree joins the caller's), unless `cgroup_roots` (hierarchy's controller list, "" on v2 ->
+    path) names existing cgroups to restore it into: `--manage-cgroups=soft` then leaves their limits
+    as they are and charges the restored memory there. Raises CheckpointError with criu's errors.
     """
     images = Path(images_dir).absolute()
     if not images.is_dir():
@@ -216,7 +219,13 @@ def restore(images_dir: str | os.PathLike[str], *, pidfile: str | os.PathLike[st
     pid_path.unlink(missing_ok=True)
     set_child_subreaper(True)
     args = ["restore", "-D", str(images), "-d", "--pidfile", str(pid_path), "-o", "restore.log", "-v1",
-            "--tcp-close", "--manage-cgroups=ignore"]
+            "--tcp-close"]
+    if cgroup_roots:
+        args.append("--manage-cgroups=soft")
+        args += [f"--cgroup-root={names}:{path}" if names else f"--cgroup-root={path}"
+                 for names, path in cgroup_roots.items()]
+    else:
+        args.append("--manage-cgroups=ignore")
     if any(images.glob("filelocks*.img")):  # without the flag criu drops the locks silently
         args.append("--file-locks")
     _run("restore", args, images / "restore.log", timeout)
