@@ -229,3 +229,20 @@ __all__ = [
     "to_supervisor",
     "to_task_process",
 ]
+
+from .realtime import (
+    CHUNK_EVENT,
+    END_EVENT,
+    LOG_EVENT,
+    RUN_EVENT,
+    STREAM_NAME_PATTERN,
+    RunChange,
+    StreamAppend,
+    StreamChunk,
+    StreamEnd,
+    StreamWrite,
+    StreamWritten,
+)
+
+__all__ += ["CHUNK_EVENT", "END_EVENT", "LOG_EVENT", "RUN_EVENT", "STREAM_NAME_PATTERN", "RunChange",
+            "StreamAppend", "StreamChunk", "StreamEnd", "StreamWrite", "StreamWritten"]

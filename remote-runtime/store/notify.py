@@ -50,9 +50,10 @@ class PostgresListener(threading.Thread):
     """LISTENs for the engine's NOTIFY, so that work triggered through another runtime on the same
     database wakes this one's supervisor at once instead of at its next poll."""
 
-    def __init__(self, url: str, callback: Callable[[], None]) -> None:
-        super().__init__(name="outlast-listen", daemon=True)
+    def __init__(self, url: str, callback: Callable[[], None], *, channel: str = WORK_CHANNEL) -> None:
+        super().__init__(name=f"outlast-listen-{channel}", daemon=True)
         self.url = url
+        self.channel = channel
         self.callback = callback
         self._stopping = threading.Event()
 
@@ -62,7 +63,7 @@ class PostgresListener(threading.Thread):
         while not self._stopping.is_set():
             try:
                 with psycopg.connect(self.url, autocommit=True) as connection:
-                    connection.execute(f"LISTEN {WORK_CHANNEL}")
+                    connection.execute(f"LISTEN {self.channel}")
                     while not self._stopping.is_set():
                         for _ in connection.notifies(timeout=1.0):
                             self.callback()

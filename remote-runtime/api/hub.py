@@ -1,0 +1,218 @@
+"""The realtime hub: one reader per API replica follows the store's events and fans them out.
+
+Subscribers never poll the database themselves while they are live: the hub reads what is new
+(once, for all of them) when it is told to look, and routes each message to the subscribers it
+concerns. Being told to look is only a hint, the rows are the truth:
+- commits of this process (a pool check-in, which comes after the commit) poke the hub at once;
+- on PostgreSQL, this process NOTIFYs `outlast_events` after its commits (coalesced, from its own
+  connection, so no writer's transaction holds the notify queue's lock), and one LISTEN connection
+  per replica pokes the hub for changes made through other replicas;
+- a backstop poll every `poll_interval` catches a lost notification or a writer elsewhere;
+- rows held back behind a running transaction (engine/events.py) are read again a few ms later.
+
+A subscriber first registers (taking the hub's position), then reads what it missed from its own
+cursor up to that position itself, then takes the live messages: nothing is lost between the two,
+and what it already has is skipped, so nothing is repeated. One that falls too far behind (a full
+queue) goes back to reading for itself from its last cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from ..engine.events import START, Cursor
+from ..engine.feeds import Feeds, Message
+from ..store.db import Database
+from ..store.notify import PostgresListener
+
+EVENTS_CHANNEL = "outlast_events"
+QUEUE_LIMIT = 10_000
+HELD_BACK_RETRY = 0.005
+log = logging.getLogger("outlast.realtime")
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(eq=False)
+class Subscriber:
+    """What one SSE connection wants: changes of a run, of runs with a tag, or one run's stream."""
+
+    env_id: str
+    run_id: str | None = None
+    tag: str | None = None
+    stream: str | None = None  # with run_id: a stream's chunks (and the run's final status, to end)
+    queue: asyncio.Queue[Message] = dataclasses.field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    overflowed: bool = False
+
+    def wants(self, message: Message) -> bool:
+        if message.env_id != self.env_id:
+            return False
+        if self.stream is not None:
+            return message.run_id == self.run_id and (message.stream == self.stream or message.final)
+        if message.stream is not None:
+            return False
+        return message.run_id == self.run_id if self.run_id is not None else self.tag in message.tags
+
+    def offer(self, message: Message) -> None:
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.overflowed = True  # catches up by reading for itself (see realtime.py)
+
+
+class Hub:
+    def __init__(self, db: Database, *, poll_interval: float = 1.0) -> None:
+        self.db = db
+        self.postgres = not db.is_sqlite
+        self.feeds = Feeds(postgres=self.postgres)
+        self.poll_interval = poll_interval
+        # Its own small pool: the hub's reads neither wait behind nor poke on the engine's connections.
+        self.engine = _reader_engine(db)
+        self.events_at, self.chunks_at = START, START
+        self.subscribers: set[Subscriber] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poked: asyncio.Event | None = None
+        self._poke_pending = threading.Event()
+        self._notify_wanted = threading.Event()
+        self._stopping = threading.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._threads: list[Any] = []
+        self._started = asyncio.Lock()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start on the running loop (idempotent): positions at the store's current end, then follow."""
+        async with self._started:
+            if self._task is not None:
+                return
+            self._loop = asyncio.get_running_loop()
+            self._poked = asyncio.Event()
+            self.events_at, self.chunks_at = await self.read(self.feeds.positions)
+            sa.event.listen(self.db.engine, "checkin", self._local_commit)
+            if self.postgres:
+                url = self.db.url.replace("postgresql+psycopg://", "postgresql://")
+                listener = PostgresListener(url, self.poke, channel=EVENTS_CHANNEL)
+                notifier = threading.Thread(target=self._notify_loop, args=(url,), name="outlast-notify-events",
+                                            daemon=True)
+                listener.start()
+                notifier.start()
+                self._threads = [listener]
+            self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        sa.event.remove(self.db.engine, "checkin", self._local_commit)
+        for thread in self._threads:
+            thread.stop()
+        self._stopping.set()
+        self._notify_wanted.set()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        self.engine.dispose()
+
+    # --- being told to look -------------------------------------------------------------------
+
+    def poke(self) -> None:
+        """Look now (from any thread); pokes before the hub ran its read coalesce into one."""
+        loop, poked = self._loop, self._poked
+        if loop is None or poked is None or loop.is_closed() or self._poke_pending.is_set():
+            return
+        self._poke_pending.set()
+        loop.call_soon_threadsafe(poked.set)
+
+    def _local_commit(self, _dbapi_connection: Any, _record: Any) -> None:
+        self.poke()
+        if self.postgres:
+            self._notify_wanted.set()
+
+    def _notify_loop(self, url: str) -> None:
+        """Tell other replicas to look, after this one's commits, at most every few milliseconds."""
+        import psycopg
+
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True) as connection:
+                    while not self._stopping.is_set():
+                        self._notify_wanted.wait()
+                        self._notify_wanted.clear()
+                        if self._stopping.is_set():
+                            return
+                        connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
+                        self._stopping.wait(0.002)
+            except psycopg.Error as exc:  # the database went away: the backstop poll covers the gap
+                log.warning("NOTIFY connection lost (%s)", exc)
+                self._stopping.wait(1.0)
+
+    # --- following ----------------------------------------------------------------------------
+
+    async def read(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run `work(connection)` on the hub's pool in a worker thread."""
+        def run() -> T:
+            with self.engine.connect() as c:
+                return work(c)
+        return await asyncio.to_thread(run)
+
+    async def _follow(self) -> None:
+        assert self._poked is not None
+        wait = self.poll_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), wait)
+            self._poked.clear()
+            self._poke_pending.clear()
+            try:
+                held_back = await self._read_new()
+            except Exception:
+                log.exception("realtime hub read failed; retrying")
+                held_back = False
+            wait = HELD_BACK_RETRY if held_back else self.poll_interval
+
+    async def _read_new(self) -> bool:
+        held_back = False
+        while True:
+            events = await self.read(lambda c: self.feeds.changes(c, self.events_at))
+            chunks = await self.read(lambda c: self.feeds.stream(c, self.chunks_at))
+            # Chunks first: a stream's reader that sees its run end must already have its last chunks.
+            self._dispatch(chunks.messages)
+            self._dispatch(events.messages)
+            self.chunks_at = chunks.end or self.chunks_at
+            self.events_at = events.end or self.events_at
+            held_back = events.held_back or chunks.held_back
+            if events.end is None and chunks.end is None:
+                return held_back
+
+    def _dispatch(self, messages: list[Message]) -> None:
+        for message in messages:
+            for subscriber in self.subscribers:
+                if subscriber.wants(message):
+                    subscriber.offer(message)
+
+    # --- subscribers --------------------------------------------------------------------------
+
+    def register(self, subscriber: Subscriber) -> Cursor:
+        """Add a subscriber; it gets every message past the returned position (events or chunks)."""
+        subscriber.overflowed = False
+        while not subscriber.queue.empty():
+            subscriber.queue.get_nowait()
+        self.subscribers.add(subscriber)
+        return self.chunks_at if subscriber.stream is not None else self.events_at
+
+    def unregister(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+
+
+def _reader_engine(db: Database) -> sa.Engine:
+    if db.is_sqlite:
+        return sa.create_engine(db.url, connect_args={"timeout": 30, "check_same_thread": False})
+    return sa.create_engine(db.url, pool_size=4, max_overflow=8, pool_recycle=1800)

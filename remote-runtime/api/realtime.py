@@ -1,0 +1,233 @@
+"""Run changes as Server-Sent Events: `GET /api/v1/runs/{id}/subscribe` and `/api/v1/runs/subscribe?tag=`.
+
+Every message's `id` is its cursor; a client that reconnects with `Last-Event-ID` (browsers'
+EventSource do it by themselves) gets what came after it, on any replica (api/hub.py).
+Authorised by the environment's secret key, or by a public access token that covers the run (or
+the tag), as a Bearer header or, for EventSource (which cannot send headers), `?token=`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Header, Query, Request
+from starlette.responses import StreamingResponse
+
+from outlast.wire import API_PREFIX, END_EVENT, StreamEnd
+
+from ..access.public_tokens import allows, is_public_token
+from ..engine.events import Cursor
+from ..engine.feeds import FINAL, Batch, run_state
+from ..engine.streams import Streams
+from ..errors import RunNotFound
+from .checked_input import CheckedRoute, InvalidInput
+from .deps import State, Unauthorized, environment
+from .hub import Hub, Subscriber
+
+router = APIRouter(prefix=API_PREFIX, route_class=CheckedRoute, tags=["realtime"])
+KEEPALIVE_SECONDS = 15.0
+DRAIN_RETRY_SECONDS = 0.005
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+Token = Annotated[str | None, Query(max_length=4096, description="a public access token (for EventSource)")]
+After = Annotated[str | None, Query(max_length=41, description="start after this cursor (Last-Event-ID wins)")]
+LastEventId = Annotated[str | None, Header(alias="last-event-id", max_length=41)]
+
+
+class Realtime:
+    """A replica's hub and streams, made on first use (on the serving loop)."""
+
+    def __init__(self, hub: Hub, streams: Streams) -> None:
+        self.hub = hub
+        self.streams = streams
+
+
+async def realtime(request: Request) -> Realtime:
+    app: FastAPI = request.app
+    holder = getattr(app.state, "outlast_realtime", None)
+    if holder is None:
+        db = app.state.outlast.db
+        holder = app.state.outlast_realtime = Realtime(Hub(db), Streams(db))
+    await holder.hub.start()
+    return holder
+
+
+# --- who may subscribe ------------------------------------------------------------------------------
+
+
+async def subscriber_env(request: Request, authorization: str | None, token: str | None, *,
+                         run_id: str | None = None, tag: str | None = None) -> tuple[str, float | None]:
+    """The caller's environment, and when its public token expires (None: a secret key)."""
+    credential = token or (authorization or "")[7:].strip()
+    if not is_public_token(credential):
+        if token:
+            raise Unauthorized("?token= takes a public access token only; send a secret key as "
+                               "'Authorization: Bearer <key>'", field="token")
+        return await environment(request, authorization), None
+    claims = request.app.state.public_tokens.verify(credential)
+    engine = request.app.state.outlast.engine
+    if run_id is not None:
+        covered = allows(claims, run_id, lambda: engine.retrieve(claims["env"], run_id).tags)
+    else:
+        covered = tag in claims.get("tags", ())
+    if not covered:
+        raise Unauthorized(f"this public token does not cover that {'run' if run_id else 'tag'}",
+                           field="token" if token else "authorization")
+    return claims["env"], float(claims["exp"])
+
+
+def start_cursor(last_event_id: str | None, after: str | None) -> Cursor | None:
+    text = last_event_id or after
+    if not text:
+        return None
+    try:
+        return Cursor.parse(text)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="last-event-id" if last_event_id else "after") from None
+
+
+# --- the event stream -------------------------------------------------------------------------------
+
+
+class Follow:
+    """One subscriber's SSE body: catch up from its cursor, then live messages, until its end."""
+
+    def __init__(self, live: Realtime, subscriber: Subscriber, cursor: Cursor,
+                 read: Callable[[Cursor, Cursor | None], Awaitable[Batch]], *, ends_with_run: bool,
+                 expires_at: float | None) -> None:
+        self.hub = live.hub
+        self.subscriber = subscriber
+        self.cursor = cursor
+        self._read = read
+        self.ends_with_run = ends_with_run
+        self.expires_at = expires_at  # a public token's expiry: the stream stops there
+        self.finished = False
+
+    async def body(self) -> AsyncIterator[bytes]:
+        yield b"retry: 1000\n\n"
+        while True:
+            position = self.hub.register(self.subscriber)
+            try:
+                async for frame in self._catch_up(position):
+                    yield frame
+                if self.ends_with_run and await self._run_final():
+                    async for frame in self._to_the_end():
+                        yield frame
+                    return
+                async for frame in self._live():
+                    yield frame
+                if self.finished or self._expired():
+                    return
+            finally:
+                self.hub.unregister(self.subscriber)
+
+    async def _catch_up(self, position: Cursor) -> AsyncIterator[bytes]:
+        while self.cursor < position:
+            batch = await self._read(self.cursor, position)
+            for message in batch.messages:
+                self.cursor = message.cursor
+                yield message.frame()
+            if batch.end is None:
+                return
+
+    async def _live(self) -> AsyncIterator[bytes]:
+        queue = self.subscriber.queue
+        while not self.subscriber.overflowed and not self._expired():
+            timeout = KEEPALIVE_SECONDS
+            if self.expires_at is not None:
+                timeout = min(timeout, max(0.0, self.expires_at - time.time()))
+            try:
+                message = await asyncio.wait_for(queue.get(), timeout)
+            except TimeoutError:
+                yield b": keepalive\n\n"
+                continue
+            if message.final and self.ends_with_run:
+                async for frame in self._to_the_end():
+                    yield frame
+                self.finished = True
+                return
+            if message.cursor <= self.cursor:
+                continue  # it came in the catch-up already
+            self.cursor = message.cursor
+            yield message.frame()
+
+    async def _to_the_end(self) -> AsyncIterator[bytes]:
+        """The run is final: what is left of it, then `end`."""
+        while True:
+            batch = await self._read(self.cursor, None)
+            for message in batch.messages:
+                self.cursor = message.cursor
+                yield message.frame()
+            if batch.end is None and not batch.held_back:
+                break
+            if batch.end is None:
+                await asyncio.sleep(DRAIN_RETRY_SECONDS)
+        status = await self.hub.read(lambda c: run_state(c, self.subscriber.env_id, self.subscriber.run_id or ""))
+        end = StreamEnd(run_id=self.subscriber.run_id or "", status=status.status if status else "")
+        yield f"id: {self.cursor}\nevent: {END_EVENT}\ndata: {end.model_dump_json()}\n\n".encode()
+
+    async def _run_final(self) -> bool:
+        row = await self.hub.read(lambda c: run_state(c, self.subscriber.env_id, self.subscriber.run_id or ""))
+        return row is not None and row.status in FINAL
+
+    def _expired(self) -> bool:
+        return self.expires_at is not None and time.time() >= self.expires_at
+
+
+def sse(follow: Follow) -> StreamingResponse:
+    return StreamingResponse(follow.body(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def check_run(live: Realtime, env_id: str, run_id: str) -> None:
+    if await live.hub.read(lambda c: run_state(c, env_id, run_id)) is None:
+        raise RunNotFound(f"run {run_id!r} not found", field="run_id")
+
+
+async def run_follow(live: Realtime, env_id: str, run_id: str, cursor: Cursor | None, *, logs: bool,
+                     expires_at: float | None = None) -> Follow:
+    """A run's changes from `cursor` (None: from its first event)."""
+    await check_run(live, env_id, run_id)
+    feeds = live.hub.feeds
+
+    async def read(after: Cursor, until: Cursor | None) -> Batch:
+        return await live.hub.read(lambda c: feeds.changes(c, after, env_id=env_id, run_id=run_id, until=until,
+                                                           logs=logs))
+    subscriber = Subscriber(env_id=env_id, run_id=run_id)
+    return Follow(live, subscriber, cursor or Cursor(0, 0), read, ends_with_run=True, expires_at=expires_at)
+
+
+# --- endpoints --------------------------------------------------------------------------------------
+
+
+@router.get("/runs/subscribe", response_class=StreamingResponse)
+async def subscribe_to_tag(request: Request, rt: State, tag: Annotated[str, Query(min_length=1, max_length=128)],
+                           authorization: Annotated[str | None, Header()] = None, token: Token = None,
+                           after: After = None, last_event_id: LastEventId = None) -> StreamingResponse:
+    """Changes of every run with `tag` (status, metadata, tags, output), from now or after the cursor."""
+    env_id, expires_at = await subscriber_env(request, authorization, token, tag=tag)
+    live = await realtime(request)
+    cursor = start_cursor(last_event_id, after)
+    feeds = live.hub.feeds
+    if cursor is None:
+        cursor = live.hub.events_at  # from now on
+
+    async def read(after_: Cursor, until: Cursor | None) -> Batch:
+        return await live.hub.read(lambda c: feeds.changes(c, after_, env_id=env_id, tag=tag, until=until,
+                                                           logs=False))
+    subscriber = Subscriber(env_id=env_id, tag=tag)
+    return sse(Follow(live, subscriber, cursor, read, ends_with_run=False, expires_at=expires_at))
+
+
+@router.get("/runs/{run_id}/subscribe", response_class=StreamingResponse)
+async def subscribe_to_run(request: Request, run_id: str, rt: State,
+                           authorization: Annotated[str | None, Header()] = None, token: Token = None,
+                           after: After = None, last_event_id: LastEventId = None,
+                           logs: bool = False) -> StreamingResponse:
+    """The run's changes from its first event (or after the cursor); ends with an `end` event once it is final."""
+    env_id, expires_at = await subscriber_env(request, authorization, token, run_id=run_id)
+    live = await realtime(request)
+    follow = await run_follow(live, env_id, run_id, start_cursor(last_event_id, after), logs=logs,
+                              expires_at=expires_at)
+    return sse(follow)
