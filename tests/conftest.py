@@ -139,7 +139,9 @@ def runtime_process(tmp_path: Path, database_url: str | None, *, project: str | 
     if project:
         args += ["--project", str(PROJECTS / project)]
     args += extra_args or []
+    # Task processes see none of the runtime's environment unless named: the fixture projects read the scratch.
     env = {**os.environ, "OUTLAST_SECRET_KEY": SECRET_KEY, "OUTLAST_TEST_SCRATCH": str(scratch),
+           "OUTLAST_TASK_PASS_ENV": "OUTLAST_TEST_SCRATCH",
            "OUTLAST_HEARTBEAT_INTERVAL": "0.5", "OUTLAST_CANCEL_GRACE": "2", **(extra_env or {})}
     env.pop("OUTLAST_DATABASE_URL", None)
     return RuntimeProcess(args=args, env=env, url=f"http://127.0.0.1:{port}", scratch=scratch,

@@ -46,7 +46,8 @@ def pg_table() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory, udp_receiver, pg_table) -> Iterator[RuntimeProcess]:
-    env = {"OUTLAST_CHECKPOINT_AFTER": "1", "RESOURCES_PG_URL": PG_URL, "RESOURCES_PG_TABLE": pg_table,
+    env = {"OUTLAST_CHECKPOINT_AFTER": "1", "OUTLAST_TASK_PASS_ENV": "OUTLAST_TEST_SCRATCH,RESOURCES_*",
+           "RESOURCES_PG_URL": PG_URL, "RESOURCES_PG_TABLE": pg_table,
            "RESOURCES_UDP_PORT": str(udp_receiver.getsockname()[1])}
     started = runtime_process(tmp_path_factory.mktemp("imported"), None, project="imported_resources", slots=2,
                               extra_env=env).start()
@@ -166,7 +167,8 @@ def test_a_raising_process_start_hook_fails_the_attempt_naming_the_hook(tmp_path
 
 def test_a_django_connection_is_never_shared_by_two_concurrent_runs(tmp_path: Path):
     runtime = runtime_process(tmp_path, None, project="django_pg", slots=2,
-                              extra_env={"DJANGO_SETTINGS_MODULE": "djpg.settings", "DJPG_DB_URL": PG_URL}).start()
+                              extra_env={"DJANGO_SETTINGS_MODULE": "djpg.settings", "DJPG_DB_URL": PG_URL,
+                                         "OUTLAST_TASK_PASS_ENV": "OUTLAST_TEST_SCRATCH,DJANGO_*,DJPG_*"}).start()
     try:
         client = runtime.client()
         handles = [client.trigger("dj-backend", {"hold": 2}) for _ in range(2)]

@@ -41,7 +41,7 @@ from outlast.wire import BatchItem, DeployedTask, Deployment, DeploymentStatus, 
 from ..engine.facade import RunEngine
 from ..errors import Conflict, EngineError
 from ..store.schema import deployments, environments, runs, tasks
-from ..worker.processes import inherited_environment
+from ..worker.host_environment import host_environment
 from .bundles import BundleError, BundleStore, inspect_bundle, unpack_bundle
 from .env_vars import EnvVars
 from .venvs import EnvironmentBuildFailed, python_for, requirements_hash
@@ -194,7 +194,7 @@ class Deployments:
 
     def _import(self, env_id: str, project: Project, python: str) -> list[TaskManifest]:
         """Import the tasks in a fresh process with the version's interpreter and environment."""
-        env = inherited_environment()
+        env = host_environment()
         env.update(project.env)
         env.update(self.env_vars.values(env_id))
         with tempfile.TemporaryDirectory(prefix="outlast-import-") as scratch:

@@ -24,15 +24,9 @@ from outlast._project import Project
 from outlast.wire import Hello, Result, Resumed, Shutdown, StartAttempt, Suspended, TaskManifest
 
 from .forkserver import ForkServer, ForkServerFailed
+from .host_environment import host_environment
 from .pidns import spawn_in_pid_namespace
 
-# Variables a task process must never inherit from the runtime: its database, keys, stores and their
-# credentials. Task code is user code; it gets its project's and environment's variables instead.
-_PRIVATE_VARIABLES = frozenset({
-    "OUTLAST_DATABASE_URL", "OUTLAST_SECRET_KEY", "OUTLAST_DATA_DIR", "OUTLAST_ENCRYPTION_KEY",
-    "OUTLAST_DASHBOARD_SECRET", "OUTLAST_PUBLIC_TOKEN_SECRET", "OUTLAST_CHECKPOINT_STORE", "OUTLAST_BUNDLE_STORE",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-})
 OUTPUT_FILE = "output.log"
 log = logging.getLogger("outlast.supervisor")
 
@@ -197,15 +191,10 @@ def process_home(process_dir: Path, process_id: str) -> Path:
     return process_dir / process_id
 
 
-def inherited_environment() -> dict[str, str]:
-    """This process's environment without what a task process must never inherit (the runtime's database,
-    keys, stores and S3 credentials): the shell's own variables still reach tasks under `outlast dev`."""
-    return {k: v for k, v in os.environ.items() if k not in _PRIVATE_VARIABLES}
-
-
 def task_environment(project: Project, options: SpawnOptions) -> dict[str, str]:
-    """What every task process of the project gets (a fork server starts with it too)."""
-    env = inherited_environment()
+    """What every task process of the project gets (a fork server starts with it too): the allow-listed
+    host variables (see host_environment), then its project's and environment's own, then the protocol's."""
+    env = host_environment()
     env.update(project.env)
     env.update({
         "OUTLAST_CONTROL_SOCKET": str(options.socket_path),

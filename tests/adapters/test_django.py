@@ -65,6 +65,7 @@ def runtime(django_db_setup) -> Iterator[RuntimeProcess]:
 
     # The database pytest-django created (under pytest-xdist its name carries the worker's suffix).
     env = {**os.environ, "DJSHOP_DB": connection.settings_dict["NAME"], "DJANGO_SETTINGS_MODULE": "djshop.settings",
+           "OUTLAST_TASK_PASS_ENV": "DJSHOP_DB",  # the settings read it in task processes too
            "OUTLAST_API_URL": URL, "OUTLAST_SECRET_KEY": SECRET_KEY, "OUTLAST_HEARTBEAT_INTERVAL": "0.5"}
     env.pop("OUTLAST_DATABASE_URL", None)
     args = [sys.executable, str(PROJECT / "manage.py"), "outlast", "dev", "--data-dir", str(SCRATCH / "data")]

@@ -465,7 +465,8 @@ def test_the_example_app_runs_as_documented(db, tmp_path):
     threading.Thread(target=api.serve_forever, daemon=True).start()
     runtime = runtime_process(tmp_path, None, project=None, extra_args=["--project", str(EXAMPLES / "supabase_app")],
                               extra_env={"SUPABASE_URL": f"http://127.0.0.1:{api.server_address[1]}",
-                                         "SUPABASE_SERVICE_ROLE_KEY": "service-role-key"})
+                                         "SUPABASE_SERVICE_ROLE_KEY": "service-role-key",
+                                         "OUTLAST_TASK_PASS_ENV": "SUPABASE_*"})
     try:
         runtime.start()
         example = load_example("supabase_app", "receiver", app_env(runtime, OUTLAST_SUPABASE_SECRET=SECRET))

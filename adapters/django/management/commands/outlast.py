@@ -2,13 +2,15 @@
 
 `settings.OUTLAST` becomes OUTLAST_API_URL / OUTLAST_SECRET_KEY for the CLI, and the tasks
 modules are the installed apps' `tasks` modules (unless pyproject.toml's `[tool.outlast]` names
-them). Task processes inherit DJANGO_SETTINGS_MODULE and call `django.setup()` before importing
+them). Task processes get DJANGO_SETTINGS_MODULE (their only variable from this process's environment,
+besides the runtime's short allow-list and OUTLAST_TASK_PASS_ENV) and call `django.setup()` before importing
 any task, so task code uses the ORM as a view does.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 from pathlib import Path
@@ -71,6 +73,9 @@ class Command(BaseCommand):
         except ImportError as exc:
             raise CommandError(f"the runtime is not installed ({exc}): pip install 'outlast[runtime]'") from None
         project = self.project()
+        # Task processes do not inherit this process's environment: hand them the settings module.
+        project = dataclasses.replace(project, env={"DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
+                                                    **project.env})
         self.stdout.write(f"outlast {subcommand}: {project.root}, tasks from {', '.join(project.modules)}")
         data_dir = parsed.data_dir or project.root / ".outlast"
         node = runtime_settings(data_dir, None, "127.0.0.1", parsed.port, parsed.slots, parsed.node_id)
