@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
 
 from outlast.wire import BatchItem, Run, RunHandle, RunStatus
 
@@ -36,31 +39,42 @@ class RunControl:
         now = self.context.clock()
         with self.context.db.begin() as c:
             find_run(c, env_id, run_id)  # the run must be this environment's before anything changes
-            queue.remove(c, [run_id])  # before locking the run: the order in which a claim takes locks
-            row = find_run(c, env_id, run_id, lock=True)
-            if S(row.status).is_final:
-                return to_run(row)
-            if row.status == S.EXECUTING:
-                queue.release(c, [slot(row)])
-            c.execute(runs.update().where(runs.c.id == run_id).values(
-                status=S.CANCELED.value, completed_at=now, updated_at=now, node_id=None, lease_expires_at=None))
-            c.execute(run_events.insert(), [timeline_event(run_id, now, "status", S.CANCELED, message="canceled")])
-            images = self.waits.drop_checkpoints(c, [run_id])
+            _, images = self.cancel_live(c, env_id, [run_id], now)
             row = find_run(c, env_id, run_id)
-            self.waits.runs_finished(c, [row], now)
         self.images.delete(images)
         self.context.wake()
         return to_run(row)
+
+    def cancel_live(self, c: sa.Connection, env_id: str, run_ids: Sequence[str],
+                    now: float) -> tuple[list[str], list[str]]:
+        """Cancel those of `run_ids` (runs of `env_id`) that have not finished, in `c`'s transaction.
+
+        Returns the ids cancelled, and the checkpoint images to delete once the transaction commits."""
+        queue.remove(c, run_ids)  # before locking the runs: the order in which a claim takes locks
+        rows = c.execute(sa.select(runs).where(runs.c.id.in_(run_ids), runs.c.env_id == env_id)
+                         .order_by(runs.c.id).with_for_update()).all()
+        live = [row for row in rows if not S(row.status).is_final]
+        if not live:
+            return [], []
+        queue.release(c, [slot(row) for row in live if row.status == S.EXECUTING])
+        ids = [row.id for row in live]
+        c.execute(runs.update().where(runs.c.id.in_(ids)).values(
+            status=S.CANCELED.value, completed_at=now, updated_at=now, node_id=None, lease_expires_at=None))
+        c.execute(run_events.insert(), [timeline_event(run_id, now, "status", S.CANCELED, message="canceled")
+                                        for run_id in ids])
+        images = self.waits.drop_checkpoints(c, ids)
+        self.waits.runs_finished(c, c.execute(sa.select(runs).where(runs.c.id.in_(ids))).all(), now)
+        return ids, images
+
+    def delete_images(self, images: Sequence[str]) -> None:
+        """Delete checkpoint images `cancel_live` returned, after its transaction committed."""
+        self.images.delete(images)
 
     def replay(self, env_id: str, run_id: str) -> RunHandle:
         """A new run of the same task with the same payload and options (no delay, no idempotency key)."""
         with self.context.db.connect() as c:
             row = find_run(c, env_id, run_id)
-        options = {"tags": row.tags, "metadata": {}, "concurrency_key": row.concurrency_key,
-                   "priority": row.priority, "max_attempts": row.max_attempts, "max_duration": row.max_duration,
-                   "machine": row.machine, "queue": {"name": row.queue}}
-        item = BatchItem(task=row.task_id, payload=row.payload, options=options)
-        return self.triggering.trigger(env_id, [item], replayed_from=run_id)[0]
+        return self.triggering.trigger(env_id, [replay_item(row)], replayed_from=run_id)[0]
 
     def reschedule(self, env_id: str, run_id: str, delay: float | datetime) -> Run:
         now = self.context.clock()
@@ -75,3 +89,11 @@ class RunControl:
         self.timers.tick()
         with self.context.db.connect() as c:
             return to_run(find_run(c, env_id, run_id))
+
+
+def replay_item(row: sa.Row) -> BatchItem:
+    """What a replay of the run `row` triggers: its task, payload and options (no delay, no idempotency key)."""
+    options = {"tags": row.tags, "metadata": {}, "concurrency_key": row.concurrency_key,
+               "priority": row.priority, "max_attempts": row.max_attempts, "max_duration": row.max_duration,
+               "machine": row.machine, "queue": {"name": row.queue}}
+    return BatchItem(task=row.task_id, payload=row.payload, options=options)

@@ -31,8 +31,10 @@ from outlast.wire import (
 from ..checkpoint.retention import ImageDeleter
 from ..store.db import Database
 from .attempts import Attempts
+from .bulk import BulkActions
 from .context import EngineContext
 from .control import RunControl
+from .debounce import DebounceUpkeep
 from .reads import RunReads
 from .registration import RegisterHook, Registration
 from .timers import Timers
@@ -59,6 +61,8 @@ class RunEngine:
         self.timers = Timers(self.context, self.attempts, self.waits)
         self.control = RunControl(self.context, self.triggering, self.waits, self.timers,
                                   images or ImageDeleter(None))
+        self.bulk = BulkActions(self.context, self.control, self.triggering)
+        self.debounce_upkeep = DebounceUpkeep(self.context)
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """`callback` runs (from any thread) whenever new work may be claimable."""
@@ -133,5 +137,8 @@ class RunEngine:
     # --- time-driven transitions -------------------------------------------------------------
 
     def tick(self, batch: int = 500) -> None:
-        """Promote due delayed runs, expire runs past their TTL, and reclaim attempts whose lease ran out."""
+        """Promote due delayed runs, expire runs past their TTL, and reclaim attempts whose lease ran out;
+        then one chunk of a bulk action, and (once a minute) forget closed debounce windows."""
         self.timers.tick(batch)
+        self.bulk.step()
+        self.debounce_upkeep.prune()

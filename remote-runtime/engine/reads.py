@@ -60,22 +60,8 @@ class RunReads:
 
     def search(self, env_id: str, where: RunFilter, *, limit: int = 50, cursor: str | None = None) -> RunList:
         """A page of runs, newest first; `cursor` is the last id of the previous page."""
-        stmt = sa.select(runs).where(runs.c.env_id == env_id).order_by(runs.c.id.desc()).limit(limit + 1)
-        conditions = [
-            runs.c.status.in_(where.status) if where.status else None,
-            runs.c.task_id.in_(where.task) if where.task else None,
-            runs.c.version == where.version if where.version else None,
-            runs.c.created_at >= where.created_after.timestamp() if where.created_after else None,
-            runs.c.created_at < where.created_before.timestamp() if where.created_before else None,
-            runs.c.id < cursor if cursor else None,
-        ]
-        tagged = sa.select(run_tags.c.run_id).where(run_tags.c.env_id == env_id)
-        if where.every_tag:
-            conditions += [runs.c.id.in_(tagged.where(run_tags.c.tag == tag)) for tag in where.tag]
-        elif where.tag:
-            conditions.append(runs.c.id.in_(tagged.where(run_tags.c.tag.in_(where.tag))))
         with self.db.connect() as c:
-            rows = c.execute(stmt.where(*(cond for cond in conditions if cond is not None))).all()
+            rows = c.execute(matching_runs(env_id, where, cursor=cursor).limit(limit + 1)).all()
         page = [to_run(row) for row in rows[:limit]]
         return RunList(data=page, next_cursor=page[-1].id if len(rows) > limit else None)
 
@@ -86,6 +72,25 @@ class RunReads:
                              .order_by(run_events.c.id)).all()
         return [RunEvent(id=r.id, run_id=r.run_id, time=utc(r.time), kind=r.kind, attempt=r.attempt,
                          level=r.level, message=r.message, data=r.data or {}) for r in rows]
+
+
+def matching_runs(env_id: str, where: RunFilter, *, cursor: str | None = None) -> sa.Select:
+    """The runs of `env_id` that `where` matches, newest first; `cursor`: only those with a lower id."""
+    stmt = sa.select(runs).where(runs.c.env_id == env_id).order_by(runs.c.id.desc())
+    conditions = [
+        runs.c.status.in_(where.status) if where.status else None,
+        runs.c.task_id.in_(where.task) if where.task else None,
+        runs.c.version == where.version if where.version else None,
+        runs.c.created_at >= where.created_after.timestamp() if where.created_after else None,
+        runs.c.created_at < where.created_before.timestamp() if where.created_before else None,
+        runs.c.id < cursor if cursor else None,
+    ]
+    tagged = sa.select(run_tags.c.run_id).where(run_tags.c.env_id == env_id)
+    if where.every_tag:
+        conditions += [runs.c.id.in_(tagged.where(run_tags.c.tag == tag)) for tag in where.tag]
+    elif where.tag:
+        conditions.append(runs.c.id.in_(tagged.where(run_tags.c.tag.in_(where.tag))))
+    return stmt.where(*(cond for cond in conditions if cond is not None))
 
 
 def to_run(row: sa.Row) -> Run:

@@ -317,7 +317,7 @@ debounce_keys = sa.Table(
 )
 
 # A bulk cancel or replay: the filter, and how far the maintenance loop got (runs are walked newest
-# first; `cursor` is the last run id handled, moved in the same transaction as the runs it covers).
+# first; a run leaves `bulk_action_runs` in the same transaction that cancels or replays it).
 bulk_actions = sa.Table(
     "bulk_actions",
     metadata,
@@ -330,7 +330,7 @@ bulk_actions = sa.Table(
     sa.Column("processed", sa.Integer, nullable=False),
     sa.Column("succeeded", sa.Integer, nullable=False),
     sa.Column("skipped", sa.Integer, nullable=False),
-    sa.Column("cursor", sa.String(40), nullable=False),
+    sa.Column("cursor", sa.String(40)),  # the last run handled (None: none yet)
     sa.Column("error", sa.Text),  # why the last skipped run was skipped
     sa.Column("created_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
@@ -338,4 +338,13 @@ bulk_actions = sa.Table(
     sa.Index("ix_bulk_actions_env", "env_id", "id"),
     sa.Index("ix_bulk_actions_open", "id", sqlite_where=sa.text("state != 'COMPLETED'"),
              postgresql_where=sa.text("state != 'COMPLETED'")),
+)
+
+# The runs a bulk action still has to handle, taken when it was created (so the replays it makes, and
+# runs created later, are never its own); each leaves with the transaction that handles it.
+bulk_action_runs = sa.Table(
+    "bulk_action_runs",
+    metadata,
+    sa.Column("job_id", sa.String(40), primary_key=True),
+    sa.Column("run_id", sa.String(40), primary_key=True),
 )

@@ -37,7 +37,7 @@ def upgrade() -> None:
     sa.Column('processed', sa.Integer(), nullable=False),
     sa.Column('succeeded', sa.Integer(), nullable=False),
     sa.Column('skipped', sa.Integer(), nullable=False),
-    sa.Column('cursor', sa.String(length=40), nullable=False),
+    sa.Column('cursor', sa.String(length=40), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('created_at', sa.Double(), nullable=False),
     sa.Column('updated_at', sa.Double(), nullable=False),
@@ -48,8 +48,14 @@ def upgrade() -> None:
     op.create_index('ix_bulk_actions_open', 'bulk_actions', ['id'], unique=False,
                     sqlite_where=sa.text("state != 'COMPLETED'"),
                     postgresql_where=sa.text("state != 'COMPLETED'"))
+    op.create_table('bulk_action_runs',
+    sa.Column('job_id', sa.String(length=40), nullable=False),
+    sa.Column('run_id', sa.String(length=40), nullable=False),
+    sa.PrimaryKeyConstraint('job_id', 'run_id')
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('bulk_action_runs')
     op.drop_table('bulk_actions')
     op.drop_table('debounce_keys')
