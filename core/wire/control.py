@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter
 
+from .realtime import StreamAppend, StreamWritten
 from .values import RunContext, StrictModel, TaskManifest, TaskRunError
 from .waits import TokenCall, WaitpointResult, WaitpointState, WaitSpec, WaitToken
 from .worker import LogRecord, MetadataUpdate
@@ -64,9 +65,10 @@ class Call(StrictModel):
 
     type: Literal["call"] = "call"
     call_id: int
-    op: Literal["wait", "token"]
+    op: Literal["wait", "token", "stream"]
     wait: WaitSpec | None = None  # the supervisor adds which run and attempt
     token: TokenCall | None = None
+    stream: StreamAppend | None = None
 
 
 class Reply(StrictModel):
@@ -75,6 +77,7 @@ class Reply(StrictModel):
     ok: bool = True
     waitpoints: list[WaitpointState] = Field(default_factory=list)
     token: WaitToken | None = None
+    stream: StreamWritten | None = None
     error: TaskRunError | None = None
 
 

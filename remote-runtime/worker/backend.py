@@ -18,10 +18,13 @@ from outlast.wire import (
     Assignment,
     ClaimRequest,
     ClaimResponse,
+    ErrorBody,
     HeartbeatRequest,
     HeartbeatResponse,
     LeasedAttempt,
     ResumeRequest,
+    StreamWrite,
+    StreamWritten,
     SuspendRequest,
     TaskManifest,
     TokenCall,
@@ -33,6 +36,7 @@ from outlast.wire import (
 )
 
 from ..engine.facade import RunEngine
+from ..engine.streams import StreamRefused, Streams
 from ..store.notify import Wakeup
 
 _WAITPOINT_STATES = TypeAdapter(list[WaitpointState])
@@ -57,6 +61,8 @@ class WorkerBackend(Protocol):
 
     async def token(self, call: TokenCall) -> WaitToken | None: ...
 
+    async def stream(self, write: StreamWrite) -> StreamWritten: ...
+
 
 class LocalBackend:
     """The supervisor inside the runtime process calls the engine directly (in a worker thread)."""
@@ -67,6 +73,7 @@ class LocalBackend:
         self.node_id = node_id
         self.env_ids = list(env_ids)
         self.task_ids: list[str] = []
+        self._streams: Streams | None = None
         self.versions: list[str] | None = None  # deployed versions this node runs (None: a working copy)
 
     async def register(self, version: str, manifests: Sequence[TaskManifest]) -> None:
@@ -101,6 +108,11 @@ class LocalBackend:
     async def token(self, call: TokenCall) -> WaitToken | None:
         env_id = (await asyncio.to_thread(self.engine.run_env, call.run_id))
         return await asyncio.to_thread(self.engine.waits.token_call, env_id, call)
+
+    async def stream(self, write: StreamWrite) -> StreamWritten:
+        if self._streams is None:
+            self._streams = Streams(self.engine.db)
+        return await asyncio.to_thread(self._streams.append, write, env_ids=list(self.env_ids))
 
 
 class HttpBackend:
@@ -151,6 +163,15 @@ class HttpBackend:
     async def token(self, call: TokenCall) -> WaitToken | None:
         response = await self._post("/token", call)
         return None if response.json() is None else WaitToken.model_validate_json(response.content)
+
+    async def stream(self, write: StreamWrite) -> StreamWritten:
+        try:
+            response = await self._post("/streams", write)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code not in (404, 409, 413, 422):
+                raise
+            raise StreamRefused(ErrorBody.model_validate_json(exc.response.content).message) from None
+        return StreamWritten.model_validate_json(response.content)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -6,7 +6,16 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from outlast.wire import Call, Reply, Resolved, TaskRunError, WaitpointKind, WaitpointResult, WaitRequest
+from outlast.wire import (
+    Call,
+    Reply,
+    Resolved,
+    StreamWrite,
+    TaskRunError,
+    WaitpointKind,
+    WaitpointResult,
+    WaitRequest,
+)
 
 from .attempts import Attempts, Execution
 from .backend import WorkerBackend
@@ -56,6 +65,10 @@ class WaitCalls:
         if call.op == "token" and call.token is not None:
             token = await self.backend.token(call.token.model_copy(update={"run_id": context.run_id, "key": key}))
             return Reply(call_id=call.call_id, token=token)
+        if call.op == "stream" and call.stream is not None:
+            written = await self.backend.stream(StreamWrite(run_id=context.run_id, attempt=context.attempt,
+                                                            append=call.stream))
+            return Reply(call_id=call.call_id, stream=written)
         raise ValueError(f"unknown call {call.op!r}")
 
     def deliver(self, results: list[WaitpointResult]) -> None:
