@@ -9,13 +9,14 @@ from urllib.parse import urlparse
 
 import typer
 
-from . import deploy, runs, schedules
+from . import deploy, keys, runs, schedules
 
 app = typer.Typer(no_args_is_help=True, help="outlast: durable background tasks for Python web apps.",
                   pretty_exceptions_enable=False)
 runs.register(app)
 schedules.register(app)
 deploy.register(app)
+keys.register(app)
 
 
 def _default_port() -> int:

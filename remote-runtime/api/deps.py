@@ -16,6 +16,11 @@ class Unauthorized(EngineError):
     code = "unauthorized"
 
 
+class Forbidden(EngineError):
+    status_code = 403
+    code = "forbidden"
+
+
 class PayloadTooLarge(EngineError):
     status_code = 413
     code = "payload_too_large"
@@ -26,14 +31,22 @@ async def state(request: Request) -> RuntimeState:
     return request.app.state.outlast
 
 
-async def environment(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
-    """The environment of the request's secret key (`Authorization: Bearer <key>`)."""
+def presented_key(authorization: str | None) -> str:
+    """The secret key of an `Authorization: Bearer <key>` header; 401 without one."""
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthorized("missing secret key: send 'Authorization: Bearer <OUTLAST_SECRET_KEY>'",
                            field="authorization")
-    env_id = request.app.state.outlast.environments.authenticate(authorization[7:].strip())
+    return authorization[7:].strip()
+
+
+async def environment(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The environment of the request's secret key (`Authorization: Bearer <key>`)."""
+    key = presented_key(authorization)
+    environments = request.app.state.outlast.environments
+    env_id = environments.authenticate(key)
     if env_id is None:
-        raise Unauthorized("invalid secret key", field="authorization")
+        # A rotated key whose grace period ended says so, rather than looking like a typo.
+        raise Unauthorized(environments.refusal(key), field="authorization")
     return env_id
 
 
