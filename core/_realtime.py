@@ -1,0 +1,199 @@
+"""Following the runtime's Server-Sent Events: `runs.subscribe(id)`, `runs.subscribe_to_tag(tag)`.
+
+A `Subscription` is both an iterator and an async iterator. It reads the SSE stream with httpx,
+remembers the id of the last message, and when the connection drops it reconnects with
+`Last-Event-ID`, so nothing is lost or repeated (the runtime's cursors, see docs/realtime.md). It
+ends at the runtime's `end` event (a run that is final, a stream whose run is final) or `close()`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from ._client import AsyncClient, Client
+from ._config import ClientSettings, from_env
+from ._errors import AuthenticationError, NotFoundError, OutlastError
+from .wire import API_PREFIX, CHUNK_EVENT, END_EVENT, RUN_EVENT, RunChange, StreamChunk
+
+T = TypeVar("T")
+RECONNECT_SECONDS = 0.5
+RECONNECT_FOR_SECONDS = 60.0  # give up after this long without a connection
+
+
+@dataclass
+class SSEMessage:
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+
+
+@dataclass
+class _Parser:
+    """Turns SSE lines into messages (the WHATWG rules this runtime's frames use: id, event, data)."""
+
+    pending: SSEMessage = field(default_factory=SSEMessage)
+    lines: list[str] = field(default_factory=list)
+
+    def feed(self, line: str) -> SSEMessage | None:
+        if line == "":
+            message, self.pending = self.pending, SSEMessage()
+            message.data = "\n".join(self.lines)
+            self.lines = []
+            return message if message.data or message.event != "message" else None
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self.lines.append(value)
+        elif name == "event":
+            self.pending.event = value
+        elif name == "id":
+            self.pending.id = value
+        return None
+
+
+def _refusal(response: httpx.Response) -> OutlastError:
+    try:
+        message = response.json().get("message", response.text)
+    except ValueError:
+        message = response.text
+    if response.status_code == 401:
+        return AuthenticationError(message)
+    if response.status_code == 404:
+        return NotFoundError(message)
+    return OutlastError(f"{response.status_code}: {message}")
+
+
+class Subscription(Generic[T]):
+    """Messages of one SSE endpoint, in order, across reconnects; `for x in sub` or `async for x in sub`."""
+
+    def __init__(self, settings: ClientSettings, path: str, convert: Callable[[SSEMessage], T | None], *,
+                 token: str | None = None, after: str | None = None, params: dict[str, str] | None = None) -> None:
+        credential = token or settings.require_secret_key()
+        self.url = settings.api_url + API_PREFIX + path
+        self.params = params or {}
+        self.headers = {"Authorization": f"Bearer {credential}", "Accept": "text/event-stream"}
+        self.last_event_id = after
+        self._convert = convert
+        self._closed = False
+        self._timeout = httpx.Timeout(settings.timeout, read=None)
+
+    def close(self) -> None:
+        self._closed = True
+
+    def _request_headers(self) -> dict[str, str]:
+        extra = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
+        return {**self.headers, **extra}
+
+    def _accept(self, message: SSEMessage) -> tuple[bool, T | None]:
+        """(ended, item): remembers the message's id before handing it on."""
+        if message.id:
+            self.last_event_id = message.id
+        if message.event == END_EVENT:
+            return True, None
+        return False, self._convert(message)
+
+    # --- sync ---------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[T]:
+        deadline = time.monotonic() + RECONNECT_FOR_SECONDS
+        with httpx.Client(timeout=self._timeout) as http:
+            while not self._closed:
+                try:
+                    with http.stream("GET", self.url, params=self.params, headers=self._request_headers()) as response:
+                        if response.status_code != 200:
+                            response.read()
+                            raise _refusal(response)
+                        deadline = time.monotonic() + RECONNECT_FOR_SECONDS
+                        parser = _Parser()
+                        for line in response.iter_lines():
+                            message = parser.feed(line)
+                            if message is None:
+                                continue
+                            ended, item = self._accept(message)
+                            if ended:
+                                return
+                            if item is not None:
+                                yield item
+                            if self._closed:
+                                return
+                except (httpx.TransportError, httpx.RemoteProtocolError):
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(RECONNECT_SECONDS)
+
+    # --- async --------------------------------------------------------------------------------
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        import asyncio
+
+        deadline = time.monotonic() + RECONNECT_FOR_SECONDS
+        async with httpx.AsyncClient(timeout=self._timeout) as http:
+            while not self._closed:
+                try:
+                    async with http.stream("GET", self.url, params=self.params,
+                                           headers=self._request_headers()) as response:
+                        if response.status_code != 200:
+                            await response.aread()
+                            raise _refusal(response)
+                        deadline = time.monotonic() + RECONNECT_FOR_SECONDS
+                        parser = _Parser()
+                        async for line in response.aiter_lines():
+                            message = parser.feed(line)
+                            if message is None:
+                                continue
+                            ended, item = self._accept(message)
+                            if ended:
+                                return
+                            if item is not None:
+                                yield item
+                            if self._closed:
+                                return
+                except (httpx.TransportError, httpx.RemoteProtocolError):
+                    if time.monotonic() > deadline:
+                        raise
+                await asyncio.sleep(RECONNECT_SECONDS)
+
+
+def _settings(client: Client | AsyncClient | None) -> ClientSettings:
+    return client.settings if client is not None else from_env()
+
+
+def _run_change(message: SSEMessage) -> RunChange | None:
+    return RunChange.model_validate_json(message.data) if message.event == RUN_EVENT else None
+
+
+def _chunk(message: SSEMessage) -> StreamChunk | None:
+    return StreamChunk.model_validate_json(message.data) if message.event == CHUNK_EVENT else None
+
+
+def subscribe(run_id: str, *, token: str | None = None, after: str | None = None,
+              client: Client | AsyncClient | None = None) -> Subscription[RunChange]:
+    """Every change of the run (status, metadata, tags, output), from its first; ends once it is final.
+
+    Each `RunChange` carries the run as it is (`.run`). `token` is a public access token (else the
+    client's secret key); `after` a cursor to resume from (a change's `.cursor`).
+    """
+    return Subscription(_settings(client), f"/runs/{quote(run_id, safe='')}/subscribe", _run_change,
+                        token=token, after=after)
+
+
+def subscribe_to_tag(tag: str, *, token: str | None = None, after: str | None = None,
+                     client: Client | AsyncClient | None = None) -> Subscription[RunChange]:
+    """Changes of every run with `tag`, from now on (or after the cursor `after`); it never ends by itself."""
+    return Subscription(_settings(client), "/runs/subscribe", _run_change, token=token, after=after,
+                        params={"tag": tag})
+
+
+def read_stream(run_id: str, name: str, *, token: str | None = None, after: str | None = None,
+                client: Client | AsyncClient | None = None) -> Subscription[Any]:
+    """The chunks of a run's stream `name`, in order, while it runs and after; ends once the run is final."""
+    return Subscription(_settings(client), f"/runs/{quote(run_id, safe='')}/streams/{quote(name, safe='')}",
+                        _chunk, token=token, after=after)
