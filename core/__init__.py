@@ -8,6 +8,7 @@ from . import _runs as runs
 from . import _schedules as schedules
 from . import _tasks_api as tasks
 from . import _wait as wait
+from ._bulk import AsyncBulk, Bulk
 from ._client import AsyncClient, Client, trigger_options
 from ._context import logger, metadata
 from ._errors import (
@@ -28,6 +29,9 @@ from ._tasks import Task, queue, schema_task, task
 from ._wait import BatchRunResult, TaskRunResult, TokenResult, WaitpointTimeoutError
 from .wire import (
     BatchHandle,
+    BulkAction,
+    BulkFilter,
+    DebounceOptions,
     RetryPolicy,
     Run,
     RunContext,
@@ -44,13 +48,18 @@ __version__ = "0.1.0"
 __all__ = [
     "APIError",
     "AbortTaskRunError",
+    "AsyncBulk",
     "AsyncClient",
     "AuthenticationError",
     "BatchHandle",
     "BatchRunResult",
+    "Bulk",
+    "BulkAction",
+    "BulkFilter",
     "Client",
     "ConfigurationError",
     "ConflictError",
+    "DebounceOptions",
     "InvalidRequestError",
     "NotFoundError",
     "OutlastError",
@@ -88,3 +97,10 @@ __all__ = [
 from ._deployments import AsyncDeployments, Deployments
 
 __all__ += ["AsyncDeployments", "Deployments"]
+
+# Realtime: run changes (`runs.subscribe`, `runs.subscribe_to_tag`) and a task's named streams.
+from . import _streams as streams  # noqa: E402 - grouped with its names
+from ._streams import StreamLimitError  # noqa: E402
+from .wire import RunChange, StreamChunk  # noqa: E402
+
+__all__ += ["RunChange", "StreamChunk", "StreamLimitError", "streams"]

@@ -20,6 +20,7 @@ from typing import Any, TypedDict, TypeVar, Unpack
 
 import httpx
 
+from ._bulk import AsyncBulk, Bulk
 from ._config import ClientSettings, from_env
 from ._deployments import AsyncDeployments, Deployments
 from ._requests import ApiCall, DurationArg, RequestBuilder, RunFilters, texts
@@ -130,7 +131,8 @@ class Client(_BaseClient):
     """Synchronous client of the runtime's API; safe to share between threads.
 
     Arguments not given come from `OUTLAST_API_URL`, `OUTLAST_SECRET_KEY` and `OUTLAST_TIMEOUT`.
-    `client.schedules` and `client.deployments` manage schedules, deployments and env vars.
+    `client.schedules` and `client.deployments` manage schedules, deployments and env vars; `client.bulk`
+    cancels or replays every run matching a filter.
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class Client(_BaseClient):
         self._http = httpx.Client(transport=transport, **self._http_options(limits))
         self.schedules = Schedules(self)
         self.deployments = Deployments(self)
+        self.bulk = Bulk(self)
 
     def execute(self, call: ApiCall[T]) -> T:
         """Send a call built by `self.requests` and read its answer (an `APIError` for an error status)."""
@@ -255,6 +258,7 @@ class AsyncClient(_BaseClient):
         self._http = httpx.AsyncClient(transport=transport, **self._http_options(limits))
         self.schedules = AsyncSchedules(self)
         self.deployments = AsyncDeployments(self)
+        self.bulk = AsyncBulk(self)
 
     async def execute(self, call: ApiCall[T]) -> T:
         """Send a call built by `self.requests` and read its answer (an `APIError` for an error status)."""

@@ -9,7 +9,7 @@ from outlast.wire import API_PREFIX
 from ..access.public_tokens import PublicTokens
 from ..dashboard import mount_dashboard
 from ..state import RuntimeState
-from . import deployments, keys, runs, schedules, waitpoints, worker
+from . import bulk_actions, deployments, runs, schedules, waitpoints, worker
 from .body_limit import BodyLimit
 from .errors import add_error_handlers
 
@@ -19,7 +19,7 @@ def create_app(runtime: RuntimeState) -> FastAPI:
                   openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs", redoc_url=None)
     app.state.outlast = runtime
     app.state.public_tokens = PublicTokens(runtime.db)
-    for module in (runs, worker, schedules, waitpoints, deployments, keys):
+    for module in (runs, worker, schedules, waitpoints, deployments, bulk_actions):
         app.include_router(module.router)
     mount_dashboard(app, runtime)
     add_error_handlers(app)

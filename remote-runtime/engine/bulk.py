@@ -11,6 +11,7 @@ next one resumes with the runs still listed: no run is cancelled or replayed twi
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,7 +27,7 @@ from .control import RunControl, replay_item
 from .reads import RunFilter, matching_runs
 from .triggering import Triggering
 
-DEFAULT_CHUNK = 500
+DEFAULT_CHUNK = int(os.environ.get("OUTLAST_BULK_CHUNK", "500"))  # runs per transaction
 B = BulkActionState
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -27,12 +27,20 @@ from outlast.wire import BatchItem, DebounceMode, DebounceOptions, RunHandle, Ru
 from ..store.schema import debounce_keys, run_events, run_tags, runs
 from .context import EngineContext, timeline_event, utc
 
-if TYPE_CHECKING:
-    from .triggering import NewRuns
-
 PRUNE_EVERY = 60.0  # seconds between deletions of closed windows' rows
 KEEP_CLOSED = 3600.0  # how long a closed window's row stays (for support: which run a key last had)
 Group = tuple[str, str]  # task id, debounce key
+
+
+class RunBatch(Protocol):
+    """What debouncing needs of `triggering.NewRuns` (named here, not imported: triggering imports this module)."""
+
+    c: sa.Connection
+    env_id: str
+    now: float
+
+    def add(self, item: BatchItem, manifest: TaskManifest, version: str, *, replayed_from: str | None = None,
+            event_data: dict[str, Any] | None = None) -> str: ...
 
 
 def _lock_id(env_id: str, task_id: str, key: str) -> int:
@@ -46,7 +54,7 @@ _LOCK = sa.text("SELECT pg_advisory_xact_lock(:lock_id)")
 class Debounces:
     """The debounced items of one trigger transaction: `place` each, then `flush` once the batch is written."""
 
-    def __init__(self, batch: NewRuns, items: Sequence[BatchItem]) -> None:
+    def __init__(self, batch: RunBatch, items: Sequence[BatchItem]) -> None:
         self.batch = batch
         self.c, self.env_id, self.now = batch.c, batch.env_id, batch.now
         self._placed: dict[Group, str] = {}

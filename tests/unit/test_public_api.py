@@ -17,6 +17,7 @@ OUTLAST = {
     "TriggerOptions", "WaitToken", "Waitpoint", "WaitpointTimeoutError", "logger", "metadata", "on_process_start",
     "on_resume", "queue", "runs", "schedules", "schema_task", "task", "tasks", "trigger_options", "wait",
 }
+OUTLAST |= {"AsyncBulk", "Bulk", "BulkAction", "BulkFilter", "DebounceOptions"}  # flow control
 
 # What the runtime and the adapters import from `outlast.wire` (it was one module before it became a package).
 WIRE = {
@@ -36,6 +37,8 @@ WIRE = {
     "WaitpointState", "WorkerDeployments", "WorkerRegistration", "WorkerReport", "parse_duration", "to_supervisor",
     "to_task_process",
 }
+WIRE |= {"BulkAction", "BulkActionCreate", "BulkActionKind", "BulkActionState", "BulkFilter", "DebounceMode",
+         "DebounceOptions"}  # flow control (wire/flow.py)
 
 
 def test_outlast_exports_exactly_its_public_names() -> None:
