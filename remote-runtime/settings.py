@@ -39,6 +39,10 @@ class RuntimeSettings:
     checkpoints: str = field(default_factory=lambda: os.environ.get("OUTLAST_CHECKPOINTS", "auto"))
     # Seconds a wait stays in memory before the process is checkpointed (a task's checkpoint_after wins).
     checkpoint_after: float = field(default_factory=lambda: _env_float("OUTLAST_CHECKPOINT_AFTER", 5.0))
+    # auto: each attempt's process in a cgroup sized by its machine preset where the host allows; off: no limits.
+    limits: str = field(default_factory=lambda: os.environ.get("OUTLAST_LIMITS", "auto"))
+    # How many processes and threads one task process may have (its cgroup's pids limit).
+    pids_limit: int = field(default_factory=lambda: int(os.environ.get("OUTLAST_PIDS_LIMIT", "512")))
     # Task processes keep their resume file and output here; it must be the same path on every node.
     process_dir: Path = field(default_factory=lambda: Path(os.environ.get("OUTLAST_PROCESS_DIR",
                                                                           "/tmp/outlast-processes")))

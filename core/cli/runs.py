@@ -85,6 +85,8 @@ def _print_run(console: Console, run: Run) -> None:
         ("started", time_text(run.started_at) if run.started_at else None),
         ("completed", time_text(run.completed_at) if run.completed_at else None),
         ("duration", _duration(run.execution_ms)),
+        ("cpu time", f"{run.cpu_ms / 1000:.2f}s" if run.cpu_ms is not None else None),
+        ("peak memory", f"{run.peak_memory_bytes / 2**20:.1f} MiB" if run.peak_memory_bytes is not None else None),
         ("metadata", json_text(run.metadata) if run.metadata else None),
         ("payload", json_text(run.payload)),
         ("output", json_text(run.output) if run.status is RunStatus.COMPLETED else None),

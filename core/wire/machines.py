@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GIB = 1024**3
+OUT_OF_MEMORY_ERROR = "TaskOutOfMemoryError"  # run.error.type of an attempt its machine's memory limit ended
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from .machines import MACHINES, machine_name
+
 MAX_TAGS = 10
-MACHINE_PRESETS = ("micro", "small-1x", "small-2x", "medium-1x", "medium-2x", "large-1x", "large-2x")
+MACHINE_PRESETS = tuple(MACHINES)
 
 
 class RunStatus(enum.StrEnum):
@@ -135,6 +137,14 @@ def timezone_name(value: str) -> str:
 # --- task configuration ------------------------------------------------------------------
 
 
+class OutOfMemoryRetry(StrictModel):
+    """What an attempt that ran out of memory is retried on (Trigger.dev's `retry.outOfMemory`)."""
+
+    machine: str | None = Field(None, description="the machine preset of the retry")
+
+    _machine = field_validator("machine")(machine_name)
+
+
 class RetryPolicy(StrictModel):
     """Exponential backoff: delay(n) = min(max_delay, min_delay * factor ** (n - 1)), jittered."""
 
@@ -143,6 +153,7 @@ class RetryPolicy(StrictModel):
     max_delay: float = Field(60.0, ge=0, le=MAX_DURATION)
     factor: float = Field(2.0, ge=1, le=100)  # 100 ** 99 still fits a float
     randomize: bool = True
+    out_of_memory: OutOfMemoryRetry | None = None
 
     _durations = field_validator("min_delay", "max_delay", mode="before")(duration_field)
 
@@ -183,6 +194,8 @@ class TaskManifest(StrictModel):
     schedule: ScheduleSpec | None = None
     checkpoint_after: float | None = Field(
         None, ge=0, le=MAX_DURATION, description="seconds a wait stays in memory before the process is checkpointed")
+
+    _machine = field_validator("machine")(machine_name)
 
 
 # --- inside a run ----------------------------------------------------------------------------

@@ -123,6 +123,8 @@ class AttemptCompletion(StrictModel):
     error: TaskRunError | None = None
     retryable: bool = True
     duration_ms: Milliseconds = 0
+    cpu_ms: Milliseconds | None = Field(None, description="CPU time the attempt used (from its cgroup)")
+    peak_memory_bytes: int | None = Field(None, ge=0, le=2**62, description="its memory high-water mark")
 
 
 class LogRecord(StrictModel):

@@ -22,6 +22,7 @@ from outlast.wire import (
     TaskRunError,
     WorkerReport,
 )
+from outlast.wire.machines import OUT_OF_MEMORY_ERROR
 
 from ..store import queue
 from ..store.schema import run_events, runs
@@ -149,16 +150,21 @@ class Attempts:
                 released.append(slot(row))
             status, message, delay = _outcome(row, done)
             error = done.error.model_dump() if done.error else None
+            machine = _retry_machine(row, done) if delay is not None else row.machine
+            if machine != row.machine:
+                message += f" on machine {machine}"
             updates.append({
                 "b_id": row.id, "b_status": status.value, "b_output": done.output if status is S.COMPLETED else None,
                 "b_error": error, "b_execution_ms": row.execution_ms + done.duration_ms,
                 # a released attempt never ran: it does not count against max_attempts
                 "b_attempts": row.attempts - (done.outcome is AttemptOutcome.RELEASED),
                 "b_completed_at": now if status.is_final else None, "b_updated_at": now,
+                "b_machine": machine, "b_cpu_ms": _sum(row.cpu_ms, done.cpu_ms),
+                "b_peak_memory_bytes": _max(row.peak_memory_bytes, done.peak_memory_bytes),
             })
             events.append(timeline_event(row.id, now, "status", status, attempt=row.attempts, message=message,
                                          level=None if status in (S.COMPLETED, S.QUEUED) else "error",
-                                         data={"error": error} if error else None))
+                                         data=_attempt_data(error, done)))
             if delay is not None:
                 retries.append(ready_run(row, now + delay))
             if status.is_final:
@@ -229,6 +235,32 @@ def _outcome(row: sa.Row, done: AttemptCompletion) -> tuple[S, str, float | None
     return (S.CRASHED if done.outcome is AttemptOutcome.CRASHED else S.FAILED), failure, None
 
 
+def _retry_machine(row: sa.Row, done: AttemptCompletion) -> str | None:
+    """The machine a retry runs on: the policy's `out_of_memory` preset after running out of memory."""
+    if done.error is None or done.error.type != OUT_OF_MEMORY_ERROR:
+        return row.machine
+    policy = RetryPolicy.model_validate(row.retry).out_of_memory
+    return policy.machine if policy is not None and policy.machine else row.machine
+
+
+def _attempt_data(error: dict[str, Any] | None, done: AttemptCompletion) -> dict[str, Any] | None:
+    """The completion event's data: the error, and what the attempt used."""
+    data = {"error": error} if error else {}
+    if done.cpu_ms is not None:
+        data["cpu_ms"] = done.cpu_ms
+    if done.peak_memory_bytes is not None:
+        data["peak_memory_bytes"] = done.peak_memory_bytes
+    return data or None
+
+
+def _sum(total: int | None, more: int | None) -> int | None:
+    return more if total is None else total + (more or 0)
+
+
+def _max(peak: int | None, more: int | None) -> int | None:
+    return more if peak is None else max(peak, more or 0)
+
+
 def _failure(outcome: AttemptOutcome, error: TaskRunError | None) -> str:
     verb = "crashed" if outcome is AttemptOutcome.CRASHED else "failed"
     return f"{verb}: {error.type}: {error.message}" if error else verb
@@ -265,6 +297,9 @@ _COMPLETE_ATTEMPT = runs.update().where(runs.c.id == sa.bindparam("b_id")).value
     attempts=sa.bindparam("b_attempts"),
     completed_at=sa.bindparam("b_completed_at"),
     updated_at=sa.bindparam("b_updated_at"),
+    machine=sa.bindparam("b_machine"),
+    cpu_ms=sa.bindparam("b_cpu_ms"),
+    peak_memory_bytes=sa.bindparam("b_peak_memory_bytes"),
     node_id=None,
     lease_expires_at=None,
 )
