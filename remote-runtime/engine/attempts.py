@@ -27,6 +27,7 @@ from outlast.wire.machines import OUT_OF_MEMORY_ERROR
 from ..store import queue
 from ..store.schema import run_events, runs
 from .context import EngineContext, ready_run, slot, timeline_event, utc
+from .starting import start_claimed
 from .waits import FinishedRun, Waits
 
 S = RunStatus
@@ -52,12 +53,13 @@ class Attempts:
               versions: Sequence[str] | None = None) -> list[Assignment]:
         """`versions`: the deployed versions the worker runs (None: a working copy, see queue.routed_version)."""
         now = self.context.clock()
+        folded = not self.context.db.is_sqlite  # PostgreSQL: the claim's writes in one statement (engine/starting.py)
         with self.context.db.begin() as c:
             chosen = self.context.dequeue(c, env_ids=env_ids, task_ids=task_ids, limit=limit, now=now,
-                                          versions=versions)
+                                          versions=versions, take=not folded)
             if not chosen:
                 return []
-            started, resumed = self._start(c, chosen, node_id, now)
+            started, resumed = (self._start_folded if folded else self._start)(c, chosen, node_id, now)
             resume_info = self.waits.resume_info(c, [r.id for r in resumed]) if resumed else {}
         by_id = {r.id: r for r in (*started, *resumed)}
         return [to_assignment(by_id[r.run_id], resume_info.get(r.run_id)) for r in chosen if r.run_id in by_id]
@@ -84,6 +86,16 @@ class Attempts:
                                message=f"attempt {r.attempts} {verb} on {node_id}")
                 for verb, rows in (("started", started), ("resumes", resumed)) for r in rows])
         return started, resumed
+
+    def _start_folded(self, c: sa.Connection, chosen: Sequence[sa.Row], node_id: str,
+                      now: float) -> tuple[list[sa.Row], list[sa.Row]]:
+        """`_start` for rows `queue.claim` only chose: taking them off the queue is part of the one statement."""
+        rows = start_claimed(c, chosen, queue.slots(chosen), node_id, now, now + self.context.lease_seconds)
+        started_ids = {r.id for r in rows}
+        if len(started_ids) < len(chosen):
+            queue.release(c, [(r.env_id, r.queue, r.concurrency_key) for r in chosen if r.run_id not in started_ids])
+        resuming = {r.run_id for r in chosen if r.resume}
+        return [r for r in rows if r.id not in resuming], [r for r in rows if r.id in resuming]
 
     # --- leases ----------------------------------------------------------------------------
 
@@ -133,8 +145,9 @@ class Attempts:
                 _apply_metadata(c, update.run_id, update.ops, now)
             if report.completions:
                 self._complete(c, report.completions, now)
+                self.context.notify_in(c)  # a finished attempt frees a concurrency slot
         if report.completions:
-            self.context.wake()  # a finished attempt frees a concurrency slot
+            self.context.wake(notified=True)
 
     def _complete(self, c: sa.Connection, completions: Sequence[AttemptCompletion], now: float) -> None:
         """End attempts: success, retry with backoff, or a final failure. Stale completions are ignored."""

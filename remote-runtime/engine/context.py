@@ -38,15 +38,23 @@ class EngineContext:
         """`callback` runs (from any thread) whenever new work may be claimable."""
         self._listeners.append(callback)
 
-    def wake(self) -> None:
-        """Tell waiting claimers, here and in other runtimes on this database, that work may be claimable."""
+    def wake(self, *, notified: bool = False) -> None:
+        """Tell waiting claimers, here and in other runtimes on this database, that work may be claimable.
+
+        `notified`: the committed transaction sent the notification itself (`notify_in`)."""
         self.statistics.flush()  # called after the commits that add work: ANALYZE sees the new rows
         for callback in self._listeners:
             callback()
-        if not self.db.is_sqlite:  # other runtimes on this database: see notify.PostgresListener
+        if not self.db.is_sqlite and not notified:  # other runtimes on this database: see notify.PostgresListener
             with self.db.engine.connect() as c:
                 c.execute(_NOTIFY_WORK)
                 c.commit()
+
+    def notify_in(self, c: sa.Connection) -> None:
+        """Wake other runtimes' claimers when `c`'s transaction commits (PostgreSQL delivers NOTIFY on commit):
+        no second connection and transaction after it, as `wake()` alone takes."""
+        if not self.db.is_sqlite:
+            c.execute(_NOTIFY_WORK)
 
     def enqueue(self, c: sa.Connection, ready: Sequence[ReadyRun]) -> None:
         """Put runs on the ready queue, in `c`'s transaction."""
@@ -54,10 +62,10 @@ class EngineContext:
         self.statistics.inserted("run_queue", len(ready))
 
     def dequeue(self, c: sa.Connection, *, env_ids: Iterable[str], task_ids: Iterable[str], limit: int, now: float,
-                versions: Sequence[str] | None) -> list[sa.Row]:
+                versions: Sequence[str] | None, take: bool = True) -> list[sa.Row]:
         """Take ready runs off the queue for a worker, in `c`'s transaction (see `queue.claim`)."""
         return queue.claim(c, env_ids=env_ids, task_ids=task_ids, limit=limit, now=now, floors=self._floors,
-                           versions=versions)
+                           versions=versions, take=take)
 
 
 def ready_run(row: Any, available_at: float, *, resume: bool = False) -> ReadyRun:

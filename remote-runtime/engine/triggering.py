@@ -54,7 +54,7 @@ class Triggering:
         except sa.exc.IntegrityError:
             # Another trigger with the same idempotency key committed first: this time we see it.
             handles = self._trigger(env_id, items, now, replayed_from)
-        self.context.wake()
+        self.context.wake(notified=True)  # NewRuns.write notified other runtimes in the transaction
         return handles
 
     def _trigger(self, env_id: str, items: Sequence[BatchItem], now: float,
@@ -184,7 +184,10 @@ class NewRuns:
             self.c.execute(run_events.insert(), self._events)
         if self._tags:
             self.c.execute(run_tags.insert(), self._tags)
-        self.context.enqueue(self.c, [ready_run(row, self.now) for row in self.rows if row["status"] == S.QUEUED])
+        ready = [ready_run(row, self.now) for row in self.rows if row["status"] == S.QUEUED]
+        self.context.enqueue(self.c, ready)
+        if ready:
+            self.context.notify_in(self.c)
 
 
 def new_run_row(env_id: str, item: BatchItem, manifest: TaskManifest, version: str, now: float,

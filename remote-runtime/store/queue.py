@@ -156,8 +156,10 @@ _CANDIDATES = (
 # The candidates' plan must walk ix_run_queue_order and stop after `count` rows. With statistics of an
 # emptier table (a queue filled from empty, autovacuum off or behind) the planner expects a handful of
 # rows and would rather scan and sort the whole backlog: 50,000 rows, 120 ms and a spill to disk per
-# claim. Within the claim's transaction only, sorting and bitmap scans cost it more than any index walk.
-_PLAN_BY_INDEX = sa.text("SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true)")
+# claim, and it reads the rows it deletes by a sequential scan. Within the claim's transaction only (every
+# statement of which has an index to use), sorts and bitmap or sequential scans cost more than any index walk.
+_PLAN_BY_INDEX = sa.text("SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true),"
+                         " set_config('enable_seqscan', 'off', true)")
 _CANDIDATES_WORKING = _CANDIDATES.where(run_queue.c.version.is_(None))
 _CANDIDATES_DEPLOYED = _CANDIDATES.where(run_queue.c.version.in_(sa.bindparam("versions", expanding=True)))
 _DEPLOYED_VERSION = re.compile(r"\d{8}\.\d+")
@@ -171,11 +173,12 @@ def routed_version(version: str | None) -> str | None:
 
 def claim(
     connection: sa.Connection, *, env_ids: Iterable[str], task_ids: Iterable[str], limit: int, now: float,
-    floors: SequenceFloors | None = None, versions: Sequence[str] | None = None,
+    floors: SequenceFloors | None = None, versions: Sequence[str] | None = None, take: bool = True,
 ) -> list[sa.Row]:
     """Take up to `limit` ready rows the caller may run now; their counters are incremented.
 
-    `versions` None: runs not routed to a deployed version; else only runs of those versions."""
+    `versions` None: runs not routed to a deployed version; else only runs of those versions.
+    `take` False: only choose (and lock) the rows; the caller deletes them and counts their `slots`."""
     env_ids, task_ids = list(env_ids), list(task_ids)
     if not env_ids or not task_ids or versions == []:
         return []
@@ -202,13 +205,18 @@ def claim(
         chosen.append(row)
         if len(chosen) == limit:
             break
-    if chosen:
+    if floors is not None:
+        for row in chosen:
+            floors.raise_to(row.env_id, row.seq)
+    if chosen and take:
         connection.execute(_DELETE_READY, {"ids": [r.run_id for r in chosen]})
-        if floors is not None:
-            for row in chosen:
-                floors.raise_to(row.env_id, row.seq)
-        _add_running(connection, Counter(_key(r) for r in chosen))
+        _add_running(connection, slots(chosen))
     return chosen
+
+
+def slots(rows: Iterable[sa.Row]) -> Counter[KeyTuple]:
+    """How many concurrency slots of each key the claimed `rows` take."""
+    return Counter(_key(r) for r in rows)
 
 
 def hold(connection: sa.Connection, keys: Iterable[KeyTuple]) -> None:
