@@ -200,10 +200,10 @@ class PageFiller:
                 if not (isinstance(run, list) and len(run) == 3 and isinstance(run[0], str)
                         and PACK_ID.fullmatch(run[0]) and all(type(n) is int and n >= 0 for n in run[1:])):
                     raise CheckpointStoreError(f"{what} is corrupt: bad page run {run!r} in {target.name}")
-                for data in self._reader(run[0], what).pages(run[1], run[2], what):
-                    view = memoryview(data)
-                    for offset in range(0, len(data), PAGE):
-                        listed.update(page_hash(view[offset:offset + PAGE]))
+                for data, hashes in self._reader(run[0], what).pages(run[1], run[2], what):
+                    # The pack's own hashes, not the pages hashed again: its index is checksummed and
+                    # each frame carries zstd's checksum of exactly the pages hashed when it was written.
+                    listed.update(hashes)
                     out.write(data)
                     size += len(data)
         return size, listed.hexdigest()
@@ -229,17 +229,20 @@ class _PackReader:
         self.pack = pack
         self._offsets: list[int] | None = None
         self._count = 0
+        self._hashes = b""
         self._block = -1
         self._data = b""
         self._decompressor = zstandard.ZstdDecompressor()
 
-    def pages(self, first: int, count: int, what: str) -> Iterator[bytes]:
+    def pages(self, first: int, count: int, what: str) -> Iterator[tuple[bytes, bytes]]:
+        """Pages `first` to `first + count` in pieces: each piece's bytes and its pages' hashes, joined."""
         if self._offsets is None:
             try:
                 hashes, self._offsets = read_index(self.file)
             except CheckpointStoreError as exc:
                 raise CheckpointStoreError(f"{what} is corrupt or truncated: page pack {self.pack}: {exc}") from None
             self._count = len(hashes)
+            self._hashes = b"".join(hashes)
         if count == 0 or first + count > self._count:
             raise CheckpointStoreError(f"{what} is corrupt: pages {first}+{count} are not in page pack {self.pack} "
                                        f"({self._count} pages)")
@@ -248,7 +251,8 @@ class _PackReader:
             block, start = divmod(number, BLOCK_PAGES)
             data = self._load(block, what)
             take = min(first + count - number, BLOCK_PAGES - start)
-            yield data[start * PAGE:(start + take) * PAGE]
+            yield (data[start * PAGE:(start + take) * PAGE],
+                   self._hashes[number * HASH_BYTES:(number + take) * HASH_BYTES])
             number += take
 
     def _load(self, block: int, what: str) -> bytes:

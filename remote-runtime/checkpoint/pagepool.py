@@ -33,11 +33,13 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
-from ..objects import atomic_write, fsync_dir
+from ..objects import atomic_write
 from .archive import CheckpointStoreError
 from .pagepacks import BLOCK_PAGES, PACK_ID, PAGE, PackIndex, PackWriter, PageFiller, page_hash
 
 Run = list[Any]  # [pack id, first page, page count]
+BASE_PREFIX = "@version/"  # pool-only keys (no object): the pages kept for a code version, see `keep_base`
+BASES_KEPT = int(os.environ.get("OUTLAST_CHECKPOINT_BASES_KEPT", "4"))
 _POOLS: weakref.WeakValueDictionary[Path, PagePool] = weakref.WeakValueDictionary()
 _POOLS_LOCK = threading.Lock()
 
@@ -59,6 +61,7 @@ class PagePool:
         self.packs = root / "packs"
         self.users = root / "users"  # users/<pack>/<key hash>: an empty file per key using the pack
         self.keys = root / "keys"  # keys/<key hash>: {"key", "packs"}: the packs a key uses
+        self.bases = root / "bases.json"  # the versions whose pages stay pooled (see `keep_base`), oldest first
         self.has_object = has_object
         self.index = PackIndex()  # guarded by the mutex
         self._mutex = threading.Lock()
@@ -108,6 +111,14 @@ class PagePool:
                 yield filler
             finally:
                 filler.close()
+
+    def kept_bases(self) -> list[str]:
+        try:
+            return [str(key) for key in json.loads(self.bases.read_bytes())]
+        except FileNotFoundError:
+            return []
+        except (ValueError, TypeError) as exc:
+            raise CheckpointStoreError(f"page pool {self.root}: unreadable {self.bases.name}: {exc}") from exc
 
     def packs_of(self, key: str) -> set[str]:
         """The packs `key`'s record names."""
@@ -180,6 +191,22 @@ class PoolWrite:
             self._record(key, current | packs, durable=True)
         return added
 
+    def keep_base(self, version: str, packs: set[str]) -> None:
+        """Keep `packs` pooled for `version` even once no checkpoint uses them: they hold the pages of a
+        checkpoint of the version, most of them its fork server's, shared by every run of it. A run
+        that waits alone (its checkpoint deleted on resume before the next one is taken) then stores
+        only its own pages, not the whole interpreter again. The last BASES_KEPT versions are kept."""
+        key = BASE_PREFIX + version
+        bases = self.pool.kept_bases()
+        if key in bases or not packs:
+            return
+        self.reference(key, packs)
+        bases.append(key)
+        for old in bases[:-BASES_KEPT]:
+            self.release(old)
+        with atomic_write(self.pool.bases) as out:
+            out.write(json.dumps(bases[-BASES_KEPT:]).encode())
+
     def release(self, key: str, keep: AbstractSet[str] = frozenset(), only: AbstractSet[str] | None = None) -> None:
         """`key` no longer uses the packs `only` names (default: any), except `keep`; packs left
         without users are deleted."""
@@ -221,13 +248,11 @@ class PoolWrite:
             path.unlink(missing_ok=True)
 
     def _add_user(self, pack: str, key: str) -> None:
+        # Not fsynced: only a machine crash loses it, and then every process starts afresh and rebuilds
+        # the user entries from the (durable) key records before its first change (`_reconcile`).
         folder = self.pool.users / pack
-        created = not folder.is_dir()
         folder.mkdir(exist_ok=True, mode=0o700)
         os.close(os.open(folder / _key_name(key), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        fsync_dir(folder)
-        if created:
-            fsync_dir(self.pool.users)
 
     def _drop_user(self, pack: str, key: str) -> None:
         folder = self.pool.users / pack
@@ -247,6 +272,7 @@ class PoolWrite:
         referencing its pack) and temp files. No put is mid-way meanwhile: we hold the lock."""
         pool = self.pool
         records: dict[str, set[str]] = {}
+        bases = set(pool.kept_bases())
         for path in pool.keys.iterdir():
             if path.name.startswith("."):
                 path.unlink(missing_ok=True)
@@ -256,10 +282,15 @@ class PoolWrite:
                 key, packs = str(doc["key"]), {str(p) for p in doc["packs"]}
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # unreadable: keep its packs, to be safe
-            if pool.has_object(key):
+            if key in bases if key.startswith(BASE_PREFIX) else pool.has_object(key):
                 records[path.name] = packs
             else:
                 path.unlink(missing_ok=True)
+        for name, packs in records.items():  # user entries a machine crash lost (they are not fsynced)
+            for pack in packs:
+                if (pool.packs / f"{pack}.pack").exists():
+                    (pool.users / pack).mkdir(exist_ok=True, mode=0o700)
+                    (pool.users / pack / name).touch()
         unreadable = {p.name for p in pool.keys.iterdir()} - records.keys()
         for folder in pool.users.iterdir():
             for user in folder.iterdir():

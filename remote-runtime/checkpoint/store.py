@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,11 +38,13 @@ class StoredCheckpoint:
     raw_bytes: int  # size of the files in the image directory
     stored_bytes: int  # bytes this put added: the compressed object, plus the new pages a local store pooled
     seconds: float  # packing plus writing/uploading
+    parts: dict[str, float] = field(default_factory=dict)  # seconds of each step, where the store tells them
 
 
 class CheckpointStore(Protocol):
-    def put(self, key: str, images_dir: Path) -> StoredCheckpoint:
-        """Pack `images_dir` into one object under `key`, replacing any object stored there."""
+    def put(self, key: str, images_dir: Path, *, base: str | None = None) -> StoredCheckpoint:
+        """Pack `images_dir` into one object under `key`, replacing any object stored there. `base`
+        names the code version the process ran, whose pages a store may keep for its next runs."""
         ...
 
     def get(self, key: str, dest_dir: Path) -> None:
@@ -67,7 +69,7 @@ class _ArchiveStore:
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
 
-    def put(self, key: str, images_dir: Path) -> StoredCheckpoint:
+    def put(self, key: str, images_dir: Path, *, base: str | None = None) -> StoredCheckpoint:
         start = time.perf_counter()
         with self.objects.writing(key) as out:
             raw = pack(Path(images_dir), out)
@@ -110,20 +112,24 @@ class LocalCheckpointStore(_ArchiveStore):
     def path(self, key: str) -> Path:
         return self.objects.path(key)
 
-    def put(self, key: str, images_dir: Path) -> StoredCheckpoint:
+    def put(self, key: str, images_dir: Path, *, base: str | None = None) -> StoredCheckpoint:
         CHECKPOINTS.validate(key)  # before the pool records anything under it
         images_dir = Path(images_dir)
         pages = poolable(images_dir) if self.dedup else []
         if not pages and not self.pool.exists():
             return super().put(key, images_dir)
-        start = time.perf_counter()
+        clock = _Clock()
         # Under the pool's lock: a concurrent delete must not drop a pack this put builds on.
         with self.pool.writing() as pool:
+            clock.lap("lock")
             pooled = {p.relative_to(images_dir).as_posix(): pool.add_file(p) for p in pages}
+            clock.lap("hash_pages")
             pool.commit_pack()
+            clock.lap("write_new_pages")
             packs = {run[0] for _, _, runs in pooled.values() for run in runs}
             # Referenced before the object lands: a crash in between leaks a reference, never a pack.
             added = pool.reference(key, packs)
+            clock.lap("reference")
             try:
                 with self.objects.writing(key) as out:
                     raw = pack(images_dir, out, pooled)
@@ -131,8 +137,12 @@ class LocalCheckpointStore(_ArchiveStore):
             except BaseException:
                 pool.release(key, only=added)
                 raise
+            clock.lap("write_archive")
             pool.release(key, keep=packs)  # what the replaced object used and this one does not
-        return StoredCheckpoint(key, raw, stored + pool.new_bytes, time.perf_counter() - start)
+            if base:
+                pool.keep_base(base, packs)
+            clock.lap("release")
+        return StoredCheckpoint(key, raw, stored + pool.new_bytes, clock.total(), clock.parts)
 
     def get(self, key: str, dest_dir: Path) -> None:
         with self.objects.reading(key) as source:
@@ -172,6 +182,22 @@ class S3CheckpointStore(_ArchiveStore):
 
     def object_key(self, key: str) -> str:
         return self.objects.object_key(key)
+
+
+class _Clock:
+    """Seconds spent in each step of a put, for the run's checkpoint detail and the benchmark."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.parts: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.parts[step] = self.parts.get(step, 0.0) + now - self.last
+        self.last = now
+
+    def total(self) -> float:
+        return self.last - self.start
 
 
 def open_store(url: str | None, data_dir: Path) -> CheckpointStore:

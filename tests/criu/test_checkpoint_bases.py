@@ -1,0 +1,70 @@
+"""The pages of a code version stay in the local store's page pool while no checkpoint uses them
+(`PoolWrite.keep_base`): a run that waits alone then stores only its own pages. The last
+BASES_KEPT versions are kept; user entries (not fsynced) are rebuilt from the key records."""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import pytest
+
+from outlast.runtime.checkpoint import LocalCheckpointStore
+from outlast.runtime.checkpoint.pagepool import BASES_KEPT, _key_name
+from tests.criu.test_checkpoint_dedup import _delete_in_process, image, packs, pages
+from tests.criu.test_checkpoint_store import digests
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalCheckpointStore:
+    return LocalCheckpointStore(tmp_path / "store")
+
+
+def test_a_versions_pages_stay_pooled_after_its_last_checkpoint_is_deleted(
+        store: LocalCheckpointStore, tmp_path: Path) -> None:
+    first = store.put("run_a/1", image(tmp_path / "a", 1), base="v1")
+    store.delete("run_a/1")
+    assert packs(store), "the version's pages are kept"
+    second = store.put("run_b/1", image(tmp_path / "b", 2), base="v1")
+    assert second.stored_bytes < first.stored_bytes / 4, "the next run stores only its own pages"
+    assert {"hash_pages", "write_new_pages", "write_archive"} <= second.parts.keys()
+    store.get("run_b/1", tmp_path / "back")
+    assert digests(tmp_path / "back") == digests(tmp_path / "b")
+    without = LocalCheckpointStore(tmp_path / "plain-pool")
+    without.put("run_a/1", image(tmp_path / "c", 1))
+    without.delete("run_a/1")
+    assert packs(without) == [], "without a base, the last delete frees the pool"
+
+
+def test_only_the_last_versions_are_kept(store: LocalCheckpointStore, tmp_path: Path) -> None:
+    for n in range(BASES_KEPT + 2):  # each version its own pages
+        store.put(f"run_{n}/1", image(tmp_path / f"i{n}", n, shared=pages(100 + n, 50), libs=b""), base=f"v{n}")
+        store.delete(f"run_{n}/1")
+    assert store.pool.kept_bases() == [f"@version/v{n}" for n in range(2, BASES_KEPT + 2)]
+    assert len(packs(store)) == BASES_KEPT
+    assert len(list(store.pool.keys.iterdir())) == BASES_KEPT
+
+
+def test_user_entries_a_machine_crash_lost_are_rebuilt_before_any_pack_is_freed(
+        store: LocalCheckpointStore, tmp_path: Path) -> None:
+    store.put("run_x/1", image(tmp_path / "a", 1))
+    store.put("run_x/2", image(tmp_path / "b", 2))
+    (shared,) = [p for p in packs(store) if len(list((store.pool.users / p.stem).iterdir())) == 2]
+    (store.pool.users / shared.stem / _key_name("run_x/2")).unlink()  # never reached the disk
+    # The next process (after the reboot) deletes run_x/1: run_x/2's pages must stay.
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as executor:
+        executor.submit(_delete_in_process, str(store.root), "run_x/1").result()
+    assert shared.exists()
+    fresh = LocalCheckpointStore(store.root)
+    fresh.get("run_x/2", tmp_path / "back")
+    assert digests(tmp_path / "back") == digests(tmp_path / "b")
+
+
+def test_a_base_record_no_list_names_is_dropped(store: LocalCheckpointStore, tmp_path: Path) -> None:
+    store.put("run_y/1", image(tmp_path / "a", 1), base="v1")
+    store.delete("run_y/1")
+    store.pool.bases.unlink()  # as if the list of kept versions were lost
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as executor:
+        executor.submit(_delete_in_process, str(store.root), "run_y/none").result()
+    assert packs(store) == [], "pages no listed version or checkpoint uses are freed"
