@@ -10,7 +10,8 @@ import pydantic
 
 from . import _client, _tasks_api, _wait
 from ._errors import InvalidRequestError, OutlastError
-from .wire import BatchHandle, BatchItem, QueueOptions, RetryPolicy, RunHandle, TaskManifest
+from ._validation import validate
+from .wire import BatchHandle, BatchItem, QueueOptions, RateLimit, RetryPolicy, RunHandle, TaskManifest
 
 R = TypeVar("R")
 
@@ -21,9 +22,12 @@ class DuplicateTaskError(OutlastError):
     """Two different functions were declared with the same task id."""
 
 
-def queue(name: str, *, concurrency_limit: int | None = None) -> QueueOptions:
-    """A named queue; tasks and triggers that name it share its concurrency limit."""
-    return QueueOptions(name=name, concurrency_limit=concurrency_limit)
+def queue(name: str, *, concurrency_limit: int | None = None,
+          rate_limit: str | dict[str, Any] | RateLimit | None = None) -> QueueOptions:
+    """A named queue; tasks and triggers that name it share its concurrency limit and its rate limit
+    (`"10/m"`, or `{"limit": 10, "period": "1m", "burst": 1}`: runs started per period, per concurrency key).
+    Raises InvalidRequestError naming the bad field."""
+    return validate(QueueOptions, {"name": name, "concurrency_limit": concurrency_limit, "rate_limit": rate_limit})
 
 
 class Task(Generic[R]):

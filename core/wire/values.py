@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .machines import MACHINES, machine_name
 
@@ -158,9 +158,49 @@ class RetryPolicy(StrictModel):
     _durations = field_validator("min_delay", "max_delay", mode="before")(duration_field)
 
 
+MAX_RATE_PERIOD = 7 * 86400.0
+
+
+class RateLimit(StrictModel):
+    """At most `limit` runs of a queue (of each of its concurrency keys) start per `period`, spread evenly:
+    one every `period / limit` seconds, or up to `burst` at once after a quiet spell (GCRA). With the
+    default burst of 1 no window of `period` seconds holds more than `limit` starts.
+
+    Also written as Celery's `"10/m"` (`"N/s"`, `"N/m"`, `"N/h"`, or `"N/<duration>"` such as `"5/30s"`)."""
+
+    limit: int = Field(ge=1, le=1_000_000)
+    period: float = Field(gt=0, le=MAX_RATE_PERIOD, description="seconds, or a duration such as '1m'")
+    burst: int = Field(1, ge=1, le=1_000_000)
+
+    _period = field_validator("period", mode="before")(duration_field)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        count, slash, period = value.strip().partition("/")
+        if not slash or not count.strip().isdigit():
+            raise ValueError(f"invalid rate limit {value!r}: use 'N/s', 'N/m', 'N/h' or 'N/<duration>' like '5/30s'")
+        period = period.strip()
+        return {"limit": int(count), "period": "1" + period if period in ("s", "m", "h", "d") else period}
+
+    @model_validator(mode="after")
+    def _burst_within_limit(self) -> RateLimit:
+        if self.burst > self.limit:
+            raise ValueError(f"burst ({self.burst}) must not exceed limit ({self.limit})")
+        return self
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two starts at the steady rate."""
+        return self.period / self.limit
+
+
 class QueueOptions(StrictModel):
     name: str = Field(min_length=1, max_length=128)
     concurrency_limit: int | None = Field(None, ge=0, le=100_000)
+    rate_limit: RateLimit | None = None
 
 
 class CatchUp(enum.StrEnum):

@@ -33,10 +33,7 @@ class Registration:
                               "updated_at": now}
                     stmt = queue.upsert(c, tasks).values(env_id=env_id, id=manifest.id, **values)
                     c.execute(stmt.on_conflict_do_update(index_elements=["env_id", "id"], set_=values))
-                    if manifest.queue and manifest.queue.concurrency_limit is not None:
-                        queue.set_queue_limit(c, env_id, queue_name, manifest.queue.concurrency_limit)
-                    else:
-                        queue.ensure_queue(c, env_id, queue_name)
+                    queue.declare_queue(c, env_id, queue_name, manifest.queue)
                 c.execute(environments.update().where(environments.c.id == env_id).values(current_version=version))
             for hook in self.hooks:
                 hook(c, env_ids, version, manifests, now)

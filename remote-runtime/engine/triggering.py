@@ -171,10 +171,8 @@ class NewRuns:
         self._tags.extend({"run_id": row["id"], "tag": tag, "env_id": self.env_id} for tag in item.options.tags)
         self._events.append(timeline_event(row["id"], self.now, "status", row["status"], data=event_data,
                                            message="queued" if row["status"] == S.QUEUED else "delayed"))
-        if item.options.queue and item.options.queue.concurrency_limit is not None:
-            queue.set_queue_limit(self.c, self.env_id, row["queue"], item.options.queue.concurrency_limit)
-        elif item.options.queue:
-            queue.ensure_queue(self.c, self.env_id, row["queue"])
+        if item.options.queue:
+            queue.declare_queue(self.c, self.env_id, row["queue"], item.options.queue)
         return row["id"]
 
     def write(self) -> None:
@@ -182,6 +180,7 @@ class NewRuns:
         if self.rows:
             self.c.execute(runs.insert(), self.rows)
             self.c.execute(run_events.insert(), self._events)
+            self.context.statistics.inserted("runs", len(self.rows))
         if self._tags:
             self.c.execute(run_tags.insert(), self._tags)
         ready = [ready_run(row, self.now) for row in self.rows if row["status"] == S.QUEUED]

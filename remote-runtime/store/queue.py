@@ -21,6 +21,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from outlast.wire import QueueOptions
+
+from . import rate_limits
 from .schema import queue_keys, queues, run_queue
 
 KeyTuple = tuple[str, str, str]  # env_id, queue, concurrency key ("" for none)
@@ -48,15 +51,18 @@ def upsert(connection: sa.Connection, table: sa.Table):  # a dialect's insert, f
     return dialect.insert(table)
 
 
-def set_queue_limit(connection: sa.Connection, env_id: str, name: str, limit: int | None) -> None:
-    stmt = upsert(connection, queues).values(env_id=env_id, name=name, concurrency_limit=limit)
-    connection.execute(stmt.on_conflict_do_update(index_elements=["env_id", "name"],
-                                                  set_={"concurrency_limit": limit}))
-
-
-def ensure_queue(connection: sa.Connection, env_id: str, name: str) -> None:
-    stmt = upsert(connection, queues).values(env_id=env_id, name=name, concurrency_limit=None)
-    connection.execute(stmt.on_conflict_do_nothing(index_elements=["env_id", "name"]))
+def declare_queue(connection: sa.Connection, env_id: str, name: str, options: QueueOptions | None) -> None:
+    """Make sure queue `name` exists; the limits `options` (a task's or a trigger's) give replace the stored ones.
+    A limit they leave out stays as it was."""
+    values: dict[str, object] = {}
+    if options is not None and options.concurrency_limit is not None:
+        values["concurrency_limit"] = options.concurrency_limit
+    if options is not None and options.rate_limit is not None:
+        rate = options.rate_limit
+        values.update(rate_limit=rate.limit, rate_period=rate.period, rate_burst=rate.burst)
+    stmt = upsert(connection, queues).values(env_id=env_id, name=name, **values)
+    connection.execute(stmt.on_conflict_do_update(index_elements=["env_id", "name"], set_=values) if values
+                       else stmt.on_conflict_do_nothing(index_elements=["env_id", "name"]))
 
 
 class SequenceFloors:
@@ -139,7 +145,7 @@ _joined = run_queue.outerjoin(
 # Ready rows of one environment, in dequeue order, skipping keys already at their limit. The count
 # leaves headroom for rows of keys that fill up within the batch being claimed.
 _CANDIDATES = (
-    sa.select(run_queue, queues.c.concurrency_limit)
+    sa.select(run_queue, queues.c.concurrency_limit, queues.c.rate_limit, queues.c.rate_period, queues.c.rate_burst)
     .select_from(_joined)
     .where(
         run_queue.c.env_id == sa.bindparam("env"),
@@ -194,17 +200,26 @@ def claim(
     if not candidates:
         return []
     limits = {_key(r): r.concurrency_limit for r in candidates if r.concurrency_limit is not None}
-    running = {key: _lock_running(connection, key) for key in sorted(limits)}
+    rates = {_key(r): rate for r in candidates if (rate := rate_limits.rate_of(r)) is not None}
+    locked = rate_limits.lock_keys(connection, list(set(limits) | set(rates)))
+    running = {key: locked[key].running if locked[key] else 0 for key in limits}
+    key_rates = {key: rate_limits.KeyRate(rate, locked[key].rate_tat if locked[key] else None)
+                 for key, rate in rates.items()}
     chosen = []
     for row in candidates:
         key = _key(row)
+        if key in limits and running[key] >= limits[key]:
+            continue
+        if key in key_rates and not key_rates[key].take(now):
+            key_rates[key].waiting.append(row)  # not before its turn at the queue's rate
+            continue
         if key in limits:
-            if running[key] >= limits[key]:
-                continue
             running[key] += 1
         chosen.append(row)
         if len(chosen) == limit:
             break
+    if key_rates:
+        rate_limits.write(connection, key_rates, now)
     if floors is not None:
         for row in chosen:
             floors.raise_to(row.env_id, row.seq)
@@ -243,11 +258,6 @@ def _key(row: sa.Row) -> KeyTuple:
     return (row.env_id, row.queue, row.concurrency_key)
 
 
-def _lock_running(connection: sa.Connection, key: KeyTuple) -> int:
-    env_id, name, concurrency_key = key
-    return connection.execute(_LOCK_RUNNING, {"b_env": env_id, "b_queue": name, "b_key": concurrency_key}).scalar() or 0
-
-
 def _add_running(connection: sa.Connection, counts: Counter[KeyTuple], sign: int = 1) -> None:
     if counts:
         connection.execute(_ADD_RUNNING, [{"b_env": env_id, "b_queue": name, "b_key": key, "b_delta": sign * count}
@@ -259,7 +269,6 @@ _LOWEST_SEQ = sa.select(sa.func.min(run_queue.c.seq)).where(run_queue.c.env_id =
 _DELETE_READY = run_queue.delete().where(run_queue.c.run_id.in_(sa.bindparam("ids", expanding=True)))
 _KEY_MATCHES = sa.and_(queue_keys.c.env_id == sa.bindparam("b_env"), queue_keys.c.queue == sa.bindparam("b_queue"),
                        queue_keys.c.concurrency_key == sa.bindparam("b_key"))
-_LOCK_RUNNING = sa.select(queue_keys.c.running).where(_KEY_MATCHES).with_for_update()
 _ADD_RUNNING = queue_keys.update().where(_KEY_MATCHES).values(
     running=sa.case((queue_keys.c.running + sa.bindparam("b_delta") < 0, 0),
                     else_=queue_keys.c.running + sa.bindparam("b_delta")))

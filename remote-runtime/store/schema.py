@@ -44,6 +44,10 @@ queues = sa.Table(
     sa.Column("env_id", sa.String(32), primary_key=True),
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("concurrency_limit", sa.Integer),
+    # A rate limit (wire.RateLimit): at most rate_limit starts per rate_period seconds, per concurrency key.
+    sa.Column("rate_limit", sa.Integer),
+    sa.Column("rate_period", sa.Double),
+    sa.Column("rate_burst", sa.Integer),
 )
 
 runs = sa.Table(
@@ -170,6 +174,8 @@ run_queue = sa.Table(
     sa.Column("available_at", Time, nullable=False),
     sa.Column("resume", sa.Boolean, nullable=False, default=False),  # a checkpointed run continues its attempt
     sa.Column("version", sa.String(64)),  # a deployed version only its workers may claim; NULL: working-copy runs
+    # Set once its queue's rate limit pushed `available_at` back (the timeline says so once, not per claim).
+    sa.Column("rate_delayed", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.Index("ix_run_queue_order", "env_id", "rank", "seq", "run_id"),
     sa.Index("ix_run_queue_seq", "env_id", "seq"),
 )
@@ -184,6 +190,8 @@ queue_keys = sa.Table(
     sa.Column("concurrency_key", sa.String(256), primary_key=True),
     sa.Column("last_seq", sa.BigInteger, nullable=False, default=0),
     sa.Column("running", sa.Integer, nullable=False, default=0),
+    # The rate limit's GCRA state: the theoretical time of the next start at the steady rate (NULL: none yet).
+    sa.Column("rate_tat", sa.Double),
 )
 
 # --- waits ---------------------------------------------------------------------------------------

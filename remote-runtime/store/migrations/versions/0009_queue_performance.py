@@ -4,8 +4,8 @@ Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-03
 """
+import sqlalchemy as sa
 from alembic import op
-
 
 revision = '0009'
 down_revision = '0008'
@@ -26,6 +26,14 @@ HOT_TABLES = {
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('queues') as batch:
+        batch.add_column(sa.Column('rate_limit', sa.Integer(), nullable=True))
+        batch.add_column(sa.Column('rate_period', sa.Double(), nullable=True))
+        batch.add_column(sa.Column('rate_burst', sa.Integer(), nullable=True))
+    with op.batch_alter_table('queue_keys') as batch:
+        batch.add_column(sa.Column('rate_tat', sa.Double(), nullable=True))
+    with op.batch_alter_table('run_queue') as batch:
+        batch.add_column(sa.Column('rate_delayed', sa.Boolean(), nullable=False, server_default=sa.false()))
     if op.get_bind().dialect.name == "postgresql":
         for table, settings in HOT_TABLES.items():
             op.execute(f"ALTER TABLE {table} SET ({settings})")
@@ -36,3 +44,11 @@ def downgrade() -> None:
         for table, settings in HOT_TABLES.items():
             names = ", ".join(part.split("=")[0].strip() for part in settings.split(","))
             op.execute(f"ALTER TABLE {table} RESET ({names})")
+    with op.batch_alter_table('run_queue') as batch:
+        batch.drop_column('rate_delayed')
+    with op.batch_alter_table('queue_keys') as batch:
+        batch.drop_column('rate_tat')
+    with op.batch_alter_table('queues') as batch:
+        batch.drop_column('rate_burst')
+        batch.drop_column('rate_period')
+        batch.drop_column('rate_limit')
