@@ -4,8 +4,9 @@ Why not just `id > cursor`: on PostgreSQL a serial id is taken when the row is i
 its transaction commits, so a transaction that took id 5 can commit after one that took id 6. A
 reader that saw 6 and moved its cursor past it would never see 5. Each row therefore records its
 transaction's id (`txid`, from `pg_current_xact_id()`), rows are ordered by (txid, id), and a
-reader only reads rows whose transaction is older than the oldest transaction still running
-(`pg_snapshot_xmin`): every such transaction has ended, so nothing can appear below that line any
+reader only reads rows whose transaction is older than the oldest transaction still running in
+this database (`pg_current_snapshot()`'s running xids, less those of other databases): every such
+transaction has ended, so nothing can appear below that line any
 more, and the rows read form a prefix that only grows at its end. A new transaction always gets a
 larger txid than any finished one, so nothing lands behind a cursor. (The cost: a change becomes
 readable once the transactions that started before it end; the engine's are short. A lock that
@@ -53,7 +54,19 @@ class Cursor:
 
 
 START = Cursor(0, 0)
-_HORIZON = sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+# The oldest transaction still running that may write this database's tables: the snapshot's running
+# xids (epoch-aware xid8), less those pg_stat_activity shows running in another database (a transaction
+# never writes another database's tables); with none left, the next xid to be assigned. An xid it
+# cannot place (a subtransaction, a backend it may not see) counts as running here: later, never wrong.
+_HORIZON = sa.text("""
+WITH snapshot AS (SELECT pg_current_snapshot() AS s),
+elsewhere AS (SELECT backend_xid::text::bigint AS xid FROM pg_stat_activity
+              WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database())
+SELECT coalesce(
+  (SELECT min(x::text::bigint) FROM snapshot, pg_snapshot_xip(snapshot.s) AS x
+   WHERE x::text::bigint % 4294967296 NOT IN (SELECT xid FROM elsewhere)),
+  (SELECT pg_snapshot_xmax(s)::text::bigint FROM snapshot))
+""")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +84,7 @@ class EventLog:
         self._order = (table.c.txid, table.c.id)
 
     def horizon(self, c: sa.Connection) -> int | None:
-        """The oldest running transaction's id: rows of older ones are final. None on SQLite.
+        """The oldest running transaction's id (of this database): rows of older ones are final. None on SQLite.
 
         Taken in its own statement before the rows are read: the read's later snapshot then sees every
         transaction below the horizon as ended (a later horizon than the read's snapshot could pass
