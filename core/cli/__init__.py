@@ -9,11 +9,12 @@ from urllib.parse import urlparse
 
 import typer
 
-from . import deploy, keys, runs, schedules
+from . import bulk, deploy, keys, runs, schedules
 
 app = typer.Typer(no_args_is_help=True, help="outlast: durable background tasks for Python web apps.",
                   pretty_exceptions_enable=False)
 runs.register(app)
+bulk.register(app)
 schedules.register(app)
 deploy.register(app)
 keys.register(app)

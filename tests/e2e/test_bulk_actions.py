@@ -39,9 +39,9 @@ def status_events(url: str, status: str) -> dict[str, int]:
     db = Database(url)
     try:
         with db.connect() as c:
-            rows = c.execute(sa.select(run_events.c.run_id, sa.func.count()).join(runs, runs.c.id == run_events.c.run_id)
-                             .where(runs.c.task_id == "target", run_events.c.kind == "status",
-                                    run_events.c.message == status).group_by(run_events.c.run_id)).all()
+            joined = sa.select(run_events.c.run_id, sa.func.count()).join(runs, runs.c.id == run_events.c.run_id)
+            rows = c.execute(joined.where(runs.c.task_id == "target", run_events.c.kind == "status",
+                                          run_events.c.message == status).group_by(run_events.c.run_id)).all()
         return dict(rows)
     finally:
         db.dispose()
@@ -116,7 +116,7 @@ def test_bulk_actions_are_scoped_to_the_callers_environment(bulk_runtime, store)
     assert bulk_runtime.client().bulk.poll(dev_job.id, interval=0.1, timeout=60).succeeded == 4
 
 
-@pytest.mark.parametrize(("body", "field"), [
+BAD_REQUESTS = [
     ({"action": "delete", "filter": {"task": ["x"]}}, "action"),
     ({"action": "cancel", "filter": {}}, "filter"),
     ({"action": "cancel"}, "filter"),
@@ -124,15 +124,39 @@ def test_bulk_actions_are_scoped_to_the_callers_environment(bulk_runtime, store)
     ({"action": "cancel", "filter": {"task": [""]}}, "filter.task.0"),
     ({"action": "cancel", "filter": {"created_after": "9999-01-01T00:00:00Z"}}, "filter.created_after"),
     ({"action": "cancel", "filter": {"tag": ["t"], "colour": "red"}}, "filter.colour"),
-])
-def test_bad_bulk_requests_are_422_naming_the_field(bulk_runtime, body, field):
-    response = httpx.post(f"{bulk_runtime.url}/api/v1/bulk-actions", json=body, timeout=10,
-                          headers={"Authorization": f"Bearer {SECRET_KEY}"})
-    assert response.status_code == 422, response.text
-    assert response.json()["field"] == field
-    if body.get("action") == "cancel" and "filter" in body:
-        with pytest.raises(InvalidRequestError) as caught:
-            bulk_runtime.client().bulk.cancel(body["filter"])
-        assert caught.value.field == field
+]
+
+
+def test_bad_bulk_requests_are_422_naming_the_field(bulk_runtime):
+    headers = {"Authorization": f"Bearer {SECRET_KEY}"}
+    for body, field in BAD_REQUESTS:
+        response = httpx.post(f"{bulk_runtime.url}/api/v1/bulk-actions", json=body, timeout=10, headers=headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == field
+        if body.get("action") == "cancel" and "filter" in body:
+            with pytest.raises(InvalidRequestError) as caught:
+                bulk_runtime.client().bulk.cancel(body["filter"])
+            assert caught.value.field == field
     assert httpx.get(f"{bulk_runtime.url}/api/v1/bulk-actions/bulk_nope", timeout=10,
-                     headers={"Authorization": f"Bearer {SECRET_KEY}"}).status_code == 404
+                     headers=headers).status_code == 404
+
+
+def test_cli_bulk_cancel_follows_the_job_to_its_end(bulk_runtime, store):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    fill(store_url(bulk_runtime, store), 5, tag="cli")
+    env = {**os.environ, "OUTLAST_API_URL": bulk_runtime.url, "OUTLAST_SECRET_KEY": SECRET_KEY}
+    done = subprocess.run([sys.executable, "-m", "outlast.cli", "bulk", "cancel", "--tag", "cli", "--task", "target",
+                           "--wait", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert (job["state"], job["total"], job["succeeded"]) == ("COMPLETED", 5, 5)
+    shown = subprocess.run([sys.executable, "-m", "outlast.cli", "bulk", "show", job["id"]], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "5/5" in shown.stdout
+    refused = subprocess.run([sys.executable, "-m", "outlast.cli", "bulk", "replay"], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 1 and "give at least one of" in refused.stderr
