@@ -156,11 +156,12 @@ class Checkpointer:
                 self.discard(image)
         return found
 
-    def store_image(self, image: DumpedImage, key: str) -> dict[str, Any]:
-        """Put the dumped image into the store under `key`, retried STORE_TRIES times; its detail for the run."""
+    def store_image(self, image: DumpedImage, key: str, version: str | None = None) -> dict[str, Any]:
+        """Put the dumped image into the store under `key`, retried STORE_TRIES times; its detail for the run.
+        `version` (the code the process ran) lets the store keep the version's pages for its next runs."""
         for attempt in range(1, STORE_TRIES + 1):
             try:
-                stored = self.store.put(key, image.path)
+                stored = self.store.put(key, image.path, base=version)
                 break
             except Exception as exc:
                 if attempt == STORE_TRIES:
@@ -168,7 +169,8 @@ class Checkpointer:
                 log.warning("storing checkpoint %s failed (try %d of %d): %s", key, attempt, STORE_TRIES, exc)
                 time.sleep(STORE_RETRY_SECONDS * attempt)
         return {"checkpoint_ms": round(image.seconds * 1000, 1), "store_ms": round(stored.seconds * 1000, 1),
-                "image_bytes": stored.raw_bytes, "stored_bytes": stored.stored_bytes, "store": self.describe()}
+                "image_bytes": stored.raw_bytes, "stored_bytes": stored.stored_bytes, "store": self.describe(),
+                "store_parts_ms": {step: round(seconds * 1000, 1) for step, seconds in stored.parts.items()}}
 
     def restore_dumped(self, image: DumpedImage, process_id: str, socket_path: Path) -> int:
         """Restore a process straight from its image in scratch (its store put failed); returns its host PID."""
@@ -202,9 +204,14 @@ class Checkpointer:
     def restore(self, key: str, process_id: str, socket_path: Path) -> int:
         """Fetch the image and restore it (frozen in sigwait until told to resume); returns its host PID."""
         images = self.scratch_dir / f"restore-{uuid.uuid4().hex}"
+        started = time.perf_counter()
         try:
             self.store.get(key, images)
-            return self._restore_images(images, process_id, socket_path)
+            fetched = time.perf_counter()
+            pid = self._restore_images(images, process_id, socket_path)
+            log.info("checkpoint %s: fetched in %.1f ms, restored by criu in %.1f ms", key,
+                     (fetched - started) * 1000, (time.perf_counter() - fetched) * 1000)
+            return pid
         finally:
             shutil.rmtree(images, ignore_errors=True)
 

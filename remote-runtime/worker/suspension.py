@@ -89,7 +89,7 @@ class Suspension:
             "process_id": process.process_id, "version": process.version})
         try:
             await asyncio.to_thread(checkpointer.mark_pending, image, {"request": request.model_dump(mode="json")})
-            stored = await asyncio.to_thread(checkpointer.store_image, image, key)
+            stored = await asyncio.to_thread(checkpointer.store_image, image, key, process.version)
         except Exception as exc:
             self.checkpoints.store_failed(exc)
             log.warning("checkpoint of %s could not be stored: %s", context.run_id, exc)
@@ -137,7 +137,9 @@ class Suspension:
         for image, pending in await asyncio.to_thread(checkpointer.interrupted):
             request = SuspendRequest.model_validate(pending["request"])
             try:
-                request.detail.update(await asyncio.to_thread(checkpointer.store_image, image, request.image_key))
+                version = str(request.detail.get("version") or "") or None
+                request.detail.update(await asyncio.to_thread(checkpointer.store_image, image, request.image_key,
+                                                              version))
                 await self.backend.suspend(request)
                 committed += 1
                 log.info("run %s: committed the checkpoint its previous supervisor left", request.run_id)
@@ -231,7 +233,10 @@ class Suspension:
             raise RestoreFailed(f"could not restore its checkpoint: {exc}") from None
         process = self._adopt(execution, pid, process_id, str(resume.detail.get("version", "")))
         try:
+            signalled = time.perf_counter()
             resumed = await self._reconnected(process)
+            log.info("run %s: reconnected %.1f ms after its restore", execution.context.run_id,
+                     (time.perf_counter() - signalled) * 1000)
         finally:
             self.pool.background.start(asyncio.to_thread(checkpointer.delete, resume.image_key))
         execution.checkpoint_after = self.checkpoint_after(process, execution.context.task)
