@@ -172,9 +172,10 @@ class Checkpointer:
                 "image_bytes": stored.raw_bytes, "stored_bytes": stored.stored_bytes, "store": self.describe(),
                 "store_parts_ms": {step: round(seconds * 1000, 1) for step, seconds in stored.parts.items()}}
 
-    def restore_dumped(self, image: DumpedImage, process_id: str, socket_path: Path) -> int:
+    def restore_dumped(self, image: DumpedImage, process_id: str, socket_path: Path,
+                       cgroup_roots: dict[str, str] | None = None) -> int:
         """Restore a process straight from its image in scratch (its store put failed); returns its host PID."""
-        return self._restore_images(image.path, process_id, socket_path)
+        return self._restore_images(image.path, process_id, socket_path, cgroup_roots)
 
     def discard(self, image: DumpedImage) -> None:
         shutil.rmtree(image.path, ignore_errors=True)
@@ -201,28 +202,30 @@ class Checkpointer:
         temporary.write_text(json.dumps({"socket": str(socket_path), "written_at": time.time()}))
         temporary.replace(home / RESUME_FILE)
 
-    def restore(self, key: str, process_id: str, socket_path: Path) -> int:
-        """Fetch the image and restore it (frozen in sigwait until told to resume); returns its host PID."""
+    def restore(self, key: str, process_id: str, socket_path: Path, cgroup_roots: dict[str, str] | None = None) -> int:
+        """Fetch the image and restore it (frozen in sigwait until told to resume) into the cgroups of
+        `cgroup_roots` if given (see criu.restore); returns its host PID."""
         images = self.scratch_dir / f"restore-{uuid.uuid4().hex}"
         started = time.perf_counter()
         try:
             self.store.get(key, images)
             fetched = time.perf_counter()
-            pid = self._restore_images(images, process_id, socket_path)
+            pid = self._restore_images(images, process_id, socket_path, cgroup_roots)
             log.info("checkpoint %s: fetched in %.1f ms, restored by criu in %.1f ms", key,
                      (fetched - started) * 1000, (time.perf_counter() - fetched) * 1000)
             return pid
         finally:
             shutil.rmtree(images, ignore_errors=True)
 
-    def _restore_images(self, images: Path, process_id: str, socket_path: Path) -> int:
+    def _restore_images(self, images: Path, process_id: str, socket_path: Path,
+                        cgroup_roots: dict[str, str] | None = None) -> int:
         # The process reopens its output file by path: make sure this node has it.
         home = process_home(self.process_dir, process_id)
         home.mkdir(parents=True, exist_ok=True)
         (home / OUTPUT_FILE).touch()
         self.write_resume_file(process_id, socket_path)
         with self._criu_turns:
-            return criu.restore(images, pidfile=images / "restored.pid")
+            return criu.restore(images, pidfile=images / "restored.pid", cgroup_roots=cgroup_roots)
 
     def delete(self, key: str) -> None:
         try:

@@ -7,7 +7,9 @@ import collections
 import time
 
 from outlast.wire import Assignment, LeasedAttempt, WaitpointResult
+from outlast.wire.machines import DEFAULT_MACHINE, MACHINES, Machine, machine_preset
 
+from .cgroups import Usage
 from .processes import TaskProcess
 
 DEFAULT_CHECKPOINT_AFTER = 5.0
@@ -29,6 +31,8 @@ class Execution:
         self.parked_since: float | None = None  # kept alive outside the slots while it waits
         self.parked_seconds = 0.0
         self.held_results: list[WaitpointResult] = []  # completed while parked, handed in on resume
+        self.machine = _machine_or_none(self.context.machine)  # None: a preset this node does not know
+        self.usage_start: Usage | None = None  # its process's cgroup counters when it started here
 
     @property
     def leased(self) -> LeasedAttempt:
@@ -72,6 +76,13 @@ class Execution:
         return bool(self.waiting)
 
 
+def _machine_or_none(name: str | None) -> Machine | None:
+    try:
+        return machine_preset(name)
+    except ValueError:
+        return None
+
+
 class Attempts:
     """Every attempt this node holds a lease on: claimed ones queued for a slot (the backlog), running
     ones, and parked ones (alive in a wait, outside the slots)."""
@@ -88,14 +99,28 @@ class Attempts:
         """Attempts that hold a slot: not queued in the backlog, not parked in a wait."""
         return len(self.executions) - len(self.backlog) - sum(e.parked for e in self.executions.values())
 
+    @property
+    def slots_in_use(self) -> float:
+        """Slots the running attempts take: each as many as its machine preset is default presets."""
+        return sum(self.slots_needed(e.machine) for e in self.executions.values()
+                   if not e.parked and e not in self.backlog)
+
+    def slots_needed(self, machine: Machine | None) -> float:
+        """A preset's size in default presets (micro: half a slot, large-1x: 16), at most the whole node."""
+        if machine is None:
+            return 1.0
+        default = MACHINES[DEFAULT_MACHINE]
+        return min(float(self.slots), max(machine.cpus / default.cpus, machine.memory_gb / default.memory_gb))
+
     def claimed(self, assignment: Assignment) -> None:
         execution = Execution(assignment)
         self.executions[execution.context.run_id] = execution
         self.backlog.append(execution)
 
     def next_to_start(self) -> Execution | None:
-        """The next queued attempt, if a slot is free for it."""
-        if not self.backlog or self.running >= self.slots:
+        """The next queued attempt, if enough slots are free for its machine preset (in claim order: a
+        large preset waits for its slots rather than being overtaken for ever)."""
+        if not self.backlog or self.slots_in_use + self.slots_needed(self.backlog[0].machine) > self.slots + 1e-9:
             return None
         execution = self.backlog.popleft()
         execution.started = time.monotonic()

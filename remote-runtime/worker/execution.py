@@ -17,7 +17,8 @@ from outlast.wire import AttemptCompletion, AttemptOutcome, Result, StartAttempt
 
 from ..settings import RuntimeSettings
 from .attempts import Attempts, Execution
-from .pool import ProcessPool
+from .limits import MACHINE_TOO_LARGE, OUT_OF_MEMORY, measure, out_of_memory_error
+from .pool import MachineTooSmall, ProcessPool
 from .processes import ProcessExited, TaskProcess
 from .reports import ReportBuffer
 from .suspension import CheckpointLost, RestoreFailed, Suspension
@@ -35,9 +36,17 @@ class Ending:
     error: TaskRunError | None = None
     retryable: bool = True
 
+    cpu_ms: int | None = None
+    peak_memory_bytes: int | None = None
+
     @classmethod
     def crashed(cls, error_type: str, message: str) -> Ending:
         return cls(error=TaskRunError(type=error_type, message=message))
+
+    @classmethod
+    def refused(cls, error_type: str, message: str) -> Ending:
+        """Not run at all, and no retry would run it (its machine preset cannot run on this node)."""
+        return cls(AttemptOutcome.ERROR, error=TaskRunError(type=error_type, message=message), retryable=False)
 
 
 @dataclasses.dataclass(eq=False)
@@ -54,15 +63,23 @@ class AttemptRunner:
         process: TaskProcess | None = None
         ending: Ending | None = Ending()  # None: suspended, nothing to report
         try:
+            if (refusal := self._refusal(execution)) is not None:
+                ending = refusal
+                return
             if execution.assignment.resume is not None:
                 process = execution.process = await self.suspension.restore(execution)
             else:
-                process = execution.process = await self.pool.take(
-                    self.pool.code.version_to_run(execution.context))
+                process, execution.usage_start = await self.pool.take_sized(
+                    self.pool.code.version_to_run(execution.context), execution.machine)
+                execution.process = process
                 self._start(execution, process)
             ending = await self._ending(execution, process)
         except ProcessExited as exc:
             ending = Ending.crashed("TaskProcessCrashed", execution.stop_reason or str(exc))
+        except MachineTooSmall as exc:
+            assert execution.machine is not None
+            ending = Ending.crashed(OUT_OF_MEMORY, f"a new task process already needs more memory than machine "
+                                                   f"{execution.machine.describe()} allows: {exc}")
         except RestoreFailed as exc:
             ending = Ending.crashed("RestoreFailed", str(exc))
         except CheckpointLost as exc:
@@ -81,12 +98,32 @@ class AttemptRunner:
         finally:
             self.attempts.finished(execution)
             process = execution.process or process  # a failed checkpoint may have restored it as another
+            if ending is not None and process is not None:
+                ending = self._measured(execution, process, ending)
             if process is not None:
                 process.result = None
                 process.execution = None
                 self.pool.give_back(process)
             if ending is not None:
                 self._report(execution, ending)
+
+    def _refusal(self, execution: Execution) -> Ending | None:
+        """The ending of an attempt whose machine preset this node does not know or cannot hold."""
+        if execution.machine is None:
+            return Ending.refused("UnknownMachine", f"unknown machine preset {execution.context.machine!r}")
+        if (too_large := self.pool.limits.node.refuses(execution.machine)) is not None:
+            return Ending.refused(MACHINE_TOO_LARGE, too_large)
+        return None
+
+    def _measured(self, execution: Execution, process: TaskProcess, ending: Ending) -> Ending:
+        """`ending` with what the attempt used; an attempt its cgroup's OOM killer ended is out of memory."""
+        measured = measure(execution.usage_start, self.pool.limits.usage(process.pid))
+        if measured is None:
+            return ending
+        if (measured.out_of_memory and ending.outcome is AttemptOutcome.CRASHED and execution.machine is not None
+                and not execution.stop_reason):
+            ending = dataclasses.replace(ending, error=out_of_memory_error(execution.machine, measured))
+        return dataclasses.replace(ending, cpu_ms=measured.cpu_ms, peak_memory_bytes=measured.peak_bytes)
 
     def _start(self, execution: Execution, process: TaskProcess) -> None:
         context = execution.context
@@ -142,4 +179,5 @@ class AttemptRunner:
         self.attempts.record_duration(seconds)
         self.reports.complete(AttemptCompletion(
             run_id=execution.context.run_id, attempt=execution.context.attempt, outcome=ending.outcome,
-            output=ending.output, error=ending.error, retryable=ending.retryable, duration_ms=int(seconds * 1000)))
+            output=ending.output, error=ending.error, retryable=ending.retryable, duration_ms=int(seconds * 1000),
+            cpu_ms=ending.cpu_ms, peak_memory_bytes=ending.peak_memory_bytes))

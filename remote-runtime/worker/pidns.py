@@ -33,13 +33,14 @@ def set_child_subreaper(enabled: bool = True) -> bool:
 
 
 def spawn_in_pid_namespace(argv: Sequence[str], env: Mapping[str, str], cwd: str | os.PathLike[str],
-                           stdout_path: str | os.PathLike[str]) -> int:
+                           stdout_path: str | os.PathLike[str], cgroup_procs: Sequence[str] = ()) -> int:
     """Start `argv` as PID 1 of a new PID namespace; return its host PID once it has exec'd.
 
     This process is made a child subreaper, so the init is re-parented to it: wait for it with
     os.waitpid. The init calls setsid, has stdin on /dev/null and stdout/stderr on `stdout_path`
     opened O_WRONLY|O_APPEND, no other fds, default signal mask.
     Note: as PID 1 it ignores signals it has no handler for (SIGTERM included); SIGKILL works.
+    It joins the cgroups whose `cgroup.procs` files are given before it execs.
     """
     if not argv:
         raise ValueError("argv is empty")
@@ -49,7 +50,8 @@ def spawn_in_pid_namespace(argv: Sequence[str], env: Mapping[str, str], cwd: str
     out_fd = os.open(stdout_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return fork_init(lambda w: _exec_init(args, environ, workdir, null_fd, out_fd, w, max_fd))
+        return fork_init(lambda w: _exec_init(args, environ, workdir, null_fd, out_fd, w, max_fd,
+                                              tuple(cgroup_procs)))
     except OSError as exc:
         raise OSError(f"could not start {args[0]!r} in a new PID namespace: {exc}") from None
     finally:
@@ -58,9 +60,12 @@ def spawn_in_pid_namespace(argv: Sequence[str], env: Mapping[str, str], cwd: str
 
 
 def _exec_init(argv: list[str], env: dict[str, str], cwd: str, null_fd: int, out_fd: int, w: int,
-               max_fd: int) -> None:
+               max_fd: int, cgroup_procs: tuple[str, ...] = ()) -> None:
     """In the namespace init, after fork: set up, exec; on failure report through `w` and exit."""
     try:
+        for procs in cgroup_procs:  # "0": the writing process itself
+            with open(procs, "w") as joining:
+                joining.write("0")
         os.setsid()
         os.dup2(null_fd, 0)
         os.dup2(out_fd, 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,16 +18,23 @@ from typing import NamedTuple, Protocol
 
 from outlast._project import Project
 from outlast.wire import RunContext, TaskManifest
+from outlast.wire.machines import Machine
 
 from ..checkpoint.checkpointer import CheckpointSupport
 from ..settings import RuntimeSettings
 from .background import Background
 from .forkserver import ForkServer, ForkServerFailed
 from .forkserver import supported as forkserver_supported
+from .limits import CgroupError, Limits, Usage
 from .processes import SpawnOptions, TaskProcess, describe_exit, spawn, task_environment
 
 READY_SECONDS = 120.0  # for a new process to import the project and say hello
 CONNECT_SECONDS = 10.0  # for a process that connected to show up in the pool (a fork call still returning)
+log = logging.getLogger("outlast.supervisor")
+
+
+class MachineTooSmall(Exception):
+    """Even a new task process uses more memory than the attempt's machine preset allows."""
 
 
 class ProcessSource(NamedTuple):
@@ -76,6 +84,9 @@ class ProcessPool:
         self.forkservers: dict[str, asyncio.Future[ForkServer]] = {}  # per version: task processes fork from it
         self.manifests: dict[str, list[TaskManifest]] = {}  # per version, as its first process declared them
         self.stopping = False  # set when the supervisor stops: no more warm processes
+        self.limits = Limits(settings.limits, settings.pids_limit)  # each process's cgroup
+        if not self.limits.enforced:
+            log.warning("%s", self.limits.describe())
         self._process_added = asyncio.Event()
 
     # --- spawning and tracking -------------------------------------------------------------
@@ -89,7 +100,20 @@ class ProcessPool:
         if source.python is not None:
             options = dataclasses.replace(options, python=source.python)
         forkserver = await self._forkserver(version, source.project, options)
-        process = self.track(await spawn(source.project, version, options, forkserver))
+        cgroup = self.limits.create()  # joined before a process started from scratch imports anything
+        if cgroup is not None:
+            options = dataclasses.replace(options, cgroup_procs=cgroup.procs_files())
+        try:
+            process = await spawn(source.project, version, options, forkserver)
+            if cgroup is not None:  # a fork of the fork server: moved in before it is given any attempt
+                with contextlib.suppress(ProcessLookupError):
+                    cgroup.place(process.pid)
+        except BaseException:
+            if cgroup is not None:
+                self.background.start(asyncio.to_thread(cgroup.remove))
+            raise
+        self.limits.adopt(process.pid, cgroup)
+        process = self.track(process)
         process.origin = source.origin
         return process
 
@@ -110,6 +134,8 @@ class ProcessPool:
 
     async def _reap(self, process: TaskProcess) -> None:
         returncode = await process.popen.wait()
+        if (cgroup := self.limits.exited(process.pid)) is not None:  # its counters are kept for its report
+            self.background.start(asyncio.to_thread(cgroup.remove))
         process.gone(describe_exit(returncode))
         self.processes.pop(process.process_id, None)
         if process in self.idle:
@@ -186,6 +212,23 @@ class ProcessPool:
         await asyncio.wait_for(process.ready, READY_SECONDS)
         return process
 
+    async def take_sized(self, version: str, machine: Machine) -> tuple[TaskProcess, Usage | None]:
+        """A process of `version` whose cgroup is sized for `machine`, and its counters now. A warm
+        process that already holds more memory than `machine` allows is retired for a new one;
+        MachineTooSmall if the new one does too."""
+        process = await self.take(version)
+        try:
+            return process, self.limits.start_attempt(process.pid, machine)
+        except CgroupError:
+            self.retire(process)
+        process = await self.spawn(version)
+        await asyncio.wait_for(process.ready, READY_SECONDS)
+        try:
+            return process, self.limits.start_attempt(process.pid, machine)
+        except CgroupError as exc:
+            self.retire(process)
+            raise MachineTooSmall(str(exc)) from None
+
     def give_back(self, process: TaskProcess) -> None:
         """A process whose attempt ended: idle again if it may run another, else shut down.
         Warm processes are kept up to one per slot: restored ones would otherwise pile up."""
@@ -202,3 +245,4 @@ class ProcessPool:
                              return_exceptions=True)
         for version in list(self.forkservers):
             self.close_forkserver(version)
+        self.limits.close()

@@ -184,6 +184,7 @@ class SpawnOptions:
     checkpoint_after: float = 5.0
     process_dir: Path | None = None  # set: spawn in a PID namespace, ready to be checkpointed
     python: str | None = None  # the interpreter (a deployed version's virtualenv); default: this one
+    cgroup_procs: tuple[str, ...] = ()  # cgroups a process started from scratch joins before it imports anything
 
 
 def process_home(process_dir: Path, process_id: str) -> Path:
@@ -239,5 +240,5 @@ async def spawn(project: Project, version: str, options: SpawnOptions,
         popen = await asyncio.create_subprocess_exec(*argv, env=env, cwd=str(project.root),
                                                      stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
     else:
-        popen = PidProcess(spawn_in_pid_namespace(argv, env, project.root, output))
+        popen = PidProcess(spawn_in_pid_namespace(argv, env, project.root, output, options.cgroup_procs))
     return TaskProcess(process_id=process_id, version=version, popen=popen, ready=ready, namespaced=namespaced)

@@ -22,6 +22,7 @@ from outlast.wire import CheckpointMode, Hello, Resolved, Resumed, Suspend, Susp
 from ..checkpoint.checkpointer import Checkpointer, CheckpointSupport, DumpedImage
 from .attempts import Attempts, Execution
 from .backend import WorkerBackend
+from .cgroups import CgroupError, TaskCgroup
 from .pool import ProcessPool
 from .processes import PidProcess, ProcessExited, TaskProcess
 
@@ -158,10 +159,15 @@ class Suspension:
         checkpointer = self.checkpoints.checkpointer
         assert checkpointer is not None
         try:
-            async with self.checkpoints.criu_turn():
-                pid = await asyncio.to_thread(checkpointer.restore_dumped, image, dumped.process_id,
-                                              self.pool.socket_path)
-            process = self._adopt(execution, pid, dumped.process_id, dumped.version)
+            cgroup = self._cgroup_for(execution)
+            try:
+                async with self.checkpoints.criu_turn():
+                    pid = await asyncio.to_thread(checkpointer.restore_dumped, image, dumped.process_id,
+                                                  self.pool.socket_path, cgroup.criu_roots() if cgroup else None)
+            except BaseException:
+                self._drop(cgroup)
+                raise
+            process = self._adopt(execution, pid, dumped.process_id, dumped.version, cgroup)
             process.hello, process.origin = dumped.hello, dumped.origin
             resumed = await self._reconnected(process)
         except Exception as exc:
@@ -225,13 +231,18 @@ class Suspension:
             raise RestoreFailed(f"this node cannot restore checkpoints: {self.checkpoints.problem}")
         process_id = str(resume.detail.get("process_id", ""))
         try:
+            cgroup = self._cgroup_for(execution)
+        except CgroupError as exc:
+            raise RestoreFailed(f"no cgroup to restore its checkpoint into: {exc}") from None
+        try:
             async with self.checkpoints.criu_turn():
                 pid = await asyncio.to_thread(checkpointer.restore, resume.image_key, process_id,
-                                              self.pool.socket_path)
+                                              self.pool.socket_path, cgroup.criu_roots() if cgroup else None)
         except Exception as exc:
+            self._drop(cgroup)
             await asyncio.to_thread(checkpointer.delete, resume.image_key)
             raise RestoreFailed(f"could not restore its checkpoint: {exc}") from None
-        process = self._adopt(execution, pid, process_id, str(resume.detail.get("version", "")))
+        process = self._adopt(execution, pid, process_id, str(resume.detail.get("version", "")), cgroup)
         try:
             signalled = time.perf_counter()
             resumed = await self._reconnected(process)
@@ -248,14 +259,26 @@ class Suspension:
             process.send(Resolved(results=results))
         return process
 
-    def _adopt(self, execution: Execution, pid: int, process_id: str, version: str) -> TaskProcess:
-        """Track a process criu just restored (frozen until it is told to resume) as the attempt's."""
+    def _cgroup_for(self, execution: Execution) -> TaskCgroup | None:
+        """A cgroup with the limits of the attempt's machine preset, for criu to restore its process into."""
+        assert execution.machine is not None  # an unknown preset is never started
+        return self.pool.limits.sized(execution.machine)
+
+    def _drop(self, cgroup: TaskCgroup | None) -> None:
+        if cgroup is not None:
+            self.pool.background.start(asyncio.to_thread(cgroup.remove))
+
+    def _adopt(self, execution: Execution, pid: int, process_id: str, version: str,
+               cgroup: TaskCgroup | None) -> TaskProcess:
+        """Track a process criu just restored (frozen until it is told to resume, in `cgroup`) as the attempt's."""
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[Hello] = loop.create_future()
         process = TaskProcess(process_id=process_id, version=version, popen=PidProcess(pid), ready=ready,
                               namespaced=True)
         ready.set_result(Hello(process_id=process_id, pid=pid))
         process.resumed, process.result, process.execution = loop.create_future(), loop.create_future(), execution
+        self.pool.limits.adopt(pid, cgroup)
+        execution.usage_start = self.pool.limits.usage(pid)  # this incarnation's use is measured from here
         self.pool.track(process)
         return process
 

@@ -1,0 +1,102 @@
+"""Machine presets enforced with real cgroups on real task processes (this host: cgroup v1 for
+memory, cpu, cpuacct and pids), and a waiting run checkpointed with CRIU that comes back with the
+same limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from outlast import RunStatus, trigger_options
+from outlast.runtime.worker import cgroups
+from outlast.wire.machines import MACHINES
+from tests.conftest import wait_for
+from tests.e2e._shared import shared_runtime_fixture
+
+ENV = {"OUTLAST_CHECKPOINT_AFTER": "1", "OUTLAST_PIDS_LIMIT": "64"}
+shared_runtime = shared_runtime_fixture(project="machines", slots=2, extra_env=ENV)
+MICRO = MACHINES["micro"]
+
+
+def _v1_host() -> bool:
+    found, _ = cgroups.detect()
+    return all(c in found and found[c].version == 1 for c in ("memory", "cpu", "cpuacct", "pids"))
+
+
+pytestmark = pytest.mark.skipif(not _v1_host(), reason="the tasks read cgroup v1 files")
+
+
+@pytest.fixture
+def client(shared_runtime):
+    return shared_runtime.client()
+
+
+def finished(client, run_id: str, timeout: float = 90):
+    return wait_for(lambda: (run := client.retrieve_run(run_id)).is_final and run, timeout=timeout,
+                    message=f"run {run_id} to finish")
+
+
+def test_an_attempt_past_its_memory_ends_out_of_memory_and_its_retry_on_a_bigger_machine_completes(client):
+    run = finished(client, client.trigger("hog", {"mb": 400}).id)
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert run.attempts == 2
+    assert run.machine == "small-2x", "the retry ran on the policy's preset"
+    assert run.output["machine"] == "small-2x"
+    assert run.output["limits"]["memory"] == MACHINES["small-2x"].memory_bytes
+    failed = [e for e in client.run_events(run.id) if e.kind == "status" and e.attempt == 1][-1]
+    error = failed.data["error"]
+    assert error["type"] == "TaskOutOfMemoryError"
+    assert "machine micro" in error["message"] and "limit 256 MiB" in error["message"]
+    peak = failed.data["peak_memory_bytes"]
+    assert MICRO.memory_bytes * 0.9 <= peak <= MICRO.memory_bytes, "its peak reached the limit"
+    assert f"peak {peak / 2**20:.0f} MiB" in error["message"]
+    assert "on machine small-2x" in failed.message
+    assert run.peak_memory_bytes >= 400 * 2**20, "the completed attempt held its 400 MB"
+    assert run.cpu_ms is not None and run.cpu_ms > 0
+
+
+def test_without_an_out_of_memory_retry_the_run_fails_out_of_memory(client):
+    run = finished(client, client.trigger("hog", {"mb": 400}, trigger_options(machine="micro", max_attempts=1)).id)
+    assert run.status is RunStatus.CRASHED
+    assert run.error.type == "TaskOutOfMemoryError"
+    assert run.machine == "micro"
+
+
+def test_a_cpu_bound_task_on_micro_gets_about_a_quarter_of_a_core(client):
+    seconds = 3
+    run = finished(client, client.trigger("spin", {"seconds": seconds}).id)
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert run.output["limits"]["cpu_quota"] == 25_000
+    cores = run.cpu_ms / (seconds * 1000)  # CPU time from its cgroup's cpuacct.usage over the busy wall time
+    assert 0.05 < cores < 0.5, f"{cores:.2f} cores"
+
+
+def test_a_fork_bomb_stops_at_the_pid_limit(client):
+    run = finished(client, client.trigger("fork-bomb", {}).id)
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert run.output["pids_max"] == "64"
+    assert run.output["refused"] == "EAGAIN"
+    assert 0 < run.output["forked"] < 64
+
+
+def test_a_bigger_trigger_option_overrides_the_tasks_preset(client):
+    run = finished(client, client.trigger("spin", {"seconds": 0.1}, trigger_options(machine="small-2x")).id)
+    assert run.output["limits"] == {"memory": 2**30, "cpu_quota": 100_000, "pids": "64"}
+
+
+def test_a_waiting_run_checkpointed_with_its_limits_resumes_with_them(client):
+    run_id = client.trigger("limited-wait", {"seconds": 4}).id
+    run = finished(client, run_id)
+    assert run.status is RunStatus.COMPLETED, run.error
+    before, after = run.output["before"], run.output["after"]
+    messages = [e.message for e in client.run_events(run_id) if e.kind == "status"]
+    assert any("checkpoint" in m for m in messages), messages
+    assert before["host_pid"] != after["host_pid"], "it was restored, not kept alive"
+    assert before["limits"] == after["limits"] == {"memory": MICRO.memory_bytes, "cpu_quota": 25_000, "pids": "64"}
+
+
+def test_a_machine_larger_than_the_node_is_refused(client):
+    run = finished(client, client.trigger("spin", {"seconds": 0.1}, trigger_options(machine="large-2x")).id)
+    assert run.status is RunStatus.FAILED
+    assert run.error.type == "MachineTooLarge"
+    assert "large-2x (8 vCPU, 16 GB) is larger than this node" in run.error.message
+    assert run.attempts == 1, "not retried: no attempt could run it here"
