@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 
 from outlast.runtime.access.environments import Environments
 from outlast.runtime.engine import RunEngine
@@ -137,3 +138,16 @@ def test_an_idempotency_key_that_matched_wins(engine):
     handle = engine.trigger("dev", [both])[0]
     assert handle.id == first and handle.is_cached
     assert engine.retrieve("dev", first).payload == 1
+
+
+def test_rows_of_long_closed_windows_are_deleted_and_the_key_starts_afresh(engine, clock):
+    from outlast.runtime.store.schema import debounce_keys
+
+    first = trigger(engine, debounced(mode="leading", delay=5))
+    clock.now += 2 * 3600
+    engine.tick()
+    with engine.db.connect() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(debounce_keys)).scalar() == 0
+    second = trigger(engine, debounced(mode="leading", delay=5))
+    assert second != first
+    assert trigger(engine, debounced(mode="leading", delay=5)) == second

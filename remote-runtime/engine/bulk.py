@@ -31,6 +31,9 @@ DEFAULT_CHUNK = int(os.environ.get("OUTLAST_BULK_CHUNK", "500"))  # runs per tra
 B = BulkActionState
 
 
+_OPEN_JOB = sa.select(bulk_actions.c.id).where(bulk_actions.c.state != B.COMPLETED.value).limit(1)
+
+
 class BulkActionNotFound(RunNotFound):
     code = "bulk_action_not_found"
 
@@ -85,6 +88,9 @@ class BulkActions:
         """Work through one chunk of the oldest unfinished job no other runtime holds; False when there is none."""
         now = self.context.clock()
         images: list[str] = []
+        with self.context.db.connect() as c:  # look first: most ticks there is no job, and need no write lock
+            if c.execute(_OPEN_JOB).first() is None:
+                return False
         with self.context.db.begin() as c:
             job = c.execute(sa.select(bulk_actions).where(bulk_actions.c.state != B.COMPLETED.value)
                             .order_by(bulk_actions.c.id).limit(1).with_for_update(skip_locked=True)).first()
@@ -92,7 +98,7 @@ class BulkActions:
                 return False
             rows = c.execute(sa.select(runs).join(bulk_action_runs, bulk_action_runs.c.run_id == runs.c.id).where(
                 bulk_action_runs.c.job_id == job.id, runs.c.env_id == job.env_id,
-            ).order_by(runs.c.id.desc()).limit(self.chunk)).all()
+            ).order_by(bulk_action_runs.c.run_id.desc()).limit(self.chunk)).all()  # the primary key's order
             if job.action == BulkActionKind.CANCEL:
                 cancelled, images = self.control.cancel_live(c, job.env_id, [row.id for row in rows], now)
                 succeeded, error = len(cancelled), None

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from outlast.wire import BatchItem, DebounceMode, DebounceOptions, RunHandle, RunStatus, TaskManifest
 
+from ..store import queue
 from ..store.schema import debounce_keys, run_events, run_tags, runs
 from .context import EngineContext, timeline_event, utc
 
@@ -76,7 +77,7 @@ class Debounces:
         row = self._window(group)
         run_id = self._join(row, item, options) if row is not None and self.now < row.window_until else None
         if run_id is None:
-            run_id = self._open(row, item, options, manifest, version, replayed_from)
+            run_id = self._open(item, options, manifest, version, replayed_from)
         self._placed[group] = run_id
         return RunHandle(id=run_id, task=item.task)
 
@@ -117,7 +118,7 @@ class Debounces:
                                                             data={"debounce_key": options.key})])
         return row.run_id
 
-    def _open(self, row: sa.Row | None, item: BatchItem, options: DebounceOptions, manifest: TaskManifest,
+    def _open(self, item: BatchItem, options: DebounceOptions, manifest: TaskManifest,
               version: str, replayed_from: str | None) -> str:
         """A new run for a new window: delayed by `delay` (trailing) or queued now (leading)."""
         delay = options.delay if options.mode == DebounceMode.TRAILING else None
@@ -128,11 +129,10 @@ class Debounces:
         values = {"mode": options.mode.value, "run_id": run_id, "first_at": self.now,
                   "window_until": self.now + options.delay,
                   "deadline": self.now + options.max_delay if options.max_delay is not None else None}
-        if row is None:
-            self.c.execute(debounce_keys.insert().values(env_id=self.env_id, task_id=item.task, key=options.key,
-                                                         **values))
-        else:
-            self.c.execute(debounce_keys.update().where(*self._matches(row)).values(**values))
+        # An upsert, not an update of `row`: the upkeep may have deleted a long-closed window's row meanwhile.
+        self.c.execute(queue.upsert(self.c, debounce_keys).values(env_id=self.env_id, task_id=item.task,
+                                                                  key=options.key, **values)
+                       .on_conflict_do_update(index_elements=["env_id", "task_id", "key"], set_=values))
         return run_id
 
     def _retag(self, run_id: str, tags: Sequence[str]) -> None:
