@@ -160,3 +160,19 @@ def test_cli_bulk_cancel_follows_the_job_to_its_end(bulk_runtime, store):
     refused = subprocess.run([sys.executable, "-m", "outlast.cli", "bulk", "replay"], env=env, capture_output=True,
                              text=True, timeout=60)
     assert refused.returncode == 1 and "give at least one of" in refused.stderr
+
+
+def test_async_client_bulk_replay(bulk_runtime, store):
+    import asyncio
+
+    from outlast import AsyncClient
+
+    fill(store_url(bulk_runtime, store), 3, tag="async")
+
+    async def replay_all():
+        async with AsyncClient(api_url=bulk_runtime.url, secret_key=SECRET_KEY) as client:
+            job = await client.bulk.replay(tag="async", task="target")
+            return await client.bulk.poll(job.id, interval=0.1, timeout=60)
+
+    job = asyncio.run(replay_all())
+    assert (job.state, job.total, job.succeeded) == (BulkActionState.COMPLETED, 3, 3)
