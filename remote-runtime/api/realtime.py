@@ -31,6 +31,8 @@ router = APIRouter(prefix=API_PREFIX, route_class=CheckedRoute, tags=["realtime"
 KEEPALIVE_SECONDS = 15.0
 DRAIN_RETRY_SECONDS = 0.005
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Pages of the app (another origin) read with a public token in the address, never with cookies.
+CORS = {"Access-Control-Allow-Origin": "*"}
 Token = Annotated[str | None, Query(max_length=4096, description="a public access token (for EventSource)")]
 After = Annotated[str | None, Query(max_length=41, description="start after this cursor (Last-Event-ID wins)")]
 LastEventId = Annotated[str | None, Header(alias="last-event-id", max_length=41)]
@@ -176,8 +178,9 @@ class Follow:
         return self.expires_at is not None and time.time() >= self.expires_at
 
 
-def sse(follow: Follow) -> StreamingResponse:
-    return StreamingResponse(follow.body(), media_type="text/event-stream", headers=SSE_HEADERS)
+def sse(follow: Follow, *, cross_origin: bool = True) -> StreamingResponse:
+    headers = {**SSE_HEADERS, **(CORS if cross_origin else {})}
+    return StreamingResponse(follow.body(), media_type="text/event-stream", headers=headers)
 
 
 async def check_run(live: Realtime, env_id: str, run_id: str) -> None:

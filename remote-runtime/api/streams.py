@@ -22,7 +22,18 @@ from ..engine.feeds import Batch
 from .checked_input import CheckedRoute
 from .deps import Env, ReadEnv
 from .hub import Subscriber
-from .realtime import After, Follow, LastEventId, Token, check_run, realtime, sse, start_cursor, subscriber_env
+from .realtime import (
+    CORS,
+    After,
+    Follow,
+    LastEventId,
+    Token,
+    check_run,
+    realtime,
+    sse,
+    start_cursor,
+    subscriber_env,
+)
 
 router = APIRouter(prefix=API_PREFIX, route_class=CheckedRoute, tags=["realtime"])
 StreamName = Annotated[str, PathParam(pattern=STREAM_NAME_PATTERN)]
@@ -65,4 +76,4 @@ async def write_stream(request: Request, body: StreamWrite, env: Env) -> StreamW
 def browser_module() -> Response:
     """`subscribeToRun` and `subscribeToStream` for pages without a build step (an ES module)."""
     return Response(BROWSER_MODULE.read_bytes(), media_type="text/javascript",
-                    headers={"Cache-Control": "public, max-age=300"})
+                    headers={"Cache-Control": "public, max-age=300", **CORS})

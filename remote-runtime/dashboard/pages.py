@@ -15,6 +15,7 @@ from outlast.wire import RunStatus
 
 from ..engine.overview import Overview
 from ..engine.reads import RunFilter
+from .live import run_cursor
 from .timeline import timeline
 from .web import Auth, BadInput, DashboardRoute, Rt, page
 
@@ -69,8 +70,11 @@ def _run_context(session: Auth, rt: Rt, run_id: str) -> dict:
 
 
 @router.get("/runs/{run_id}")
-def run_page(request: Request, run_id: str, session: Auth, rt: Rt) -> Response:
-    return page(request, "run.html", _run_context(session, rt, run_id))
+async def run_page(request: Request, run_id: str, session: Auth, rt: Rt) -> Response:
+    # The cursor first: whatever changes after it reaches the page over SSE (dashboard/live.py).
+    cursor = await run_cursor(request, session.env_id, run_id)
+    context = await run_in_threadpool(_run_context, session, rt, run_id)
+    return page(request, "run.html", {**context, "cursor": str(cursor)})
 
 
 @router.get("/runs/{run_id}/live")

@@ -93,6 +93,17 @@ class Feeds:
                             r.env_id, r.run_id, frozenset(), stream=r.name) for r in page.rows]
         return Batch(messages, Cursor.of(page.rows[-1]) if page.rows else None, page.held_back)
 
+    def run_position(self, c: sa.Connection, env_id: str, run_id: str) -> Cursor:
+        """The cursor of the run's last final event (a start for what comes after it)."""
+        horizon = self.events.horizon(c)
+        stmt = (sa.select(run_events.c.txid, run_events.c.id).join(runs, runs.c.id == run_events.c.run_id)
+                .where(run_events.c.run_id == run_id, runs.c.env_id == env_id)
+                .order_by(run_events.c.txid.desc(), run_events.c.id.desc()).limit(1))
+        if horizon is not None:
+            stmt = stmt.where(run_events.c.txid < horizon)
+        row = c.execute(stmt).first()
+        return Cursor.of(row) if row is not None else Cursor(0, 0)
+
     def positions(self, c: sa.Connection) -> tuple[Cursor, Cursor]:
         """Where the events and the chunks end now (what is final)."""
         return self.events.end(c), self.chunks.end(c)
