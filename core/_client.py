@@ -23,6 +23,7 @@ import httpx
 from ._bulk import AsyncBulk, Bulk
 from ._config import ClientSettings, from_env
 from ._deployments import AsyncDeployments, Deployments
+from ._queues_client import AsyncQueues, Queues
 from ._requests import ApiCall, DurationArg, RequestBuilder, RunFilters, texts
 from ._responses import unavailable
 from ._retry import Backoff
@@ -149,6 +150,7 @@ class Client(_BaseClient):
         self.schedules = Schedules(self)
         self.deployments = Deployments(self)
         self.bulk = Bulk(self)
+        self.queues = Queues(self)
 
     def execute(self, call: ApiCall[T]) -> T:
         """Send a call built by `self.requests` and read its answer (an `APIError` for an error status)."""
@@ -259,6 +261,7 @@ class AsyncClient(_BaseClient):
         self.schedules = AsyncSchedules(self)
         self.deployments = AsyncDeployments(self)
         self.bulk = AsyncBulk(self)
+        self.queues = AsyncQueues(self)
 
     async def execute(self, call: ApiCall[T]) -> T:
         """Send a call built by `self.requests` and read its answer (an `APIError` for an error status)."""

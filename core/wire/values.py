@@ -203,6 +203,17 @@ class QueueOptions(StrictModel):
     rate_limit: RateLimit | None = None
 
 
+class Queue(BaseModel):
+    """A queue as the API shows it (`GET /api/v1/queues/{name}`): its limits and what it holds now."""
+
+    name: str
+    concurrency_limit: int | None = None
+    rate_limit: RateLimit | None = None
+    running: int = Field(0, description="runs of the queue executing now, over all its concurrency keys")
+    queued: int = Field(0, description="runs ready to start (counted up to 10,000)")
+    rate_limited: int = Field(0, description="of those, runs held back by the rate limit until their turn")
+
+
 class CatchUp(enum.StrEnum):
     """What a schedule does with ticks missed while no runtime was up: fire the latest once, or skip."""
 

@@ -272,3 +272,26 @@ _KEY_MATCHES = sa.and_(queue_keys.c.env_id == sa.bindparam("b_env"), queue_keys.
 _ADD_RUNNING = queue_keys.update().where(_KEY_MATCHES).values(
     running=sa.case((queue_keys.c.running + sa.bindparam("b_delta") < 0, 0),
                     else_=queue_keys.c.running + sa.bindparam("b_delta")))
+
+
+QUEUED_CAP = 10_000
+
+
+def queue_states(connection: sa.Connection, env_id: str, name: str | None = None, *, now: float) -> list[dict]:
+    """The environment's queues (or the one named): their limits, runs executing, ready and rate-limited."""
+    where = [queues.c.env_id == env_id] + ([queues.c.name == name] if name is not None else [])
+    rows = connection.execute(sa.select(queues).where(*where).order_by(queues.c.name)).all()
+    states = []
+    for row in rows:
+        running = connection.execute(sa.select(sa.func.coalesce(sa.func.sum(queue_keys.c.running), 0)).where(
+            queue_keys.c.env_id == env_id, queue_keys.c.queue == row.name)).scalar_one()
+        ready = (sa.select(run_queue.c.available_at, run_queue.c.rate_delayed)
+                 .where(run_queue.c.env_id == env_id, run_queue.c.queue == row.name).limit(QUEUED_CAP).subquery())
+        held_back = sa.and_(ready.c.rate_delayed, ready.c.available_at > now)
+        queued, held = connection.execute(
+            sa.select(sa.func.count(), sa.func.count().filter(held_back)).select_from(ready)).one()
+        rate = None if row.rate_limit is None else {"limit": row.rate_limit, "period": row.rate_period,
+                                                    "burst": row.rate_burst or 1}
+        states.append({"name": row.name, "concurrency_limit": row.concurrency_limit, "rate_limit": rate,
+                       "running": int(running), "queued": int(queued), "rate_limited": int(held or 0)})
+    return states
