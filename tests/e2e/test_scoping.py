@@ -27,6 +27,7 @@ from tests.deploy._projects import cli, deployed_version, write_project
 
 A_SECRET = f"a-only-secret-{uuid.uuid4().hex}"
 A_ONLY_TASK = f"a-only-{uuid.uuid4().hex[:8]}"
+A_QUEUE = f"a-only-queue-{uuid.uuid4().hex[:8]}"
 EXTRA_TASK = f'''
 
 @task(id="{A_ONLY_TASK}")
@@ -91,14 +92,15 @@ def seed_victim(runtime: RuntimeProcess, tmp_path: Path) -> VictimData:
     a.schedule = ok(call(runtime, a.key, "POST", "/schedules", {"task": "which", "cron": "0 3 * * *",
                                                                  "external_id": "a-only-tenant"}))["id"]
     batch = ok(call(runtime, a.key, "POST", "/tasks/batch-trigger",
-                    {"items": [{"task": "which", "options": {"delay": "1h", "tags": ["a-only"]}}]}))
+                    {"items": [{"task": "which", "options": {"delay": "1h", "tags": ["a-only"],
+                                                             "queue": {"name": A_QUEUE, "concurrency_limit": 1}}}]}))
     a.batch_run = batch["runs"][0]["id"]
     if has_route(runtime, "/bulk-actions"):
         a.bulk_action = ok(call(runtime, a.key, "POST", "/bulk-actions",
                                 {"action": "cancel", "filter": {"tag": ["no-such-tag"]}}))["id"]
     a.markers = {v for v in (a.version, a.done_run, a.waiting_run, a.token, a.token_secret, a.completed_token,
                              a.schedule, a.batch_run,
-                             a.bulk_action, a.env_var, A_SECRET, A_ONLY_TASK, "a-only-tenant", "a-only") if v}
+                             a.bulk_action, a.env_var, A_SECRET, A_ONLY_TASK, A_QUEUE, "a-only-tenant", "a-only") if v}
     return a
 
 
@@ -188,6 +190,9 @@ ROUTES = {
         "name": "default", "first_seq": 0, "chunks": ["intruder"]}}, DENIED),
     ("POST", "/bulk-actions"): (None, lambda a: {"action": "cancel", "filter": {"tag": ["a-only"]}}, OWN),
     ("GET", "/bulk-actions/{bulk_action_id}"): (lambda a: {"bulk_action_id": a.bulk_action}, None, DENIED),
+    ("GET", "/queues"): (None, None, OWN),
+    # Queue names are per environment: B may ask for its own queue of that name, and must learn nothing of A's.
+    ("GET", "/queues/{name}"): (lambda a: {"name": A_QUEUE}, None, OWN),
 }
 # Query parameters naming A's tags, tasks and external ids: B's listings filtered by them must come back empty.
 QUERIES = {
