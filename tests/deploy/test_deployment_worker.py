@@ -33,7 +33,8 @@ def runtime(tmp_path) -> Iterator[RuntimeProcess]:
 def worker(runtime, tmp_path) -> Iterator[Path]:
     data = tmp_path / "worker-data"
     env = {**os.environ, "OUTLAST_API_URL": runtime.url, "OUTLAST_SECRET_KEY": SECRET_KEY,
-           "OUTLAST_TEST_SCRATCH": str(runtime.scratch), "OUTLAST_HEARTBEAT_INTERVAL": "0.5"}
+           "OUTLAST_TEST_SCRATCH": str(runtime.scratch), "OUTLAST_TASK_PASS_ENV": "OUTLAST_TEST_SCRATCH",
+           "OUTLAST_HEARTBEAT_INTERVAL": "0.5"}
     with (tmp_path / "worker.log").open("w") as log:
         process = subprocess.Popen([sys.executable, "-m", "outlast.cli", "worker", "--deployments", "--data-dir",
                                     str(data), "--node-id", "remote-1"], env=env, stdout=log,

@@ -25,6 +25,7 @@ PROJECTS = Path(__file__).resolve().parent.parent / "projects"
 @pytest.fixture(autouse=True)
 def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTLAST_TEST_SCRATCH", str(tmp_path))
+    monkeypatch.setenv("OUTLAST_TASK_PASS_ENV", "OUTLAST_TEST_SCRATCH")  # task processes see it only if named
 
 
 def settings(tmp_path: Path, **overrides: Any) -> RuntimeSettings:
