@@ -65,3 +65,20 @@ async def gated(payload: dict) -> dict:
         await asyncio.sleep(0.05)
     metadata.set("step", 2)
     return {"gate": True}
+
+
+@task(id="stream-gated")
+async def stream_gated(payload: dict) -> dict:
+    """Streams `first` chunks, waits for the test's gate file, then streams `second` more."""
+    first, second = payload.get("first", 500), payload.get("second", 500)
+    await streams.pipe("tokens", _numbered(0, first))
+    gate = SCRATCH / f"{payload['marker']}.go"
+    while not gate.exists():
+        await asyncio.sleep(0.05)
+    await streams.pipe("tokens", _numbered(first, first + second))
+    return {"chunks": first + second}
+
+
+async def _numbered(start: int, stop: int):
+    for index in range(start, stop):
+        yield f"token-{index}|"
