@@ -130,15 +130,22 @@ def worker(
 
 @app.command()
 def doctor() -> None:
-    """Check whether this machine can checkpoint waiting runs (CRIU), and say exactly why not."""
+    """Check whether this machine can checkpoint waiting runs (CRIU) and enforce machine presets
+    (cgroups per controller, user namespaces, runc), and say exactly why not."""
     from outlast.runtime.checkpoint.doctor import report
+    from outlast.runtime.worker.isolation_doctor import report as isolation_report
 
     failed = False
-    for name, ok, detail in report():
-        failed |= not ok
-        typer.secho(f"{'ok ' if ok else 'FAIL'} {name}: {detail}", fg="green" if ok else "red")
-    if failed:
-        typer.echo("Checkpointing is off on this machine: waiting runs keep their process alive instead.")
+    for section, consequence in (
+            (report, "Checkpointing is off on this machine: waiting runs keep their process alive instead."),
+            (isolation_report, "Machine presets are NOT enforced on this machine: tasks run without limits.")):
+        failures = 0
+        for name, ok, detail in section():
+            failures += not ok
+            typer.secho(f"{'ok ' if ok else 'FAIL'} {name}: {detail}", fg="green" if ok else "red")
+        if failures:
+            typer.echo(consequence)
+        failed |= bool(failures)
     raise typer.Exit(1 if failed else 0)
 
 

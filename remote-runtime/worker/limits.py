@@ -34,6 +34,7 @@ from .cgroups import CgroupError, TaskCgroup, Usage
 log = logging.getLogger("outlast.supervisor")
 MACHINE_TOO_LARGE = "MachineTooLarge"
 NEEDED = ("memory", "cpu", "pids")
+KEPT_EXIT_USAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,8 @@ class Limits:
         cgroup = self._by_pid.pop(pid, None)
         if cgroup is not None:
             self._exit_usage[pid] = cgroup.usage()
+            while len(self._exit_usage) > KEPT_EXIT_USAGES:  # of processes no attempt asked about (idle ones)
+                del self._exit_usage[next(iter(self._exit_usage))]
         return cgroup
 
     def usage(self, pid: int) -> Usage | None:
@@ -189,8 +192,12 @@ class Limits:
             if (cgroup := self.exited(pid)) is not None and not cgroup.remove():
                 log.warning("task cgroup %s still busy at shutdown; left in place", cgroup.relative)
         self._exit_usage.clear()
-        for hierarchy in self.hierarchies.values():
-            _rmdir(hierarchy.path(hierarchy.own) / self._parent)
+        for hierarchy in self.hierarchies.values():  # and those whose removal is still under way
+            parent = hierarchy.path(hierarchy.own) / self._parent
+            for child in parent.iterdir() if parent.is_dir() else ():
+                if child.is_dir():
+                    _rmdir(child)
+            _rmdir(parent)
 
 
 def _rmdir(path: Path) -> None:

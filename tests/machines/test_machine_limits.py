@@ -4,12 +4,15 @@ same limits."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from typer.testing import CliRunner
 
-from outlast import RunStatus, trigger_options
+from outlast import InvalidRequestError, RunStatus, trigger_options
+from outlast.cli import app
 from outlast.runtime.worker import cgroups
 from outlast.wire.machines import MACHINES
-from tests.conftest import wait_for
+from tests.conftest import SECRET_KEY, wait_for
 from tests.e2e._shared import shared_runtime_fixture
 
 ENV = {"OUTLAST_CHECKPOINT_AFTER": "1", "OUTLAST_PIDS_LIMIT": "64"}
@@ -100,3 +103,26 @@ def test_a_machine_larger_than_the_node_is_refused(client):
     assert run.error.type == "MachineTooLarge"
     assert "large-2x (8 vCPU, 16 GB) is larger than this node" in run.error.message
     assert run.attempts == 1, "not retried: no attempt could run it here"
+
+
+def test_an_unknown_preset_in_a_trigger_is_a_422_naming_the_field_and_makes_no_run(shared_runtime, client):
+    before = client.list_runs(limit=1).data
+    response = httpx.post(f"{shared_runtime.url}/api/v1/tasks/spin/trigger", json={"options": {"machine": "huge"}},
+                          headers={"Authorization": f"Bearer {SECRET_KEY}"})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["field"] == "options.machine"
+    assert "choose one of micro, small-1x" in body["message"]
+    with pytest.raises(InvalidRequestError) as caught:
+        trigger_options(machine="huge")
+    assert caught.value.field == "machine"
+    assert client.list_runs(limit=1).data == before
+
+
+def test_doctor_reports_the_cgroup_version_of_each_controller_and_task_cgroups():
+    result = CliRunner().invoke(app, ["doctor"])
+    assert "ok  cgroup memory: v1 at /sys/fs/cgroup/memory" in result.output
+    assert "ok  cgroup pids: v1 at /sys/fs/cgroup/pids" in result.output
+    assert "ok  task cgroups: machine limits enforced with cgroups (memory v1, cpu v1, cpuacct v1, pids v1)" \
+        in result.output
+    assert "user namespaces: " in result.output and "runc: " in result.output

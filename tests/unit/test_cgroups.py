@@ -1,0 +1,113 @@
+"""cgroup detection per controller from /proc files (hybrid, pure v2, none), preset sizes in slots,
+and what an attempt's counters say. The real kernel's cgroups are exercised in tests/machines/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from outlast.runtime.worker import cgroups
+from outlast.runtime.worker.attempts import Attempts
+from outlast.runtime.worker.cgroups import TaskCgroup, Usage
+from outlast.runtime.worker.limits import NodeSize, measure, out_of_memory_error
+from outlast.wire import RetryPolicy, TaskManifest
+from outlast.wire.api import TriggerOptions
+from outlast.wire.machines import MACHINES, machine_preset
+
+HYBRID_MOUNTS = """\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+"""
+HYBRID_CGROUP = "8:pids:/\n4:memory:/api/abc\n2:cpuacct:/\n1:cpu:/\n0::/\n"
+
+
+def fake_proc(tmp_path: Path, mounts: str, cgroup: str) -> Path:
+    (tmp_path / "mountinfo").write_text(mounts)
+    (tmp_path / "cgroup").write_text(cgroup)
+    return tmp_path
+
+
+def test_a_hybrid_host_has_each_controller_where_it_is_mounted(tmp_path: Path) -> None:
+    found, missing = cgroups.detect(fake_proc(tmp_path, HYBRID_MOUNTS, HYBRID_CGROUP))
+    assert not missing
+    assert {c: (h.version, str(h.mount), h.own) for c, h in found.items()} == {
+        "memory": (1, "/sys/fs/cgroup/memory", "/api/abc"), "cpu": (1, "/sys/fs/cgroup/cpu", "/"),
+        "cpuacct": (1, "/sys/fs/cgroup/cpuacct", "/"), "pids": (1, "/sys/fs/cgroup/pids", "/")}
+    cgroup = TaskCgroup(found, "outlast/42/t1")
+    assert cgroup.dirs["memory"] == Path("/sys/fs/cgroup/memory/api/abc/outlast/42/t1")
+    assert cgroup.criu_roots() == {"memory": "/api/abc/outlast/42/t1", "cpu": "/outlast/42/t1",
+                                   "cpuacct": "/outlast/42/t1", "pids": "/outlast/42/t1"}
+
+
+def test_co_mounted_v1_controllers_keep_their_hierarchy_name_for_criu(tmp_path: Path) -> None:
+    mounts = "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n" \
+             "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n" \
+             "39 31 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n"
+    found, missing = cgroups.detect(fake_proc(tmp_path, mounts, "3:cpu,cpuacct:/x\n2:memory:/x\n1:pids:/x\n"))
+    assert not missing
+    assert found["cpu"].name == found["cpuacct"].name == "cpu,cpuacct"
+    assert TaskCgroup(found, "t").criu_roots()["cpu,cpuacct"] == "/x/t"
+
+
+def test_a_pure_v2_host_has_its_controllers_from_cgroup_controllers(tmp_path: Path) -> None:
+    mount = tmp_path / "fs"
+    (mount / "runtime.slice").mkdir(parents=True)
+    (mount / "runtime.slice" / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    mounts = f"30 23 0:27 / {mount} rw,nosuid - cgroup2 cgroup2 rw\n"
+    found, missing = cgroups.detect(fake_proc(tmp_path, mounts, "0::/runtime.slice\n"))
+    assert not missing
+    assert {c: h.version for c, h in found.items()} == {"memory": 2, "cpu": 2, "pids": 2, "cpuacct": 2}
+    assert TaskCgroup(found, "outlast/1/t").criu_roots() == {"": "/runtime.slice/outlast/1/t"}
+
+
+def test_a_controller_nobody_offers_is_missing_with_the_reason(tmp_path: Path) -> None:
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    (mount / "cgroup.controllers").write_text("hugetlb\n")
+    mounts = HYBRID_MOUNTS.replace("rw,memory\n", "rw,blkio\n").replace("/sys/fs/cgroup/unified", str(mount))
+    found, missing = cgroups.detect(fake_proc(tmp_path, mounts, HYBRID_CGROUP))
+    assert "memory" not in found
+    assert missing["memory"] == ("not mounted as cgroup v1, and not offered by cgroup v2 "
+                                 "(its cgroup.controllers: hugetlb)")
+
+
+def test_presets_count_in_default_slots_up_to_the_whole_node() -> None:
+    attempts = Attempts(4)
+    assert [attempts.slots_needed(m) for m in MACHINES.values()] == [0.5, 1, 2, 4, 4, 4, 4]
+
+
+def test_a_node_refuses_a_preset_larger_than_itself() -> None:
+    node = NodeSize(cpus=2, memory_bytes=24 * 2**30)
+    assert node.refuses(MACHINES["medium-2x"]) is None
+    assert node.refuses(MACHINES["large-1x"]) == (
+        "machine large-1x (4 vCPU, 8 GB) is larger than this node (2 vCPU, 24.0 GB); "
+        "choose a smaller preset or run it on a larger node")
+    assert NodeSize(cpus=16, memory_bytes=2**30).refuses(MACHINES["small-2x"]) is None
+    assert NodeSize(cpus=16, memory_bytes=2**30).refuses(MACHINES["medium-1x"]) is not None
+
+
+def test_an_attempt_is_out_of_memory_only_if_its_cgroup_killed_during_it() -> None:
+    start = Usage(cpu_ns=5_000_000, peak_bytes=0, oom_kills=1, memory_limit=2**28)
+    measured = measure(start, Usage(cpu_ns=1_505_000_000, peak_bytes=2**28 - 4096, oom_kills=2, memory_limit=2**28))
+    assert measured is not None and measured.out_of_memory and measured.cpu_ms == 1500
+    assert not measure(start, Usage(cpu_ns=6_000_000, oom_kills=1)).out_of_memory
+    error = out_of_memory_error(MACHINES["micro"], measured)
+    assert error.type == "TaskOutOfMemoryError"
+    assert error.message.startswith("the task process ran out of memory on machine micro: limit 256 MiB, peak 256 MiB")
+
+
+@pytest.mark.parametrize("declare", [
+    lambda: TaskManifest(id="t", machine="huge"),
+    lambda: TriggerOptions(machine="huge"),
+    lambda: RetryPolicy.model_validate({"out_of_memory": {"machine": "huge"}}),
+    lambda: machine_preset("huge"),
+])
+def test_an_unknown_preset_is_refused_naming_the_valid_ones(declare) -> None:
+    with pytest.raises(ValueError, match="unknown machine preset 'huge'; choose one of micro, small-1x, small-2x, "
+                                         "medium-1x, medium-2x, large-1x, large-2x"):
+        declare()
