@@ -15,6 +15,7 @@ import re
 import struct
 from collections import deque
 from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -23,6 +24,7 @@ import zstandard
 
 from ..objects import AtomicFile, create_new
 from .archive import LEVEL, CheckpointStoreError
+from .pagecache import PageCache, copy_pages
 
 PAGE = 4096
 BLOCK_PAGES = 256  # one zstd frame per MiB of new pages: compresses as well as a stream, reads back in pieces
@@ -184,8 +186,10 @@ class PackIndex:
 class PageFiller:
     """Rebuilds pages files from runs of pages in the packs of `packs_dir`, for `archive.unpack`."""
 
-    def __init__(self, packs_dir: Path) -> None:
+    def __init__(self, packs_dir: Path, cache: PageCache | None = None, cached: AbstractSet[str] = frozenset()) -> None:
         self.packs_dir = packs_dir
+        self.cache = cache  # uncompressed copies of the packs in `cached`, made on first use
+        self.cached = cached
         self._readers: dict[str, _PackReader] = {}
 
     def fill(self, target: Path, runs: Any, what: str) -> tuple[int, str]:
@@ -200,13 +204,27 @@ class PageFiller:
                 if not (isinstance(run, list) and len(run) == 3 and isinstance(run[0], str)
                         and PACK_ID.fullmatch(run[0]) and all(type(n) is int and n >= 0 for n in run[1:])):
                     raise CheckpointStoreError(f"{what} is corrupt: bad page run {run!r} in {target.name}")
-                for data, hashes in self._reader(run[0], what).pages(run[1], run[2], what):
+                reader = self._reader(run[0], what)
+                copy = self._copy(reader, what) if run[0] in self.cached else None
+                if copy is not None:
+                    listed.update(reader.hashes(run[1], run[2], what))
+                    out.flush()
+                    copy_pages(copy, out.fileno(), run[1], run[2])
+                    size += run[2] * PAGE
+                    continue
+                for data, hashes in reader.pages(run[1], run[2], what):
                     # The pack's own hashes, not the pages hashed again: its index is checksummed and
                     # each frame carries zstd's checksum of exactly the pages hashed when it was written.
                     listed.update(hashes)
                     out.write(data)
                     size += len(data)
         return size, listed.hexdigest()
+
+    def _copy(self, reader: _PackReader, what: str) -> int | None:
+        if self.cache is None:
+            return None
+        count = reader.count(what)
+        return self.cache.open(reader.pack, count, lambda: (data for data, _ in reader.pages(0, count, what)))
 
     def _reader(self, pack: str, what: str) -> _PackReader:
         if pack not in self._readers:
@@ -221,6 +239,8 @@ class PageFiller:
     def close(self) -> None:
         for reader in self._readers.values():
             reader.file.close()
+        if self.cache is not None:
+            self.cache.close()
 
 
 class _PackReader:
@@ -234,8 +254,8 @@ class _PackReader:
         self._data = b""
         self._decompressor = zstandard.ZstdDecompressor()
 
-    def pages(self, first: int, count: int, what: str) -> Iterator[tuple[bytes, bytes]]:
-        """Pages `first` to `first + count` in pieces: each piece's bytes and its pages' hashes, joined."""
+    def count(self, what: str) -> int:
+        """How many pages the pack holds (reads its index the first time)."""
         if self._offsets is None:
             try:
                 hashes, self._offsets = read_index(self.file)
@@ -243,9 +263,18 @@ class _PackReader:
                 raise CheckpointStoreError(f"{what} is corrupt or truncated: page pack {self.pack}: {exc}") from None
             self._count = len(hashes)
             self._hashes = b"".join(hashes)
-        if count == 0 or first + count > self._count:
+        return self._count
+
+    def hashes(self, first: int, count: int, what: str) -> bytes:
+        """The hashes of pages `first` to `first + count`, joined."""
+        if count == 0 or first + count > self.count(what):
             raise CheckpointStoreError(f"{what} is corrupt: pages {first}+{count} are not in page pack {self.pack} "
                                        f"({self._count} pages)")
+        return self._hashes[first * HASH_BYTES:(first + count) * HASH_BYTES]
+
+    def pages(self, first: int, count: int, what: str) -> Iterator[tuple[bytes, bytes]]:
+        """Pages `first` to `first + count` in pieces: each piece's bytes and its pages' hashes, joined."""
+        self.hashes(first, count, what)  # checks the range
         number = first
         while number < first + count:
             block, start = divmod(number, BLOCK_PAGES)

@@ -35,6 +35,7 @@ from typing import Any
 
 from ..objects import atomic_write
 from .archive import CheckpointStoreError
+from .pagecache import PageCache
 from .pagepacks import BLOCK_PAGES, PACK_ID, PAGE, PackIndex, PackWriter, PageFiller, page_hash
 
 Run = list[Any]  # [pack id, first page, page count]
@@ -62,6 +63,7 @@ class PagePool:
         self.users = root / "users"  # users/<pack>/<key hash>: an empty file per key using the pack
         self.keys = root / "keys"  # keys/<key hash>: {"key", "packs"}: the packs a key uses
         self.bases = root / "bases.json"  # the versions whose pages stay pooled (see `keep_base`), oldest first
+        self.cache = root / "cache"  # uncompressed copies of the kept versions' packs (see `pagecache`)
         self.has_object = has_object
         self.index = PackIndex()  # guarded by the mutex
         self._mutex = threading.Lock()
@@ -106,7 +108,8 @@ class PagePool:
     def reading(self) -> Iterator[PageFiller]:
         """Shared access for a get: no pack can disappear meanwhile."""
         with self._flock(exclusive=False):
-            filler = PageFiller(self.packs)
+            kept = set().union(*(self.packs_of(base) for base in self.kept_bases()))
+            filler = PageFiller(self.packs, PageCache(self.cache), kept)
             try:
                 yield filler
             finally:
@@ -260,6 +263,7 @@ class PoolWrite:
         with contextlib.suppress(FileNotFoundError, OSError):
             folder.rmdir()  # fails while other keys use the pack
         if not folder.exists():
+            PageCache(self.pool.cache).forget(pack)
             (self.pool.packs / f"{pack}.pack").unlink(missing_ok=True)
             self.pool.index.forget(pack)
             self._bump_generation()
@@ -301,6 +305,7 @@ class PoolWrite:
         for path in pool.packs.iterdir():
             if path.name.startswith(".") or not (pool.users / path.stem).is_dir():
                 path.unlink(missing_ok=True)
+        PageCache(pool.cache).prune({path.stem for path in pool.packs.iterdir()})
         self._bump_generation()
 
 

@@ -68,3 +68,23 @@ def test_a_base_record_no_list_names_is_dropped(store: LocalCheckpointStore, tmp
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as executor:
         executor.submit(_delete_in_process, str(store.root), "run_y/none").result()
     assert packs(store) == [], "pages no listed version or checkpoint uses are freed"
+
+
+def test_restores_copy_a_kept_versions_pages_from_an_uncompressed_copy(
+        store: LocalCheckpointStore, tmp_path: Path) -> None:
+    store.put("run_k/1", image(tmp_path / "a", 1), base="v1")
+    store.get("run_k/1", tmp_path / "first")
+    (copy,) = store.pool.cache.glob("*.pages")
+    assert copy.stem in {p.stem for p in packs(store)}
+    copy.write_bytes(copy.read_bytes()[:-1])  # cut short (say, by a crash): rebuilt, never used as it is
+    store.put("run_k/2", image(tmp_path / "b", 2), base="v1")
+    for n, key in ((1, "run_k/1"), (2, "run_k/2")):
+        store.get(key, tmp_path / f"back-{n}")
+        assert digests(tmp_path / f"back-{n}") == digests(tmp_path / ("a" if n == 1 else "b"))
+    assert copy.stat().st_size % 4096 == 0
+    for n in range(2, BASES_KEPT + 2):  # newer versions push v1 out: its pages and their copy go
+        store.put(f"run_o/{n}", image(tmp_path / f"o{n}", n, shared=pages(200 + n, 20), libs=b""), base=f"v{n}")
+        store.delete(f"run_o/{n}")
+    store.delete("run_k/1")
+    store.delete("run_k/2")
+    assert not copy.exists()
