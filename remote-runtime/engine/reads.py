@@ -101,6 +101,7 @@ def to_run(row: sa.Row) -> Run:
         queue=row.queue, concurrency_key=row.concurrency_key, priority=row.priority,
         idempotency_key=row.idempotency_key, version=row.version, machine=row.machine,
         max_duration=row.max_duration, execution_ms=row.execution_ms, replayed_from=row.replayed_from,
+        cpu_ms=row.cpu_ms, peak_memory_bytes=row.peak_memory_bytes,
         created_at=utc(row.created_at), updated_at=utc(row.updated_at), delay_until=utc(row.delay_until),
         expires_at=utc(row.expires_at), started_at=utc(row.started_at), completed_at=utc(row.completed_at),
     )
