@@ -7,14 +7,13 @@ The calls are built once, by `_BulkCalls` on the client's `RequestBuilder`; `Bul
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
 from pydantic import TypeAdapter
 
+from ._polling import poll_until, poll_until_async
 from ._requests import ApiCall, AsyncSender, RequestBuilder, Sender
 from ._validation import require_id, validate
 from .wire import BulkAction, BulkActionCreate, BulkActionKind, BulkFilter, RunStatus
@@ -60,20 +59,12 @@ class _BulkCalls:
         return self.requests.call("GET", f"/bulk-actions/{require_id(job_id, 'bulk_action_id')}", _BULK_ACTION)
 
 
-def _check_wait(interval: float, timeout: float | None) -> float | None:
-    if not interval > 0:
-        raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
-    return None if timeout is None else time.monotonic() + timeout
+def _is_done(job: BulkAction) -> bool:
+    return job.is_done
 
 
-def _pause(job: BulkAction, interval: float, timeout: float | None, deadline: float | None) -> float:
-    if deadline is None:
-        return interval
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise TimeoutError(f"bulk action {job.id} is still {job.state.value} ({job.processed}/{job.total}) "
-                           f"after waiting {timeout:g}s")
-    return min(interval, remaining)
+def _still(job: BulkAction) -> str:
+    return f"bulk action {job.id} is still {job.state.value} ({job.processed}/{job.total})"
 
 
 class Bulk:
@@ -96,12 +87,7 @@ class Bulk:
 
     def poll(self, job_id: str, *, interval: float = 0.5, timeout: float | None = None) -> BulkAction:
         """Retrieve the job every `interval` seconds until it is COMPLETED; `TimeoutError` after `timeout`."""
-        deadline = _check_wait(interval, timeout)
-        while True:
-            job = self.retrieve(job_id)
-            if job.is_done:
-                return job
-            time.sleep(_pause(job, interval, timeout, deadline))
+        return poll_until(lambda: self.retrieve(job_id), _is_done, _still, interval=interval, timeout=timeout)
 
 
 class AsyncBulk:
@@ -121,9 +107,5 @@ class AsyncBulk:
         return await self._client.execute(self._calls.retrieve(job_id))
 
     async def poll(self, job_id: str, *, interval: float = 0.5, timeout: float | None = None) -> BulkAction:
-        deadline = _check_wait(interval, timeout)
-        while True:
-            job = await self.retrieve(job_id)
-            if job.is_done:
-                return job
-            await asyncio.sleep(_pause(job, interval, timeout, deadline))
+        return await poll_until_async(lambda: self.retrieve(job_id), _is_done, _still, interval=interval,
+                                      timeout=timeout)

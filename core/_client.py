@@ -23,6 +23,7 @@ import httpx
 from ._bulk import AsyncBulk, Bulk
 from ._config import ClientSettings, from_env
 from ._deployments import AsyncDeployments, Deployments
+from ._polling import poll_until, poll_until_async
 from ._queues_client import AsyncQueues, Queues
 from ._requests import ApiCall, DurationArg, RequestBuilder, RunFilters, texts
 from ._responses import unavailable
@@ -89,20 +90,12 @@ def trigger_options(**options: Unpack[TriggerKwargs]) -> TriggerOptions:
     return validate(TriggerOptions, clean_options(options))
 
 
-def _poll_wait(run: Run, interval: float, timeout: float | None, deadline: float | None) -> float:
-    """Seconds to sleep before the next retrieve, or `TimeoutError` once the deadline has passed."""
-    if deadline is None:
-        return interval
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise TimeoutError(f"run {run.id} is still {run.status.value} after waiting {timeout:g}s")
-    return min(interval, remaining)
+def _is_final(run: Run) -> bool:
+    return run.is_final
 
 
-def _deadline(interval: float, timeout: float | None) -> float | None:
-    if not interval > 0:
-        raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
-    return None if timeout is None else time.monotonic() + timeout
+def _still(run: Run) -> str:
+    return f"run {run.id} is still {run.status.value}"
 
 
 # --- the twins ------------------------------------------------------------------------------------
@@ -227,12 +220,7 @@ class Client(_BaseClient):
 
     def poll(self, run_id: str, *, interval: float = 0.5, timeout: float | None = None) -> Run:
         """Retrieve the run every `interval` seconds until it is final; `TimeoutError` after `timeout`."""
-        deadline = _deadline(interval, timeout)
-        while True:
-            run = self.retrieve_run(run_id)
-            if run.is_final:
-                return run
-            time.sleep(_poll_wait(run, interval, timeout, deadline))
+        return poll_until(lambda: self.retrieve_run(run_id), _is_final, _still, interval=interval, timeout=timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -335,12 +323,8 @@ class AsyncClient(_BaseClient):
 
     async def poll(self, run_id: str, *, interval: float = 0.5, timeout: float | None = None) -> Run:
         """Retrieve the run every `interval` seconds until it is final; `TimeoutError` after `timeout`."""
-        deadline = _deadline(interval, timeout)
-        while True:
-            run = await self.retrieve_run(run_id)
-            if run.is_final:
-                return run
-            await asyncio.sleep(_poll_wait(run, interval, timeout, deadline))
+        return await poll_until_async(lambda: self.retrieve_run(run_id), _is_final, _still, interval=interval,
+                                      timeout=timeout)
 
     async def close(self) -> None:
         await self._http.aclose()
