@@ -24,11 +24,14 @@ class Metric:
 
 def metrics(settings: dict) -> list[Metric]:
     threads, batch, runs = settings["trigger_threads"], settings["batch_size"], settings["throughput_runs"]
+    backlog = settings.get("backlog_runs", 0)
     return [
         Metric("triggers/s, single, sequential ↑", "trigger_sequential", "per_s", True),
         Metric(f"triggers/s, single, {threads} threads ↑", "trigger_threads", "per_s", True),
         Metric(f"triggers/s, batch of {batch} (items/s) ↑", "trigger_batch", "items_per_s", True),
         Metric(f"no-op runs/s end to end ({runs} runs, 2 slots) ↑", "throughput", "runs_per_s", True),
+        Metric(f"no-op runs/s, {backlog:,} queued at once from empty ↑", "backlog", "runs_per_s", True),
+        Metric("  backlog rate ÷ no-backlog rate ↑", "backlog", "vs_no_backlog", True, 2),
         Metric("trigger → start p50, idle, warm (ms) ↓", "latency", "p50_ms", False, 1),
         Metric("trigger → start p99, idle, warm (ms) ↓", "latency", "p99_ms", False, 1),
         Metric("trigger call returns, p50 (ms) ↓", "latency", "trigger_call_p50_ms", False, 1),

@@ -66,17 +66,18 @@ class Settings:
     latency_warmup: int = 20
     latency_pause: float = 0.05
     settle: float = 1.0  # idle pause between phases
+    backlog_runs: int = 50_000  # queued at once, from empty (issue 19: claims must not slow down with a backlog)
 
     @classmethod
     def quick(cls) -> Settings:
         return cls(throughput_runs=1000, batch_requests=2, trigger_seconds=1.0, latency_samples=50,
-                   latency_warmup=10)
+                   latency_warmup=10, backlog_runs=10_000)
 
     @classmethod
     def smoke(cls) -> Settings:
         """A few runs per phase (tests/test_benchmarks.py): proves each phase works, measures nothing."""
         return cls(throughput_runs=20, batch_size=10, batch_requests=1, trigger_seconds=0.3, trigger_threads=2,
-                   latency_samples=3, latency_warmup=1, settle=0.1)
+                   latency_samples=3, latency_warmup=1, settle=0.1, backlog_runs=30)
 
 
 # --- phases ---------------------------------------------------------------------------------------
@@ -141,6 +142,28 @@ def throughput(target: Target, settings: Settings) -> dict[str, float]:
             "trigger_seconds": accepted - first, "cpu_seconds": cpu}
 
 
+def backlog(target: Target, settings: Settings, no_backlog_runs_per_s: float | None) -> dict[str, float]:
+    """No-ops completed per second while a backlog of `backlog_runs` waits: all of them are queued first (in
+    batches, as fast as the system takes them), then the workers drain the queue. A claim that scans and
+    sorts the backlog (stale planner statistics) makes this collapse; one that walks the index keeps it
+    near the no-backlog rate (`vs_no_backlog`: this rate / the throughput phase's)."""
+    runs, size = settings.backlog_runs, settings.batch_size
+    target.mark()
+    first = time.time()
+    sent = 0
+    while sent < runs:
+        count = min(size, runs - sent)
+        target.trigger_noops(count)
+        sent += count
+    queued = time.time()
+    last = target.wait_done(runs, drain_timeout(runs))
+    rate = runs / (last - first)
+    result = {"runs": runs, "runs_per_s": rate, "seconds": last - first, "trigger_seconds": queued - first}
+    if no_backlog_runs_per_s:
+        result["vs_no_backlog"] = rate / no_backlog_runs_per_s
+    return result
+
+
 def trigger_rate(target: Target, settings: Settings, threads: int) -> dict[str, float]:
     """Single triggers accepted per second for `trigger_seconds`, from `threads` threads at once.
 
@@ -200,6 +223,7 @@ def run_all(target: Target, settings: Settings, log: Callable[[str], None]) -> d
         ("trigger_sequential", lambda: trigger_rate(target, settings, threads=1)),
         ("trigger_threads", lambda: trigger_rate(target, settings, threads=settings.trigger_threads)),
         ("trigger_batch", lambda: batch_rate(target, settings)),
+        ("backlog", lambda: backlog(target, settings, results.get("throughput", {}).get("runs_per_s"))),
     ]
     for name, phase in phases:
         time.sleep(settings.settle)

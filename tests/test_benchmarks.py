@@ -19,7 +19,7 @@ import pytest
 from outlast.runtime.checkpoint.criu import check as criu_check
 from tests.conftest import ROOT
 
-PHASES = ("latency", "throughput", "trigger_sequential", "trigger_threads", "trigger_batch")
+PHASES = ("latency", "throughput", "trigger_sequential", "trigger_threads", "trigger_batch", "backlog")
 
 
 def bench(*args: str, timeout: float) -> str:
