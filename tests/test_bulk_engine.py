@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 import sqlalchemy as sa
 
@@ -12,14 +10,7 @@ from outlast.runtime.engine import RunEngine
 from outlast.runtime.store.db import Database
 from outlast.runtime.store.schema import bulk_action_runs, bulk_actions, runs
 from outlast.wire import BatchItem, BulkActionCreate, BulkActionState, RunStatus, TaskManifest, TriggerOptions
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 12, tzinfo=UTC).timestamp()
-
-    def __call__(self) -> float:
-        return self.now
+from tests.test_engine import Clock
 
 
 @pytest.fixture
@@ -27,7 +18,7 @@ def engine(tmp_path, store):
     db = Database(store or f"sqlite:///{tmp_path / 'bulk.db'}")
     db.migrate()
     Environments(db).bootstrap("ol_dev_bulk_test_key_0123456")
-    engine = RunEngine(db, clock=Clock())
+    engine = RunEngine(db, clock=Clock())  # tests move it: engine.clock.now += ...
     engine.register_tasks(["dev", "prod"], "v1", [
         TaskManifest(id="work"), TaskManifest(id="other"),
         TaskManifest(id="strict", payload_schema={"type": "object", "required": ["n"]})])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 import sqlalchemy as sa
 
@@ -11,28 +9,16 @@ from outlast.runtime.access.environments import Environments
 from outlast.runtime.engine import RunEngine
 from outlast.runtime.store.db import Database
 from outlast.wire import BatchItem, RunStatus, TaskManifest, TriggerOptions
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 12, tzinfo=UTC).timestamp()
-
-    def __call__(self) -> float:
-        return self.now
+from tests.test_engine import Clock
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def engine(tmp_path, store, clock):
+def engine(tmp_path, store):
     db = Database(store or f"sqlite:///{tmp_path / 'debounce.db'}")
     db.migrate()
     environments = Environments(db)
     environments.bootstrap("ol_dev_debounce_test_key_0123")
-    engine = RunEngine(db, clock=clock)
+    engine = RunEngine(db, clock=Clock())  # tests move it: engine.clock.now += ...
     engine.register_tasks(["dev", "prod"], "v1", [TaskManifest(id="work"), TaskManifest(id="other")])
     yield engine
     db.dispose()
@@ -48,20 +34,20 @@ def trigger(engine: RunEngine, item: BatchItem, env: str = "dev") -> str:
     return engine.trigger(env, [item])[0].id
 
 
-def test_trailing_collapses_into_one_delayed_run_with_the_last_payload(engine, clock):
+def test_trailing_collapses_into_one_delayed_run_with_the_last_payload(engine):
     first = trigger(engine, debounced(payload=1, tags=["a"]))
-    clock.now += 3
+    engine.clock.now += 3
     second = trigger(engine, debounced(payload=2, tags=["b"]))
-    clock.now += 4  # 7 s after the first: past its own delay, but within 5 s of the last trigger
+    engine.clock.now += 4  # 7 s after the first: past its own delay, but within 5 s of the last trigger
     engine.tick()
     third = trigger(engine, debounced(payload=3, tags=["c"]))
     assert first == second == third
     run = engine.retrieve("dev", first)
     assert (run.status, run.payload, run.tags) == (RunStatus.DELAYED, 3, ["c"])
-    assert run.delay_until.timestamp() == clock.now + 5
+    assert run.delay_until.timestamp() == engine.clock.now + 5
     assert [r.id for r in engine.list_runs("dev", tag=["c"]).data] == [first]
     assert engine.list_runs("dev", tag=["a"]).data == []
-    clock.now += 5
+    engine.clock.now += 5
     engine.tick()
     assert engine.retrieve("dev", first).status is RunStatus.QUEUED
     # The window closed with the start: the next trigger opens a new one.
@@ -71,38 +57,38 @@ def test_trailing_collapses_into_one_delayed_run_with_the_last_payload(engine, c
     assert "debounced" in [event.kind for event in engine.events("dev", first)]
 
 
-def test_trailing_never_starts_later_than_max_delay_after_the_first_trigger(engine, clock):
-    start = clock.now
+def test_trailing_never_starts_later_than_max_delay_after_the_first_trigger(engine):
+    start = engine.clock.now
     first = trigger(engine, debounced(payload=0, delay=5, max_delay=12))
     ids = {first}
     for step in range(1, 4):  # triggers every 3 s keep pushing the start... up to first + 12 s
-        clock.now = start + 3 * step
+        engine.clock.now = start + 3 * step
         ids.add(trigger(engine, debounced(payload=step, delay=5, max_delay=12)))
     assert ids == {first}
     run = engine.retrieve("dev", first)
     assert run.delay_until.timestamp() == start + 12 and run.payload == 3
-    clock.now = start + 12
+    engine.clock.now = start + 12
     engine.tick()
     assert engine.retrieve("dev", first).status is RunStatus.QUEUED
     assert trigger(engine, debounced(payload=9, delay=5, max_delay=12)) != first
 
 
-def test_leading_runs_the_first_trigger_at_once_and_returns_it_within_the_window(engine, clock):
-    start = clock.now
+def test_leading_runs_the_first_trigger_at_once_and_returns_it_within_the_window(engine):
+    start = engine.clock.now
     first = trigger(engine, debounced(payload="first", mode="leading", delay=5, max_delay=8))
     assert engine.retrieve("dev", first).status is RunStatus.QUEUED
-    clock.now = start + 4
+    engine.clock.now = start + 4
     assert trigger(engine, debounced(payload="second", mode="leading", delay=5, max_delay=8)) == first
-    clock.now = start + 7  # within 5 s of the last trigger and within max_delay
+    engine.clock.now = start + 7  # within 5 s of the last trigger and within max_delay
     assert trigger(engine, debounced(payload="third", mode="leading", delay=5, max_delay=8)) == first
     assert engine.retrieve("dev", first).payload == "first"
-    clock.now = start + 8  # max_delay after the first trigger: a new window
+    engine.clock.now = start + 8  # max_delay after the first trigger: a new window
     assert trigger(engine, debounced(payload="fourth", mode="leading", delay=5, max_delay=8)) != first
 
 
-def test_leading_window_ends_after_a_quiet_delay(engine, clock):
+def test_leading_window_ends_after_a_quiet_delay(engine):
     first = trigger(engine, debounced(mode="leading", delay=5))
-    clock.now += 5
+    engine.clock.now += 5
     assert trigger(engine, debounced(mode="leading", delay=5)) != first
 
 
@@ -114,7 +100,7 @@ def test_keys_are_scoped_to_environment_and_task(engine):
     assert trigger(engine, debounced(key="same")) == dev
 
 
-def test_a_cancelled_window_run_is_not_reused(engine, clock):
+def test_a_cancelled_window_run_is_not_reused(engine):
     first = trigger(engine, debounced(payload=1))
     engine.cancel("dev", first)
     second = trigger(engine, debounced(payload=2))
@@ -140,11 +126,11 @@ def test_an_idempotency_key_that_matched_wins(engine):
     assert engine.retrieve("dev", first).payload == 1
 
 
-def test_rows_of_long_closed_windows_are_deleted_and_the_key_starts_afresh(engine, clock):
+def test_rows_of_long_closed_windows_are_deleted_and_the_key_starts_afresh(engine):
     from outlast.runtime.store.schema import debounce_keys
 
     first = trigger(engine, debounced(mode="leading", delay=5))
-    clock.now += 2 * 3600
+    engine.clock.now += 2 * 3600
     engine.tick()
     with engine.db.connect() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(debounce_keys)).scalar() == 0
