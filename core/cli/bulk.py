@@ -70,23 +70,20 @@ def register(app: typer.Typer, *, client_factory: ClientFactory = Client) -> Non
         else:
             _print_job(terminal(), job)
 
-    @bulk_app.command("cancel")
-    def cancel(status: Status = None, task: TaskOption = None, tag: Tag = None, version: Version = None,
-               created_after: After = None, created_before: Before = None, wait: Wait = False, as_json: Json = False,
-               api_url: ApiUrl = None, secret_key: SecretKey = None) -> None:
-        """Cancel every run matching the filter (at least one option), as a job the runtime works through."""
-        start("cancel", {"status": status, "task": task, "tag": tag, "version": version,
-                         "created_after": created_after, "created_before": created_before},
-              wait, as_json, api_url, secret_key)
+    def action_command(action: str):
+        def command(status: Status = None, task: TaskOption = None, tag: Tag = None, version: Version = None,
+                    created_after: After = None, created_before: Before = None, wait: Wait = False,
+                    as_json: Json = False, api_url: ApiUrl = None, secret_key: SecretKey = None) -> None:
+            start(action, {"status": status, "task": task, "tag": tag, "version": version,
+                           "created_after": created_after, "created_before": created_before},
+                  wait, as_json, api_url, secret_key)
 
-    @bulk_app.command("replay")
-    def replay(status: Status = None, task: TaskOption = None, tag: Tag = None, version: Version = None,
-               created_after: After = None, created_before: Before = None, wait: Wait = False, as_json: Json = False,
-               api_url: ApiUrl = None, secret_key: SecretKey = None) -> None:
-        """Start a new run (same task and payload) for every run matching the filter."""
-        start("replay", {"status": status, "task": task, "tag": tag, "version": version,
-                         "created_after": created_after, "created_before": created_before},
-              wait, as_json, api_url, secret_key)
+        return command
+
+    bulk_app.command("cancel", help="Cancel every run matching the filter (give at least one option), as a job "
+                     "the runtime works through; finished runs are skipped.")(action_command("cancel"))
+    bulk_app.command("replay", help="Start a new run (same task, payload and options) for every run matching "
+                     "the filter (give at least one option).")(action_command("replay"))
 
     @bulk_app.command("show")
     def show(job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="Bulk action id.", show_default=False)],
