@@ -1,4 +1,4 @@
-"""Following the runtime's Server-Sent Events: `runs.subscribe(id)`, `runs.subscribe_to_tag(tag)`.
+"""Following the runtime's Server-Sent Events: `runs.subscribe(id)`, `subscribe_to_tag(tag)`, `subscribe_to_batch`.
 
 A `Subscription` is both an iterator and an async iterator. It reads the SSE stream with httpx,
 remembers the id of the last message, and when the connection drops it reconnects with
@@ -9,7 +9,7 @@ ends at the runtime's `end` event (a run that is final, a stream whose run is fi
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -19,7 +19,7 @@ import httpx
 from ._client import AsyncClient, Client
 from ._config import ClientSettings, from_env
 from ._errors import AuthenticationError, NotFoundError, OutlastError
-from .wire import API_PREFIX, CHUNK_EVENT, END_EVENT, RUN_EVENT, RunChange, StreamChunk
+from .wire import API_PREFIX, CHUNK_EVENT, END_EVENT, RUN_EVENT, BatchHandle, RunChange, StreamChunk
 
 T = TypeVar("T")
 RECONNECT_SECONDS = 0.5
@@ -190,6 +190,15 @@ def subscribe_to_tag(tag: str, *, token: str | None = None, after: str | None = 
     """Changes of every run with `tag`, from now on (or after the cursor `after`); it never ends by itself."""
     return Subscription(_settings(client), "/runs/subscribe", _run_change, token=token, after=after,
                         params={"tag": tag})
+
+
+def subscribe_to_batch(batch: BatchHandle | Sequence[str], *, token: str | None = None, after: str | None = None,
+                       client: Client | AsyncClient | None = None) -> Subscription[RunChange]:
+    """Changes of a batch's runs (a `BatchHandle` or their ids, at most 100), from their first; ends once
+    every one of them is final."""
+    ids = [handle.id for handle in batch.runs] if isinstance(batch, BatchHandle) else list(batch)
+    return Subscription(_settings(client), "/runs/subscribe", _run_change, token=token, after=after,
+                        params={"batch": ",".join(ids)})
 
 
 def read_stream(run_id: str, name: str, *, token: str | None = None, after: str | None = None,

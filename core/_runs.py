@@ -14,13 +14,13 @@ from typing import Unpack
 from ._client import AsyncClient, Client, DurationArg, RunFilters
 from ._client import or_default as _sync
 from ._client import or_default_async as _async
-from ._realtime import subscribe, subscribe_to_tag
+from ._realtime import subscribe, subscribe_to_batch, subscribe_to_tag
 from .wire import Run, RunEvent, RunHandle, RunList
 
 __all__ = [
     "acancel", "aevents", "aiter", "alist", "apoll", "areplay", "areschedule", "aretrieve",
     "cancel", "events", "iter", "list", "poll", "replay", "reschedule", "retrieve",
-    "subscribe", "subscribe_to_tag",  # iterators and async iterators of a run's changes (_realtime.py)
+    "subscribe", "subscribe_to_batch", "subscribe_to_tag",  # sync and async iterators of changes (_realtime.py)
 ]
 
 

@@ -238,6 +238,7 @@ from .realtime import (
     CHUNK_EVENT,
     END_EVENT,
     LOG_EVENT,
+    MAX_BATCH_SUBSCRIPTION,
     RUN_EVENT,
     STREAM_NAME_PATTERN,
     RunChange,
@@ -248,5 +249,5 @@ from .realtime import (
     StreamWritten,
 )
 
-__all__ += ["CHUNK_EVENT", "END_EVENT", "LOG_EVENT", "RUN_EVENT", "STREAM_NAME_PATTERN", "RunChange",
-            "StreamAppend", "StreamChunk", "StreamEnd", "StreamWrite", "StreamWritten"]
+__all__ += ["CHUNK_EVENT", "END_EVENT", "LOG_EVENT", "MAX_BATCH_SUBSCRIPTION", "RUN_EVENT", "STREAM_NAME_PATTERN",
+            "RunChange", "StreamAppend", "StreamChunk", "StreamEnd", "StreamWrite", "StreamWritten"]

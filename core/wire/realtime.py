@@ -15,8 +15,7 @@ from pydantic import BaseModel, Field
 from .api import Run
 from .values import StrictModel
 
-SUBSCRIBE_PATH = "/runs/{run_id}/subscribe"
-STREAM_PATH = "/runs/{run_id}/streams/{name}"
+MAX_BATCH_SUBSCRIPTION = 100  # runs in one `?batch=` subscription
 STREAM_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 # SSE event names: a run change, a log line, a stream chunk, and the end of what was asked for.
 RUN_EVENT = "run"
@@ -49,10 +48,11 @@ class StreamChunk(BaseModel):
 
 
 class StreamEnd(BaseModel):
-    """The `data` of an SSE `end` event: the run is final and everything was sent."""
+    """The `data` of an SSE `end` event: the run (or every run of a batch) is final and all was sent."""
 
-    run_id: str
-    status: str
+    run_id: str | None = None
+    status: str | None = None
+    statuses: dict[str, str] = Field(default_factory=dict)  # a batch's: run id -> final status
 
 
 class StreamAppend(StrictModel):

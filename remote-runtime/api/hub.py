@@ -47,6 +47,7 @@ class Subscriber:
     env_id: str
     run_id: str | None = None
     tag: str | None = None
+    run_ids: frozenset[str] | None = None  # a batch
     stream: str | None = None  # with run_id: a stream's chunks (and the run's final status, to end)
     queue: asyncio.Queue[Message] = dataclasses.field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     overflowed: bool = False
@@ -58,7 +59,11 @@ class Subscriber:
             return message.run_id == self.run_id and (message.stream == self.stream or message.final)
         if message.stream is not None:
             return False
-        return message.run_id == self.run_id if self.run_id is not None else self.tag in message.tags
+        if self.run_id is not None:
+            return message.run_id == self.run_id
+        if self.run_ids is not None:
+            return message.run_id in self.run_ids
+        return self.tag in message.tags
 
     def offer(self, message: Message) -> None:
         try:

@@ -9,18 +9,19 @@ the tag), as a Bearer header or, for EventSource (which cannot send headers), `?
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request
 from starlette.responses import StreamingResponse
 
-from outlast.wire import API_PREFIX, END_EVENT, StreamEnd
+from outlast.wire import API_PREFIX, END_EVENT, MAX_BATCH_SUBSCRIPTION, StreamEnd
 
 from ..access.public_tokens import allows, is_public_token
 from ..engine.events import Cursor
-from ..engine.feeds import FINAL, Batch, run_state
+from ..engine.feeds import FINAL, Batch, statuses
 from ..engine.streams import Streams
 from ..errors import RunNotFound
 from .checked_input import CheckedRoute, InvalidInput
@@ -60,7 +61,8 @@ async def realtime(request: Request) -> Realtime:
 
 
 async def subscriber_env(request: Request, authorization: str | None, token: str | None, *,
-                         run_id: str | None = None, tag: str | None = None) -> tuple[str, float | None]:
+                         run_id: str | None = None, tag: str | None = None,
+                         run_ids: Sequence[str] = ()) -> tuple[str, float | None]:
     """The caller's environment, and when its public token expires (None: a secret key)."""
     credential = token or (authorization or "")[7:].strip()
     if not is_public_token(credential):
@@ -70,14 +72,19 @@ async def subscriber_env(request: Request, authorization: str | None, token: str
         return await environment(request, authorization), None
     claims = request.app.state.public_tokens.verify(credential)
     engine = request.app.state.outlast.engine
-    if run_id is not None:
-        covered = allows(claims, run_id, lambda: engine.retrieve(claims["env"], run_id).tags)
+    if run_id is not None or run_ids:
+        wanted = [run_id] if run_id is not None else list(run_ids)
+        covered = all(allows(claims, one, functools.partial(_tags, engine, claims["env"], one)) for one in wanted)
     else:
         covered = tag in claims.get("tags", ())
     if not covered:
-        raise Unauthorized(f"this public token does not cover that {'run' if run_id else 'tag'}",
+        raise Unauthorized(f"this public token does not cover that {'tag' if tag else 'run'}",
                            field="token" if token else "authorization")
     return claims["env"], float(claims["exp"])
+
+
+def _tags(engine: object, env_id: str, run_id: str) -> list[str]:
+    return engine.retrieve(env_id, run_id).tags  # type: ignore[attr-defined]
 
 
 def start_cursor(last_event_id: str | None, after: str | None) -> Cursor | None:
@@ -97,13 +104,14 @@ class Follow:
     """One subscriber's SSE body: catch up from its cursor, then live messages, until its end."""
 
     def __init__(self, live: Realtime, subscriber: Subscriber, cursor: Cursor,
-                 read: Callable[[Cursor, Cursor | None], Awaitable[Batch]], *, ends_with_run: bool,
+                 read: Callable[[Cursor, Cursor | None], Awaitable[Batch]], *, ends_with: Sequence[str],
                  expires_at: float | None) -> None:
+        """`ends_with`: the runs whose end (all of them) ends the subscription; none: it never ends."""
         self.hub = live.hub
         self.subscriber = subscriber
         self.cursor = cursor
         self._read = read
-        self.ends_with_run = ends_with_run
+        self.ends_with = list(ends_with)
         self.expires_at = expires_at  # a public token's expiry: the stream stops there
         self.finished = False
 
@@ -114,7 +122,7 @@ class Follow:
             try:
                 async for frame in self._catch_up(position):
                     yield frame
-                if self.ends_with_run and await self._run_final():
+                if self.ends_with and await self._all_final():
                     async for frame in self._to_the_end():
                         yield frame
                     return
@@ -145,7 +153,7 @@ class Follow:
             except TimeoutError:
                 yield b": keepalive\n\n"
                 continue
-            if message.final and self.ends_with_run:
+            if message.final and self.ends_with and await self._all_final():
                 async for frame in self._to_the_end():
                     yield frame
                 self.finished = True
@@ -166,13 +174,16 @@ class Follow:
                 break
             if batch.end is None:
                 await asyncio.sleep(DRAIN_RETRY_SECONDS)
-        status = await self.hub.read(lambda c: run_state(c, self.subscriber.env_id, self.subscriber.run_id or ""))
-        end = StreamEnd(run_id=self.subscriber.run_id or "", status=status.status if status else "")
-        yield f"id: {self.cursor}\nevent: {END_EVENT}\ndata: {end.model_dump_json()}\n\n".encode()
+        final = await self.hub.read(lambda c: statuses(c, self.subscriber.env_id, self.ends_with))
+        if len(self.ends_with) == 1:
+            end = StreamEnd(run_id=self.ends_with[0], status=final.get(self.ends_with[0]))
+        else:
+            end = StreamEnd(statuses=final)
+        yield f"id: {self.cursor}\nevent: {END_EVENT}\ndata: {end.model_dump_json(exclude_defaults=True)}\n\n".encode()
 
-    async def _run_final(self) -> bool:
-        row = await self.hub.read(lambda c: run_state(c, self.subscriber.env_id, self.subscriber.run_id or ""))
-        return row is not None and row.status in FINAL
+    async def _all_final(self) -> bool:
+        now = await self.hub.read(lambda c: statuses(c, self.subscriber.env_id, self.ends_with))
+        return all(now.get(run_id) in FINAL for run_id in self.ends_with)
 
     def _expired(self) -> bool:
         return self.expires_at is not None and time.time() >= self.expires_at
@@ -183,44 +194,71 @@ def sse(follow: Follow, *, cross_origin: bool = True) -> StreamingResponse:
     return StreamingResponse(follow.body(), media_type="text/event-stream", headers=headers)
 
 
-async def check_run(live: Realtime, env_id: str, run_id: str) -> None:
-    if await live.hub.read(lambda c: run_state(c, env_id, run_id)) is None:
-        raise RunNotFound(f"run {run_id!r} not found", field="run_id")
+async def check_runs(live: Realtime, env_id: str, run_ids: Sequence[str], field: str = "run_id") -> None:
+    found = await live.hub.read(lambda c: statuses(c, env_id, run_ids))
+    for index, run_id in enumerate(run_ids):
+        if run_id not in found:
+            where = f"{field}.{index}" if field == "batch" else field
+            raise RunNotFound(f"run {run_id!r} not found", field=where)
 
 
 async def run_follow(live: Realtime, env_id: str, run_id: str, cursor: Cursor | None, *, logs: bool,
                      expires_at: float | None = None) -> Follow:
     """A run's changes from `cursor` (None: from its first event)."""
-    await check_run(live, env_id, run_id)
+    await check_runs(live, env_id, [run_id])
     feeds = live.hub.feeds
 
     async def read(after: Cursor, until: Cursor | None) -> Batch:
         return await live.hub.read(lambda c: feeds.changes(c, after, env_id=env_id, run_id=run_id, until=until,
                                                            logs=logs))
     subscriber = Subscriber(env_id=env_id, run_id=run_id)
-    return Follow(live, subscriber, cursor or Cursor(0, 0), read, ends_with_run=True, expires_at=expires_at)
+    return Follow(live, subscriber, cursor or Cursor(0, 0), read, ends_with=[run_id], expires_at=expires_at)
 
 
 # --- endpoints --------------------------------------------------------------------------------------
 
 
 @router.get("/runs/subscribe", response_class=StreamingResponse)
-async def subscribe_to_tag(request: Request, rt: State, tag: Annotated[str, Query(min_length=1, max_length=128)],
-                           authorization: Annotated[str | None, Header()] = None, token: Token = None,
-                           after: After = None, last_event_id: LastEventId = None) -> StreamingResponse:
-    """Changes of every run with `tag` (status, metadata, tags, output), from now or after the cursor."""
-    env_id, expires_at = await subscriber_env(request, authorization, token, tag=tag)
+async def subscribe_to_runs(request: Request, rt: State,
+                            tag: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+                            batch: Annotated[list[str], Query(description="run ids (repeated or comma-separated)")] = [],  # noqa: B006, E501
+                            authorization: Annotated[str | None, Header()] = None, token: Token = None,
+                            after: After = None, last_event_id: LastEventId = None) -> StreamingResponse:
+    """Changes of every run with `tag` from now on (or after the cursor), or of a batch's runs from their
+    first (ending once all are final)."""
+    run_ids = batch_ids(batch)
+    if (tag is None) == (not run_ids):
+        raise InvalidInput("give either tag or batch (the run ids of a batch)", field="tag" if tag else "batch")
+    if tag is not None:
+        env_id, expires_at = await subscriber_env(request, authorization, token, tag=tag)
+    else:
+        env_id, expires_at = await subscriber_env(request, authorization, token, run_ids=run_ids)
     live = await realtime(request)
     cursor = start_cursor(last_event_id, after)
     feeds = live.hub.feeds
-    if cursor is None:
-        cursor = live.hub.events_at  # from now on
+    if run_ids:
+        await check_runs(live, env_id, run_ids, field="batch")
 
     async def read(after_: Cursor, until: Cursor | None) -> Batch:
-        return await live.hub.read(lambda c: feeds.changes(c, after_, env_id=env_id, tag=tag, until=until,
-                                                           logs=False))
-    subscriber = Subscriber(env_id=env_id, tag=tag)
-    return sse(Follow(live, subscriber, cursor, read, ends_with_run=False, expires_at=expires_at))
+        return await live.hub.read(lambda c: feeds.changes(c, after_, env_id=env_id, tag=tag,
+                                                           run_ids=run_ids or None, until=until, logs=False))
+    if tag is not None:
+        subscriber = Subscriber(env_id=env_id, tag=tag)
+        follow = Follow(live, subscriber, cursor or live.hub.events_at, read, ends_with=[], expires_at=expires_at)
+    else:
+        subscriber = Subscriber(env_id=env_id, run_ids=frozenset(run_ids))
+        follow = Follow(live, subscriber, cursor or Cursor(0, 0), read, ends_with=run_ids, expires_at=expires_at)
+    return sse(follow)
+
+
+def batch_ids(values: list[str]) -> list[str]:
+    ids = list(dict.fromkeys(part.strip() for value in values for part in value.split(",") if part.strip()))
+    if len(ids) > MAX_BATCH_SUBSCRIPTION:
+        raise InvalidInput(f"batch: at most {MAX_BATCH_SUBSCRIPTION} runs per subscription, got {len(ids)}",
+                           field="batch")
+    if any(len(run_id) > 64 for run_id in ids):
+        raise InvalidInput("batch: a run id is at most 64 characters", field="batch")
+    return ids
 
 
 @router.get("/runs/{run_id}/subscribe", response_class=StreamingResponse)

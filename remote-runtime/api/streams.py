@@ -28,7 +28,7 @@ from .realtime import (
     Follow,
     LastEventId,
     Token,
-    check_run,
+    check_runs,
     realtime,
     sse,
     start_cursor,
@@ -46,21 +46,21 @@ async def read_stream(request: Request, run_id: str, name: StreamName,
                       after: After = None, last_event_id: LastEventId = None) -> StreamingResponse:
     env_id, expires_at = await subscriber_env(request, authorization, token, run_id=run_id)
     live = await realtime(request)
-    await check_run(live, env_id, run_id)
+    await check_runs(live, env_id, [run_id])
     feeds = live.hub.feeds
 
     async def read(after_: Cursor, until: Cursor | None) -> Batch:
         return await live.hub.read(lambda c: feeds.stream(c, after_, run_id=run_id, name=name, until=until))
     subscriber = Subscriber(env_id=env_id, run_id=run_id, stream=name)
     cursor = start_cursor(last_event_id, after) or Cursor(0, 0)
-    return sse(Follow(live, subscriber, cursor, read, ends_with_run=True, expires_at=expires_at))
+    return sse(Follow(live, subscriber, cursor, read, ends_with=[run_id], expires_at=expires_at))
 
 
 @router.get("/runs/{run_id}/streams")
 async def list_streams(request: Request, run_id: str, env: ReadEnv) -> list[dict[str, Any]]:
     """The run's streams: name, chunks, bytes."""
     live = await realtime(request)
-    await check_run(live, env, run_id)
+    await check_runs(live, env, [run_id])
     rows = await run_in_threadpool(live.streams.names, env, run_id)
     return [{"name": r.name, "chunks": r.chunks, "bytes": r.bytes} for r in rows]
 

@@ -7,6 +7,7 @@ A message is serialized once, however many subscribers it goes to; it keeps what
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 
@@ -48,14 +49,17 @@ class Feeds:
         self.chunks = EventLog(run_stream_chunks, postgres=postgres)
 
     def changes(self, c: sa.Connection, after: Cursor, *, env_id: str | None = None, run_id: str | None = None,
-                tag: str | None = None, until: Cursor | None = None, logs: bool = True,
-                limit: int = 500) -> Batch:
-        """Run changes after `after` (of one run, or of the runs with a tag), each with the run as it is now."""
+                tag: str | None = None, run_ids: Sequence[str] | None = None, until: Cursor | None = None,
+                logs: bool = True, limit: int = 500) -> Batch:
+        """Run changes after `after` (of one run, of some runs, or of the runs with a tag), each with the run
+        as it is now."""
         where: list[sa.ColumnElement[bool]] = []
         if env_id is not None:
             where.append(runs.c.env_id == env_id)
         if run_id is not None:
             where.append(run_events.c.run_id == run_id)
+        if run_ids is not None:
+            where.append(run_events.c.run_id.in_(list(run_ids)))
         if tag is not None:
             where.append(run_events.c.run_id.in_(sa.select(run_tags.c.run_id).where(
                 run_tags.c.env_id == env_id, run_tags.c.tag == tag)))
@@ -109,6 +113,8 @@ class Feeds:
         return self.events.end(c), self.chunks.end(c)
 
 
-def run_state(c: sa.Connection, env_id: str, run_id: str) -> sa.Row | None:
-    return c.execute(sa.select(runs.c.status, runs.c.tags).where(runs.c.id == run_id, runs.c.env_id == env_id)).first()
+def statuses(c: sa.Connection, env_id: str, run_ids: Sequence[str]) -> dict[str, str]:
+    """The current status of each of these runs of the environment (missing ones left out)."""
+    rows = c.execute(sa.select(runs.c.id, runs.c.status).where(runs.c.id.in_(list(run_ids)), runs.c.env_id == env_id))
+    return {r.id: r.status for r in rows}
 

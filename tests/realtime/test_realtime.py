@@ -166,3 +166,22 @@ def test_changes_reach_a_subscriber_on_another_replica(make_runtime, store):
     assert _changes(first + live + rest) == _changes(whole)
     assert whole[-1].data["status"] == "COMPLETED"
     wait_for(lambda: client.retrieve_run(run.id).status.is_final)
+
+
+def test_batch_subscription_ends_when_every_run_is_final(rt):
+    from outlast.wire import BatchItem
+
+    client = rt.client()
+    batch = client.batch_trigger([BatchItem(task="stream-sync", payload={"count": i}) for i in range(3)])
+    ids = {handle.id for handle in batch.runs}
+    changes = list(runs.subscribe_to_batch(batch, client=client))  # ends by itself
+    finals = {c.run_id: c.status for c in changes if c.status in ("COMPLETED", "FAILED")}
+    assert finals == dict.fromkeys(ids, "COMPLETED")
+    assert {c.run_id for c in changes} == ids
+    url = f"{rt.url}/api/v1/runs/subscribe"
+    neither = httpx.get(url, headers=auth(SECRET_KEY))
+    assert neither.status_code == 422 and neither.json()["field"] == "batch"
+    unknown = httpx.get(url, headers=auth(SECRET_KEY), params={"batch": f"{batch.runs[0].id},run_nope"})
+    assert unknown.status_code == 404 and unknown.json()["field"] == "batch.1"
+    too_many = httpx.get(url, headers=auth(SECRET_KEY), params={"batch": ",".join(f"run_{i}" for i in range(101))})
+    assert too_many.status_code == 422 and too_many.json()["field"] == "batch"

@@ -41,8 +41,8 @@ WIRE = {
 WIRE |= {"BulkAction", "BulkActionCreate", "BulkActionKind", "BulkActionState", "BulkFilter", "DebounceMode",
          "DebounceOptions"}  # flow control (wire/flow.py)
 OUTLAST |= {"RunChange", "StreamChunk", "StreamLimitError", "streams"}  # realtime (_realtime.py, _streams.py)
-WIRE |= {"CHUNK_EVENT", "END_EVENT", "LOG_EVENT", "RUN_EVENT", "STREAM_NAME_PATTERN", "RunChange", "StreamAppend",
-         "StreamChunk", "StreamEnd", "StreamWrite", "StreamWritten"}  # realtime (wire/realtime.py)
+WIRE |= {"CHUNK_EVENT", "END_EVENT", "LOG_EVENT", "MAX_BATCH_SUBSCRIPTION", "RUN_EVENT", "STREAM_NAME_PATTERN",
+         "RunChange", "StreamAppend", "StreamChunk", "StreamEnd", "StreamWrite", "StreamWritten"}  # wire/realtime.py
 
 
 def test_outlast_exports_exactly_its_public_names() -> None:
