@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -85,3 +86,10 @@ def test_dedup_smoke():
     out = bench("-m", "bench.dedup", "--smoke", timeout=600)
     assert "raw image (MB)" in out and "get, median (ms)" in out, out
     assert "nan" not in out, out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes cgroups: needs root")
+def test_limits_smoke():
+    result = json.loads(bench("bench/limits.py", "--smoke", timeout=120))
+    assert result["count"] == 5
+    assert all(math.isfinite(result[f"{step}_p50_ms"]) for step in ("create", "place", "start_attempt", "remove"))

@@ -86,6 +86,7 @@ class Limits:
         self._parent = f"{cgroups.PARENT}/{os.getpid()}"
         self._by_pid: dict[int, TaskCgroup] = {}
         self._exit_usage: dict[int, Usage] = {}
+        self._sized: dict[int, Machine] = {}  # the preset each process's cgroup is sized for now
         if mode == "off":
             self.problem = "OUTLAST_LIMITS=off"
             return
@@ -154,10 +155,12 @@ class Limits:
         """Set `machine`'s limits; CgroupError if the process already uses more than it allows."""
         cgroup.limit(machine.cpus, machine.memory_bytes, self.pids_max)
 
-    def adopt(self, pid: int, cgroup: TaskCgroup | None) -> None:
-        """Track `pid` as living in `cgroup` (it was placed there, or criu restored it there)."""
+    def adopt(self, pid: int, cgroup: TaskCgroup | None, machine: Machine | None = None) -> None:
+        """Track `pid` as living in `cgroup` (it was placed there, or criu restored it there sized for `machine`)."""
         if cgroup is not None:
             self._by_pid[pid] = cgroup
+            if machine is not None:
+                self._sized[pid] = machine
 
     def of(self, pid: int) -> TaskCgroup | None:
         return self._by_pid.get(pid)
@@ -166,6 +169,7 @@ class Limits:
         """`pid` exited: keep its last counters for its attempt's report; returns its cgroup, to remove
         (`TaskCgroup.remove`, which may wait a moment for the rest of its processes to go)."""
         cgroup = self._by_pid.pop(pid, None)
+        self._sized.pop(pid, None)
         if cgroup is not None:
             self._exit_usage[pid] = cgroup.usage()
             while len(self._exit_usage) > KEPT_EXIT_USAGES:  # of processes no attempt asked about (idle ones)
@@ -183,7 +187,9 @@ class Limits:
         cgroup = self._by_pid.get(pid)
         if cgroup is None:
             return None
-        self.size(cgroup, machine)
+        if self._sized.get(pid) != machine:  # a reused process on the same preset keeps its limits
+            self.size(cgroup, machine)
+            self._sized[pid] = machine
         cgroup.reset_peak()
         return cgroup.usage()
 

@@ -277,7 +277,7 @@ class Suspension:
                               namespaced=True)
         ready.set_result(Hello(process_id=process_id, pid=pid))
         process.resumed, process.result, process.execution = loop.create_future(), loop.create_future(), execution
-        self.pool.limits.adopt(pid, cgroup)
+        self.pool.limits.adopt(pid, cgroup, execution.machine)
         execution.usage_start = self.pool.limits.usage(pid)  # this incarnation's use is measured from here
         self.pool.track(process)
         return process

@@ -4,6 +4,8 @@ same limits."""
 
 from __future__ import annotations
 
+import shutil
+
 import httpx
 import pytest
 from typer.testing import CliRunner
@@ -12,7 +14,7 @@ from outlast import InvalidRequestError, RunStatus, trigger_options
 from outlast.cli import app
 from outlast.runtime.worker import cgroups
 from outlast.wire.machines import MACHINES
-from tests.conftest import SECRET_KEY, wait_for
+from tests.conftest import PG_ADMIN_URL, SECRET_KEY, _create_pg_database, _drop_pg_database, runtime_process, wait_for
 from tests.e2e._shared import shared_runtime_fixture
 
 ENV = {"OUTLAST_CHECKPOINT_AFTER": "1", "OUTLAST_PIDS_LIMIT": "64"}
@@ -26,6 +28,13 @@ def _v1_host() -> bool:
 
 
 pytestmark = pytest.mark.skipif(not _v1_host(), reason="the tasks read cgroup v1 files")
+
+
+@pytest.fixture
+def database_url():
+    name = _create_pg_database()
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    _drop_pg_database(name)
 
 
 @pytest.fixture
@@ -126,3 +135,32 @@ def test_doctor_reports_the_cgroup_version_of_each_controller_and_task_cgroups()
     assert "ok  task cgroups: machine limits enforced with cgroups (memory v1, cpu v1, cpuacct v1, pids v1)" \
         in result.output
     assert "user namespaces: " in result.output and "runc: " in result.output
+
+
+def test_a_run_checkpointed_on_one_node_resumes_on_another_with_its_limits(tmp_path, database_url):
+    shared = {"OUTLAST_CHECKPOINT_STORE": str(tmp_path / "checkpoints"), "OUTLAST_PROCESS_DIR": str(tmp_path / "p"),
+              **ENV}
+    nodes = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        nodes.append(runtime_process(tmp_path / name, database_url, project="machines", node_id=f"node-{name}",
+                                     extra_env=shared))
+    node_a, node_b = nodes
+    try:
+        node_a.start()
+        client = node_a.client()
+        run_id = client.trigger("limited-wait", {"seconds": 5}).id
+        wait_for(lambda: client.retrieve_run(run_id).status is RunStatus.WAITING, timeout=30,
+                 message="the run to be checkpointed")
+        node_a.stop()
+        shutil.rmtree(tmp_path / "p")  # node B is another machine: nothing of node A's is on its disk
+        node_b.start()
+        run = finished(node_b.client(), run_id)
+        assert run.status is RunStatus.COMPLETED, run.error
+        messages = [e.message for e in node_b.client().run_events(run_id) if e.kind == "status"]
+        assert any("resumes on node-b" in m for m in messages), messages
+        micro = {"memory": MICRO.memory_bytes, "cpu_quota": 25_000, "pids": "64"}
+        assert run.output["before"]["limits"] == run.output["after"]["limits"] == micro
+    finally:
+        node_a.close()
+        node_b.close()
