@@ -50,7 +50,9 @@ class Dispatcher:
         while True:
             slot_freed.clear()  # before looking at the slots, so no wake-up between is lost
             self._start_backlog()
-            capacity = self.prefetch_limit() - attempts.running - len(attempts.backlog)  # parked waits hold no slot
+            # Slots are counted in machine presets (a micro takes half of one); parked waits hold none.
+            in_use = int(attempts.slots_in_use)
+            capacity = self.prefetch_limit() - in_use - len(attempts.backlog)
             # With every slot busy, top the backlog up only once it runs low, so that each claim
             # takes several runs at once.
             if capacity <= 0 or len(attempts.backlog) >= attempts.slots:
@@ -60,7 +62,7 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(slot_freed.wait(), RECHECK_SECONDS)
                 continue
-            busy = attempts.running >= attempts.slots or bool(attempts.backlog)
+            busy = in_use >= attempts.slots or bool(attempts.backlog)
             try:
                 # With a slot idle, long-poll for new work; with all busy, only top up the backlog.
                 assignments = await self.backend.claim(capacity, wait=0 if busy else self.settings.poll_interval)

@@ -164,3 +164,22 @@ def test_a_run_checkpointed_on_one_node_resumes_on_another_with_its_limits(tmp_p
     finally:
         node_a.close()
         node_b.close()
+
+
+def _executing(client, ids: list[str]) -> int:
+    return sum(client.retrieve_run(i).status is RunStatus.EXECUTING for i in ids)
+
+
+@pytest.mark.parametrize(("machine", "at_once"), [("micro", 4), ("medium-1x", 1)])
+def test_slots_are_counted_in_machine_presets(shared_runtime, client, machine, at_once):
+    """Two slots hold four micro attempts (half a slot each), but only one medium-1x (it needs more
+    than the node's two slots, so it takes them all)."""
+    name = f"slots-{machine}"
+    ids = [client.trigger("gate", {"name": name}, trigger_options(machine=machine)).id for _ in range(at_once + 1)]
+    try:
+        wait_for(lambda: _executing(client, ids) == at_once, timeout=30, message=f"{at_once} executing at once")
+        for _ in range(10):  # and no more than that, while they hold their slots
+            assert _executing(client, ids) == at_once
+    finally:
+        (shared_runtime.scratch / f"open-{name}").touch()
+    assert all(finished(client, i).status is RunStatus.COMPLETED for i in ids)

@@ -86,3 +86,13 @@ def _host_pid() -> int:
         if line.startswith("NSpid:"):
             return int(line.split()[1])
     return os.getpid()
+
+
+@task(id="gate", machine="micro")
+def gate(payload: dict) -> str:
+    """Holds its slot until the test creates `open-<name>` in the scratch directory."""
+    scratch = Path(os.environ["OUTLAST_TEST_SCRATCH"])
+    deadline = time.monotonic() + 60
+    while not (scratch / f"open-{payload['name']}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return payload["name"]
