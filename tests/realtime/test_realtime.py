@@ -185,3 +185,18 @@ def test_batch_subscription_ends_when_every_run_is_final(rt):
     assert unknown.status_code == 404 and unknown.json()["field"] == "batch.1"
     too_many = httpx.get(url, headers=auth(SECRET_KEY), params={"batch": ",".join(f"run_{i}" for i in range(101))})
     assert too_many.status_code == 422 and too_many.json()["field"] == "batch"
+
+
+def test_a_stream_and_the_changes_survive_a_checkpoint_of_the_writer(rt):
+    client = rt.client()
+    run = client.trigger("change-and-wait", {"marker": "m4", "seconds": 3})
+    progress = streams.read(run.id, "progress", client=client)
+    changes = list(runs.subscribe(run.id, client=client))
+    assert [c.data for c in progress] == ["before the wait", "after the wait"]
+    statuses = [c.status for c in changes if c.kind == "status"]
+    assert statuses.index("EXECUTING") < statuses.index("WAITING") < statuses.index("COMPLETED"), statuses
+    assert [c.kind for c in changes].count("metadata") == 2 and changes[-1].run.metadata == {"phase": "after"}
+    checkpoints = [e.data["checkpoint"].get("mode") for e in client.run_events(run.id) if e.data.get("checkpoint")]
+    health = httpx.get(f"{rt.url}/api/v1/health").json()
+    if health.get("checkpoints", {}).get("enabled"):
+        assert "criu" in checkpoints, checkpoints  # the writer's process was dumped and restored in between

@@ -44,7 +44,7 @@ def stream_refused(payload: dict) -> dict:
     return {"refused": None}
 
 
-@task(id="change-and-wait")
+@task(id="change-and-wait", checkpoint_after=1)
 async def change_and_wait(payload: dict) -> dict:
     """Metadata, a wait long enough to be checkpointed, a stream written on both sides of it."""
     metadata.set("phase", "before")
