@@ -47,7 +47,8 @@ def finished(client, run_id: str, timeout: float = 90):
                     message=f"run {run_id} to finish")
 
 
-def test_an_attempt_past_its_memory_ends_out_of_memory_and_its_retry_on_a_bigger_machine_completes(client):
+def test_an_attempt_past_its_memory_ends_out_of_memory_and_its_retry_on_a_bigger_machine_completes(
+        shared_runtime, client):
     run = finished(client, client.trigger("hog", {"mb": 400}).id)
     assert run.status is RunStatus.COMPLETED, run.error
     assert run.attempts == 2
@@ -64,6 +65,12 @@ def test_an_attempt_past_its_memory_ends_out_of_memory_and_its_retry_on_a_bigger
     assert "on machine small-2x" in failed.message
     assert run.peak_memory_bytes >= 400 * 2**20, "the completed attempt held its 400 MB"
     assert run.cpu_ms is not None and run.cpu_ms > 0
+    shown = CliRunner().invoke(app, ["runs", "show", run.id, "--api-url", shared_runtime.url,
+                                     "--secret-key", SECRET_KEY])
+    assert shown.exit_code == 0, shown.output
+    assert f"peak memory  {run.peak_memory_bytes / 2**20:.1f} MiB" in shown.output
+    assert f"cpu time     {run.cpu_ms / 1000:.2f}s" in shown.output
+    assert "machine      small-2x" in shown.output
 
 
 def test_without_an_out_of_memory_retry_the_run_fails_out_of_memory(client):
