@@ -47,6 +47,7 @@ async def read_stream(request: Request, run_id: str, name: StreamName,
     env_id, expires_at = await subscriber_env(request, authorization, token, run_id=run_id)
     live = await realtime(request)
     await check_runs(live, env_id, [run_id])
+    await run_in_threadpool(live.streams.sweep_if_due)
     feeds = live.hub.feeds
 
     async def read(after_: Cursor, until: Cursor | None) -> Batch:

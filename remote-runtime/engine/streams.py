@@ -9,7 +9,8 @@ holds however many writers race.
 Limits (environment variables of the runtime; see docs/realtime.md):
 OUTLAST_STREAM_MAX_CHUNK_BYTES (one chunk, JSON-encoded; default 64 KiB),
 OUTLAST_STREAM_MAX_BYTES (one stream in all; default 16 MiB),
-OUTLAST_STREAM_RETENTION (seconds a stream is kept after its last chunk; default 7 days).
+OUTLAST_STREAM_RETENTION (seconds a stream is kept after its last chunk; default 7 days), swept at most
+once a minute by the runtime that serves the stream's writes or reads.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..store.db import Database
 from ..store.schema import run_stream_chunks, run_streams, runs
 
 WRITABLE = (RunStatus.EXECUTING.value, RunStatus.WAITING.value)
+SWEEP_SECONDS = 60.0
 
 
 class StreamRefused(EngineError):
@@ -71,6 +73,7 @@ class Streams:
         self.db = db
         self.limits = limits or StreamLimits.from_env()
         self.clock = clock
+        self._next_sweep = 0.0
 
     def append(self, write: StreamWrite, *, env_ids: list[str] | None = None) -> StreamWritten:
         """Store the chunks of one append call, all or none; `env_ids` scopes a remote worker."""
@@ -104,7 +107,15 @@ class Streams:
                 c.execute(run_stream_chunks.insert(), [
                     {"run_id": write.run_id, "name": append.name, "attempt": write.attempt, "seq": seq,
                      "data": chunk, "bytes": size, "time": now} for seq, chunk, size in fresh])
+        self.sweep_if_due()
         return totals
+
+    def sweep_if_due(self) -> None:
+        """Delete expired streams, at most once a minute (called by the writes and reads of streams)."""
+        now = self.clock()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_SECONDS
+            self.expire()
 
     def _grow(self, c: sa.Connection, run_id: str, env_id: str, name: str, chunks: int, added: int,
               now: float) -> StreamWritten:
