@@ -33,6 +33,8 @@ class Execution:
         self.held_results: list[WaitpointResult] = []  # completed while parked, handed in on resume
         self.machine = _machine_or_none(self.context.machine)  # None: a preset this node does not know
         self.usage_start: Usage | None = None  # its process's cgroup counters when it started here
+        # What it used before its last checkpoint (carried in the checkpoint's detail), in other processes.
+        self.used_before: dict[str, int] = {}
 
     @property
     def leased(self) -> LeasedAttempt:

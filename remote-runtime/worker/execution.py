@@ -17,7 +17,7 @@ from outlast.wire import AttemptCompletion, AttemptOutcome, Result, StartAttempt
 
 from ..settings import RuntimeSettings
 from .attempts import Attempts, Execution
-from .limits import MACHINE_TOO_LARGE, OUT_OF_MEMORY, measure, out_of_memory_error
+from .limits import MACHINE_TOO_LARGE, OUT_OF_MEMORY, carried, measure, out_of_memory_error
 from .pool import MachineTooSmall, ProcessPool
 from .processes import ProcessExited, TaskProcess
 from .reports import ReportBuffer
@@ -118,12 +118,11 @@ class AttemptRunner:
     def _measured(self, execution: Execution, process: TaskProcess, ending: Ending) -> Ending:
         """`ending` with what the attempt used; an attempt its cgroup's OOM killer ended is out of memory."""
         measured = measure(execution.usage_start, self.pool.limits.usage(process.pid))
-        if measured is None:
-            return ending
-        if (measured.out_of_memory and ending.outcome is AttemptOutcome.CRASHED and execution.machine is not None
-                and not execution.stop_reason):
+        if (measured is not None and measured.out_of_memory and ending.outcome is AttemptOutcome.CRASHED
+                and execution.machine is not None and not execution.stop_reason):
             ending = dataclasses.replace(ending, error=out_of_memory_error(execution.machine, measured))
-        return dataclasses.replace(ending, cpu_ms=measured.cpu_ms, peak_memory_bytes=measured.peak_bytes)
+        used = carried(measured, execution.used_before)  # with what it used before a checkpoint
+        return dataclasses.replace(ending, cpu_ms=used.get("cpu_ms"), peak_memory_bytes=used.get("peak_memory_bytes"))
 
     def _start(self, execution: Execution, process: TaskProcess) -> None:
         context = execution.context

@@ -83,7 +83,8 @@ class Limits:
         self.pids_max = pids_max
         self.problem = ""  # why limits are not enforced here ("" where they are)
         self.hierarchies: dict[str, cgroups.Hierarchy] = {}
-        self._parent = f"{cgroups.PARENT}/{os.getpid()}"
+        # One parent per supervisor: a runtime process may run two (working copy and deployed versions).
+        self._parent = f"{cgroups.PARENT}/{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._by_pid: dict[int, TaskCgroup] = {}
         self._exit_usage: dict[int, Usage] = {}
         self._sized: dict[int, Machine] = {}  # the preset each process's cgroup is sized for now
@@ -127,7 +128,8 @@ class Limits:
         for hierarchy in found.values():
             base = hierarchy.path(hierarchy.own) / cgroups.PARENT
             for entry in base.glob("*") if base.is_dir() else ():
-                if entry.is_dir() and entry.name.isdigit() and not cgroups.pid_alive(int(entry.name)):
+                pid = entry.name.split("-", 1)[0]
+                if entry.is_dir() and pid.isdigit() and not cgroups.pid_alive(int(pid)):
                     for child in entry.iterdir():  # task cgroups: one level, emptied when their process died
                         if child.is_dir():
                             _rmdir(child)
@@ -218,6 +220,17 @@ def measure(start: Usage | None, end: Usage | None) -> Measured | None:
     cpu_ms = (end.cpu_ns - start.cpu_ns) // 1_000_000 if end.cpu_ns is not None and start.cpu_ns is not None else None
     return Measured(cpu_ms=max(0, cpu_ms) if cpu_ms is not None else None, peak_bytes=end.peak_bytes,
                     out_of_memory=end.oom_kills > start.oom_kills, limit_bytes=end.memory_limit)
+
+
+def carried(measured: Measured | None, before: dict[str, int]) -> dict[str, int]:
+    """An attempt's CPU time and peak so far: what its current process used plus what `before` says
+    its earlier incarnations (before a checkpoint) used. Keys: cpu_ms, peak_memory_bytes."""
+    total = dict(before)
+    if measured is not None and measured.cpu_ms is not None:
+        total["cpu_ms"] = total.get("cpu_ms", 0) + measured.cpu_ms
+    if measured is not None and measured.peak_bytes is not None:
+        total["peak_memory_bytes"] = max(total.get("peak_memory_bytes", 0), measured.peak_bytes)
+    return total
 
 
 def out_of_memory_error(machine: Machine, measured: Measured) -> TaskRunError:

@@ -106,8 +106,13 @@ class ProcessPool:
         try:
             process = await spawn(source.project, version, options, forkserver)
             if cgroup is not None:  # a fork of the fork server: moved in before it is given any attempt
-                with contextlib.suppress(ProcessLookupError):
+                try:
                     cgroup.place(process.pid)
+                except ProcessLookupError:
+                    pass  # gone already: reaped below like any other
+                except CgroupError:
+                    process.kill()
+                    raise
         except BaseException:
             if cgroup is not None:
                 self.background.start(asyncio.to_thread(cgroup.remove))

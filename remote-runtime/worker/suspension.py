@@ -23,6 +23,7 @@ from ..checkpoint.checkpointer import Checkpointer, CheckpointSupport, DumpedIma
 from .attempts import Attempts, Execution
 from .backend import WorkerBackend
 from .cgroups import CgroupError, TaskCgroup
+from .limits import carried, measure
 from .pool import ProcessPool
 from .processes import PidProcess, ProcessExited, TaskProcess
 
@@ -86,8 +87,9 @@ class Suspension:
         context = execution.context
         # From here the process is gone and lives only in `image`: committed once it is in the store.
         key = f"{context.run_id}/{context.attempt}-{uuid.uuid4().hex[:12]}"
+        used = carried(measure(execution.usage_start, self.pool.limits.usage(process.pid)), execution.used_before)
         request = self._request(execution, CheckpointMode.CRIU, image_key=key, detail={
-            "process_id": process.process_id, "version": process.version})
+            "process_id": process.process_id, "version": process.version, **used})
         try:
             await asyncio.to_thread(checkpointer.mark_pending, image, {"request": request.model_dump(mode="json")})
             stored = await asyncio.to_thread(checkpointer.store_image, image, key, process.version)
@@ -230,6 +232,8 @@ class Suspension:
         if checkpointer is None:
             raise RestoreFailed(f"this node cannot restore checkpoints: {self.checkpoints.problem}")
         process_id = str(resume.detail.get("process_id", ""))
+        execution.used_before = {k: int(v) for k, v in resume.detail.items()  # before its checkpoint
+                                 if k in ("cpu_ms", "peak_memory_bytes") and isinstance(v, int)}
         try:
             cgroup = self._cgroup_for(execution)
         except CgroupError as exc:

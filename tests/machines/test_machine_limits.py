@@ -103,7 +103,7 @@ def test_a_bigger_trigger_option_overrides_the_tasks_preset(client):
 
 
 def test_a_waiting_run_checkpointed_with_its_limits_resumes_with_them(client):
-    run_id = client.trigger("limited-wait", {"seconds": 4}).id
+    run_id = client.trigger("limited-wait", {"seconds": 4, "spin": 2}).id
     run = finished(client, run_id)
     assert run.status is RunStatus.COMPLETED, run.error
     before, after = run.output["before"], run.output["after"]
@@ -111,6 +111,8 @@ def test_a_waiting_run_checkpointed_with_its_limits_resumes_with_them(client):
     assert any("checkpoint" in m for m in messages), messages
     assert before["host_pid"] != after["host_pid"], "it was restored, not kept alive"
     assert before["limits"] == after["limits"] == {"memory": MICRO.memory_bytes, "cpu_quota": 25_000, "pids": "64"}
+    # 2 s of spinning under a quarter-core quota before the checkpoint: about 500 ms, counted with the rest
+    assert run.cpu_ms >= 300, run.cpu_ms
 
 
 def test_a_machine_larger_than_the_node_is_refused(client):

@@ -76,6 +76,9 @@ def fork_bomb(payload: dict) -> dict:
 @task(id="limited-wait", machine="micro")
 async def limited_wait(payload: dict) -> dict:
     """Reads its limits and host pid, waits (checkpointed), reads them again."""
+    deadline = time.monotonic() + payload.get("spin", 0)  # CPU time before the checkpoint
+    while time.monotonic() < deadline:
+        pass
     before = {"limits": limits(), "host_pid": _host_pid()}
     await wait.for_(seconds=payload.get("seconds", 3))
     return {"before": before, "after": {"limits": limits(), "host_pid": _host_pid()}}
