@@ -122,3 +122,14 @@ def test_a_chunk_that_fails_changes_nothing_and_is_done_again(engine, monkeypatc
     with engine.db.connect() as c:
         replayed = c.execute(sa.select(runs.c.replayed_from).where(runs.c.replayed_from.is_not(None))).scalars()
         assert sorted(replayed) == sorted(ids)
+
+
+def test_a_run_that_no_longer_matches_when_its_chunk_comes_is_skipped(engine):
+    ids = [h.id for h in engine.trigger("dev", items("work", 5))]
+    job = engine.bulk.create("dev", BulkActionCreate(action="cancel", filter={"status": ["QUEUED"], "task": ["work"]}))
+    started = engine.claim("node-1", ["dev"], ["work"], 2)  # two of them start before the job gets to them
+    assert len(started) == 2
+    job, _ = finish(engine, job.id)
+    assert (job.total, job.processed, job.succeeded, job.skipped) == (5, 5, 3, 2)
+    statuses = {run_id: engine.retrieve("dev", run_id).status for run_id in ids}
+    assert sorted(statuses.values()) == [RunStatus.CANCELED] * 3 + [RunStatus.EXECUTING] * 2

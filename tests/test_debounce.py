@@ -137,3 +137,10 @@ def test_rows_of_long_closed_windows_are_deleted_and_the_key_starts_afresh(engin
     second = trigger(engine, debounced(mode="leading", delay=5))
     assert second != first
     assert trigger(engine, debounced(mode="leading", delay=5)) == second
+
+
+def test_a_cancelled_leading_run_is_not_returned_again(engine):
+    first = trigger(engine, debounced(mode="leading", delay=60))
+    engine.cancel("dev", first)
+    second = trigger(engine, debounced(mode="leading", delay=60))
+    assert second != first and engine.retrieve("dev", second).status is RunStatus.QUEUED

@@ -96,25 +96,27 @@ class BulkActions:
                             .order_by(bulk_actions.c.id).limit(1).with_for_update(skip_locked=True)).first()
             if job is None:
                 return False
-            rows = c.execute(sa.select(runs).join(bulk_action_runs, bulk_action_runs.c.run_id == runs.c.id).where(
-                bulk_action_runs.c.job_id == job.id, runs.c.env_id == job.env_id,
-            ).order_by(bulk_action_runs.c.run_id.desc()).limit(self.chunk)).all()  # the primary key's order
+            ids = c.execute(sa.select(bulk_action_runs.c.run_id).where(bulk_action_runs.c.job_id == job.id)
+                            .order_by(bulk_action_runs.c.run_id.desc()).limit(self.chunk)).scalars().all()
+            # Those that still match (a QUEUED run that started meanwhile is not cancelled as one).
+            where = run_filter(BulkFilter.model_validate(job.filter))
+            rows = c.execute(matching_runs(job.env_id, where).where(runs.c.id.in_(ids))).all() if ids else []
             if job.action == BulkActionKind.CANCEL:
                 cancelled, images = self.control.cancel_live(c, job.env_id, [row.id for row in rows], now)
                 succeeded, error = len(cancelled), None
             else:
                 succeeded, error = self._replay(c, job.env_id, rows, now)
-            if rows:
+            if ids:
                 c.execute(bulk_action_runs.delete().where(bulk_action_runs.c.job_id == job.id,
-                                                          bulk_action_runs.c.run_id.in_([row.id for row in rows])))
-            done = len(rows) < self.chunk
+                                                          bulk_action_runs.c.run_id.in_(ids)))
+            done = len(ids) < self.chunk
             c.execute(bulk_actions.update().where(bulk_actions.c.id == job.id).values(
-                state=(B.COMPLETED if done else B.RUNNING).value, cursor=rows[-1].id if rows else job.cursor,
-                processed=job.processed + len(rows), succeeded=job.succeeded + succeeded,
-                skipped=job.skipped + len(rows) - succeeded, error=error or job.error, updated_at=now,
+                state=(B.COMPLETED if done else B.RUNNING).value, cursor=ids[-1] if ids else job.cursor,
+                processed=job.processed + len(ids), succeeded=job.succeeded + succeeded,
+                skipped=job.skipped + len(ids) - succeeded, error=error or job.error, updated_at=now,
                 completed_at=now if done else None))
         self.control.delete_images(images)
-        if rows:
+        if succeeded:
             self.context.wake()
         return True
 

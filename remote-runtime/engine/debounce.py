@@ -112,6 +112,10 @@ class Debounces:
             self._retag(row.run_id, item.options.tags)
             message = f"debounced: a trigger with key {options.key!r} moved the start to {utc(until).isoformat()}"
         else:
+            status = self.c.execute(sa.select(runs.c.status).where(runs.c.id == row.run_id,
+                                                                   runs.c.env_id == self.env_id)).scalar()
+            if status is None or status == RunStatus.CANCELED.value:  # cancelled: the key starts afresh
+                return None
             message = f"debounced: a trigger with key {options.key!r} returned this run"
         self.c.execute(debounce_keys.update().where(*self._matches(row)).values(window_until=until))
         self.c.execute(run_events.insert(), [timeline_event(row.run_id, self.now, "debounced", message=message,
