@@ -1,7 +1,8 @@
 """What machine limits cost a task process and an attempt: the cgroup work the supervisor does.
 
 Measures, on real cgroups of this host, each step for a real (sleeping) child process: making its
-cgroup, moving it in, sizing it for an attempt (limits, peak reset, counters read), reading the
+cgroup, moving it in, sizing it for an attempt (limits, peak reset, counters read), the next
+attempt of the reused process on the same preset (peak reset and counters only), reading the
 counters at the attempt's end, and removing the cgroup after the process exited. Medians and p99
 in milliseconds. Needs root (or a delegated cgroup); prints a JSON line.
 
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from outlast.runtime.worker.limits import Limits
 from outlast.wire.machines import MACHINES
 
-STEPS = ("create", "place", "start_attempt", "usage", "remove")
+STEPS = ("create", "place", "start_attempt", "same_preset_again", "usage", "remove")
 
 
 def measure(count: int) -> dict[str, object]:
@@ -50,6 +51,9 @@ def measure(count: int) -> dict[str, object]:
             began = time.perf_counter()
             limits.start_attempt(child, machine)
             timings["start_attempt"].append(time.perf_counter() - began)
+            began = time.perf_counter()
+            limits.start_attempt(child, machine)  # a reused process's next attempt on the same preset
+            timings["same_preset_again"].append(time.perf_counter() - began)
             began = time.perf_counter()
             limits.usage(child)
             timings["usage"].append(time.perf_counter() - began)
