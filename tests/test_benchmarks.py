@@ -93,3 +93,10 @@ def test_limits_smoke():
     result = json.loads(bench("bench/limits.py", "--smoke", timeout=120))
     assert result["count"] == 5
     assert all(math.isfinite(result[f"{step}_p50_ms"]) for step in ("create", "place", "start_attempt", "remove"))
+
+
+def test_realtime_smoke():
+    result = json.loads(bench("bench/realtime.py", "--smoke", timeout=300))
+    assert result["fan_out"]["missing"] == 0, result
+    assert all(math.isfinite(v) for v in numbers(result["fan_out"]) + numbers(result["stream"])), result
+    assert result["stream"]["chunks"] == 200, result

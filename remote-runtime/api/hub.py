@@ -65,6 +65,14 @@ class Subscriber:
             return message.run_id in self.run_ids
         return self.tag in message.tags
 
+    def index_keys(self) -> list[tuple[str, str]]:
+        """Where the hub files it: by run (a run, a stream, each run of a batch) or by tag."""
+        if self.run_id is not None:
+            return [("run", self.run_id)]
+        if self.run_ids is not None:
+            return [("run", run_id) for run_id in self.run_ids]
+        return [("tag", self.tag or "")]
+
     def offer(self, message: Message) -> None:
         try:
             self.queue.put_nowait(message)
@@ -81,7 +89,7 @@ class Hub:
         # Its own small pool: the hub's reads neither wait behind nor poke on the engine's connections.
         self.engine = _reader_engine(db)
         self.events_at, self.chunks_at = START, START
-        self.subscribers: set[Subscriber] = set()
+        self.subscribers: dict[tuple[str, str], set[Subscriber]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poked: asyncio.Event | None = None
         self._poke_pending = threading.Event()
@@ -198,8 +206,12 @@ class Hub:
                 return held_back
 
     def _dispatch(self, messages: list[Message]) -> None:
+        subscribers = self.subscribers
         for message in messages:
-            for subscriber in self.subscribers:
+            found = subscribers.get(("run", message.run_id), set())
+            for tag in message.tags:
+                found = found | subscribers.get(("tag", tag), set())
+            for subscriber in found:
                 if subscriber.wants(message):
                     subscriber.offer(message)
 
@@ -210,11 +222,17 @@ class Hub:
         subscriber.overflowed = False
         while not subscriber.queue.empty():
             subscriber.queue.get_nowait()
-        self.subscribers.add(subscriber)
+        for key in subscriber.index_keys():
+            self.subscribers.setdefault(key, set()).add(subscriber)
         return self.chunks_at if subscriber.stream is not None else self.events_at
 
     def unregister(self, subscriber: Subscriber) -> None:
-        self.subscribers.discard(subscriber)
+        for key in subscriber.index_keys():
+            filed = self.subscribers.get(key)
+            if filed is not None:
+                filed.discard(subscriber)
+                if not filed:
+                    del self.subscribers[key]
 
 
 def _reader_engine(db: Database) -> sa.Engine:

@@ -138,30 +138,40 @@ class Follow:
             batch = await self._read(self.cursor, position)
             for message in batch.messages:
                 self.cursor = message.cursor
-                yield message.frame()
+                yield message.frame
             if batch.end is None:
                 return
 
     async def _live(self) -> AsyncIterator[bytes]:
+        """Live messages; what waits in the queue when it wakes goes out as one write."""
         queue = self.subscriber.queue
         while not self.subscriber.overflowed and not self._expired():
             timeout = KEEPALIVE_SECONDS
             if self.expires_at is not None:
                 timeout = min(timeout, max(0.0, self.expires_at - time.time()))
             try:
-                message = await asyncio.wait_for(queue.get(), timeout)
+                async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
+                    messages = [await queue.get()]
             except TimeoutError:
                 yield b": keepalive\n\n"
                 continue
-            if message.final and self.ends_with and await self._all_final():
-                async for frame in self._to_the_end():
-                    yield frame
-                self.finished = True
-                return
-            if message.cursor <= self.cursor:
-                continue  # it came in the catch-up already
-            self.cursor = message.cursor
-            yield message.frame()
+            while not queue.empty():
+                messages.append(queue.get_nowait())
+            frames = []
+            for message in messages:
+                if message.final and self.ends_with and await self._all_final():
+                    if frames:
+                        yield b"".join(frames)
+                    async for frame in self._to_the_end():
+                        yield frame
+                    self.finished = True
+                    return
+                if message.cursor <= self.cursor:
+                    continue  # it came in the catch-up already
+                self.cursor = message.cursor
+                frames.append(message.frame)
+            if frames:
+                yield b"".join(frames)
 
     async def _to_the_end(self) -> AsyncIterator[bytes]:
         """The run is final: what is left of it, then `end`."""
@@ -169,7 +179,7 @@ class Follow:
             batch = await self._read(self.cursor, None)
             for message in batch.messages:
                 self.cursor = message.cursor
-                yield message.frame()
+                yield message.frame
             if batch.end is None and not batch.held_back:
                 break
             if batch.end is None:

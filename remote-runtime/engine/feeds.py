@@ -7,6 +7,7 @@ A message is serialized once, however many subscribers it goes to; it keeps what
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -32,7 +33,9 @@ class Message:
     stream: str | None = None
     final: bool = False  # a status event that ends its run
 
+    @functools.cached_property
     def frame(self) -> bytes:
+        """The SSE frame, built once for every subscriber it goes to."""
         return f"id: {self.cursor}\nevent: {self.event}\ndata: {self.data}\n\n".encode()
 
 
