@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +137,7 @@ class Limits:
     # --- one task process's cgroup ---------------------------------------------------------
 
     def create(self) -> TaskCgroup | None:
-        """A new task cgroup with the default limits (None where limits are not enforced)."""
+        """A new task cgroup, unlimited until an attempt sizes it (None where limits are not enforced)."""
         if not self.enforced:
             return None
         name = uuid.uuid4().hex[:16]
@@ -242,8 +241,3 @@ def out_of_memory_error(machine: Machine, measured: Measured) -> TaskRunError:
         f"peak {peak / 2**20:.0f} MiB" if peak is not None else
         f"the task process ran out of memory on machine {machine.name}: limit {limit / 2**20:.0f} MiB"
     ) + "; give the task a larger machine, or retry={'out_of_memory': {'machine': ...}}")
-
-
-def runc_binary() -> str | None:
-    """Debian's runc, if installed (reported by `outlast doctor`; containers do not use it yet)."""
-    return shutil.which("runc")
