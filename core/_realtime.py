@@ -34,7 +34,7 @@ class SSEMessage:
 
 
 @dataclass
-class _Parser:
+class SSEParser:
     """Turns SSE lines into messages (the WHATWG rules this runtime's frames use: id, event, data)."""
 
     pending: SSEMessage = field(default_factory=SSEMessage)
@@ -112,7 +112,7 @@ class Subscription(Generic[T]):
                             response.read()
                             raise _refusal(response)
                         deadline = time.monotonic() + RECONNECT_FOR_SECONDS
-                        parser = _Parser()
+                        parser = SSEParser()
                         for line in response.iter_lines():
                             message = parser.feed(line)
                             if message is None:
@@ -144,7 +144,7 @@ class Subscription(Generic[T]):
                             await response.aread()
                             raise _refusal(response)
                         deadline = time.monotonic() + RECONNECT_FOR_SECONDS
-                        parser = _Parser()
+                        parser = SSEParser()
                         async for line in response.aiter_lines():
                             message = parser.feed(line)
                             if message is None:

@@ -3,7 +3,9 @@
 Built-in routes (paths relative to the prefix):
 
     GET  /runs/{run_id}          the run, for browsers holding a public access token
-    GET  /runs/{run_id}/stream   Server-Sent Events of its status and metadata until it ends
+    GET  /runs/{run_id}/stream   Server-Sent Events of the run (as JSON) at each change, until it ends
+    GET  /runs/{run_id}/subscribe, /runs/{run_id}/streams/{name}, /realtime.js
+                                 the runtime's run changes, streams and browser module, proxied
     POST /webhooks/{name}        a signed inbound webhook that triggers the task registered for `name`
     GET  /health                 runtime reachable, key valid, this app's tasks deployed
 
@@ -30,7 +32,8 @@ from outlast._tasks import Task, registered_tasks, task_id_of
 from ._facade import AppClient, AsyncAppClient
 from ._health import health
 from ._http import AdapterRequest, AdapterResponse, error_response
-from ._run_view import retrieve_run, stream_run
+from ._realtime_proxy import browser_module, proxy_run_changes, proxy_stream, stream_run
+from ._run_view import retrieve_run
 from ._settings import AdapterSettings, WebhookRoute
 from ._webhooks import receive_webhook
 
@@ -239,6 +242,9 @@ class AdapterEndpoints:
 def _builtin_routes(endpoints: AdapterEndpoints) -> None:
     endpoints.add_route("GET", "/runs/{run_id}", retrieve_run)
     endpoints.add_route("GET", "/runs/{run_id}/stream", stream_run)
+    endpoints.add_route("GET", "/runs/{run_id}/subscribe", proxy_run_changes)
+    endpoints.add_route("GET", "/runs/{run_id}/streams/{name}", proxy_stream)
+    endpoints.add_route("GET", "/realtime.js", browser_module)
     endpoints.add_route("POST", "/webhooks/{name}", receive_webhook)
     endpoints.add_route("GET", "/health", health)
 
