@@ -19,6 +19,7 @@ from outlast.wire import BatchItem, RunHandle, RunStatus, TaskManifest
 from ..errors import InvalidPayload, UnknownTask
 from ..store import queue
 from ..store.ids import new_run_id
+from ..store.multirow import insert_rows
 from ..store.schema import run_events, run_tags, runs, tasks
 from .context import EngineContext, ready_run, timeline_event
 from .debounce import Debounces
@@ -178,11 +179,10 @@ class NewRuns:
     def write(self) -> None:
         """Insert what was added; queued runs go on the ready queue."""
         if self.rows:
-            self.c.execute(runs.insert(), self.rows)
-            self.c.execute(run_events.insert(), self._events)
+            insert_rows(self.c, runs, self.rows)
+            insert_rows(self.c, run_events, self._events)
             self.context.statistics.inserted("runs", len(self.rows))
-        if self._tags:
-            self.c.execute(run_tags.insert(), self._tags)
+        insert_rows(self.c, run_tags, self._tags)
         ready = [ready_run(row, self.now) for row in self.rows if row["status"] == S.QUEUED]
         self.context.enqueue(self.c, ready)
         if ready:

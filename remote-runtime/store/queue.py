@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from outlast.wire import QueueOptions
 
 from . import rate_limits
+from .multirow import insert_rows
 from .schema import queue_keys, queues, run_queue
 
 KeyTuple = tuple[str, str, str]  # env_id, queue, concurrency key ("" for none)
@@ -109,7 +110,7 @@ def enqueue(connection: sa.Connection, ready: Sequence[ReadyRun], floors: Sequen
             "available_at": r.available_at, "resume": r.resume, "version": r.version,
         })
         next_seq[r.key] += 1
-    connection.execute(run_queue.insert(), rows)
+    insert_rows(connection, run_queue, rows)
 
 
 def _reserve(connection: sa.Connection, key: KeyTuple, count: int, floor: int) -> int:
