@@ -15,6 +15,7 @@ from outlast.wire import RunStatus
 
 from ..engine.overview import Overview
 from ..engine.reads import RunFilter
+from ..engine.streams import Streams
 from .live import run_cursor
 from .timeline import timeline
 from .web import Auth, BadInput, DashboardRoute, Rt, page
@@ -66,6 +67,7 @@ def _run_context(session: Auth, rt: Rt, run_id: str) -> dict:
     reads = overview(rt)
     waitpoints = reads.run_waitpoints(session.env_id, run_id)
     return {"run": run, "rows": rows, "logs": logs, "waitpoints": waitpoints,
+            "streams": Streams(rt.db).names(session.env_id, run_id),
             "checkpoint": reads.checkpoint(session.env_id, run_id), "live": not run.status.is_final}
 
 

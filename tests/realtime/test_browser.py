@@ -113,6 +113,7 @@ def test_the_run_page_goes_executing_waiting_completed_over_sse(browser, runtime
     assert statuses is not None, "the page was reloaded"
     assert statuses.index("EXECUTING") < statuses.index("WAITING") < statuses.index("COMPLETED"), statuses
     assert '"phase": "after"' in page.inner_text("#metadata")
+    assert "progress" in page.inner_text("#streams")  # its stream, with chunk and byte counts
     page.screenshot(path=str(ARTIFACTS / "run-page-sse.png"), full_page=True)
     page.close()
 
