@@ -11,6 +11,8 @@ goes when its pack goes (the pool deletes both) and a copy of the wrong size is 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import mmap
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ class PageCache:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._open: dict[str, int] = {}
+        self._maps: dict[str, MappedFile] = {}
 
     def path(self, pack: str) -> Path:
         return self.root / f"{pack}.pages"
@@ -56,7 +59,16 @@ class PageCache:
         self._open[pack] = fd
         return fd
 
+    def address(self, pack: str, fd: int) -> int:
+        """Where the copy of `pack` (open as `fd`) is mapped into memory, mapped on first use."""
+        if pack not in self._maps:
+            self._maps[pack] = MappedFile(fd)
+        return self._maps[pack].address
+
     def close(self) -> None:
+        for mapped in self._maps.values():
+            mapped.close()
+        self._maps.clear()
         for fd in self._open.values():
             os.close(fd)
         self._open.clear()
@@ -82,3 +94,29 @@ def copy_pages(source: int, out: int, first: int, count: int) -> None:
         if copied <= 0:
             raise OSError(f"copy_file_range stopped with {left} bytes left")
         offset, left = offset + copied, left - copied
+
+
+class MappedFile:
+    """A whole file mapped private (never written: the mapping is writable only because ctypes hands
+    out addresses of writable buffers alone), for comparing pages with `same` without copying them."""
+
+    def __init__(self, fd: int) -> None:
+        size = os.fstat(fd).st_size
+        self.map = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE) if size else None
+        self._anchor = ctypes.c_char.from_buffer(self.map) if self.map is not None else None
+        self.address = ctypes.addressof(self._anchor) if self._anchor is not None else 0
+
+    def close(self) -> None:
+        self._anchor = None  # the buffer export goes before the map can close
+        if self.map is not None:
+            self.map.close()
+
+
+_memcmp = ctypes.CDLL(None).memcmp
+_memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+_memcmp.restype = ctypes.c_int
+
+
+def same(a: int, b: int, size: int) -> bool:
+    """Whether `size` bytes at addresses `a` and `b` are equal (libc's memcmp: no copies)."""
+    return _memcmp(a, b, size) == 0

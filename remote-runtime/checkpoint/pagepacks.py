@@ -220,6 +220,20 @@ class PageFiller:
                     size += len(data)
         return size, listed.hexdigest()
 
+    def kept_pages(self, pack: str, first: int, count: int) -> tuple[int, bytes] | None:
+        """Where pages `first` to `first + count` of `pack` are in memory (mapped from its uncompressed
+        copy, for `memcmp`), and their hashes; None where there is no such copy or no such pages (for
+        `basepages`, for which this is only a hint)."""
+        try:
+            reader = self._reader(pack, "kept pages")
+            copy = self._copy(reader, "kept pages")
+            hashes = reader.hashes(first, count, "kept pages")
+        except CheckpointStoreError:
+            return None
+        if copy is None or self.cache is None:
+            return None
+        return self.cache.address(pack, copy) + first * PAGE, hashes
+
     def _copy(self, reader: _PackReader, what: str) -> int | None:
         if self.cache is None:
             return None

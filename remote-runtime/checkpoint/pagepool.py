@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import threading
@@ -35,8 +36,9 @@ from typing import Any
 
 from ..objects import atomic_write
 from .archive import CheckpointStoreError
-from .pagecache import PageCache
-from .pagepacks import BLOCK_PAGES, PACK_ID, PAGE, PackIndex, PackWriter, PageFiller, page_hash
+from .basepages import Piece, segments
+from .pagecache import MappedFile, PageCache, same
+from .pagepacks import BLOCK_PAGES, HASH_BYTES, PACK_ID, PAGE, PackIndex, PackWriter, PageFiller, page_hash
 
 Run = list[Any]  # [pack id, first page, page count]
 BASE_PREFIX = "@version/"  # pool-only keys (no object): the pages kept for a code version, see `keep_base`
@@ -64,6 +66,7 @@ class PagePool:
         self.keys = root / "keys"  # keys/<key hash>: {"key", "packs"}: the packs a key uses
         self.bases = root / "bases.json"  # the versions whose pages stay pooled (see `keep_base`), oldest first
         self.cache = root / "cache"  # uncompressed copies of the kept versions' packs (see `pagecache`)
+        self.base_maps = root / "base-maps"  # <base key hash>.json: which kept page held each address
         self.has_object = has_object
         self.index = PackIndex()  # guarded by the mutex
         self._mutex = threading.Lock()
@@ -123,6 +126,17 @@ class PagePool:
         except (ValueError, TypeError) as exc:
             raise CheckpointStoreError(f"page pool {self.root}: unreadable {self.bases.name}: {exc}") from exc
 
+    def base_map(self, version: str) -> dict[str, list[Piece]]:
+        """The kept `version`'s base map (pages file name -> pieces), {} if it has none."""
+        key = BASE_PREFIX + version
+        try:
+            if key not in self.kept_bases():
+                return {}
+            maps = json.loads((self.base_maps / f"{_key_name(key)}.json").read_bytes())
+            return {str(name): list(pieces) for name, pieces in maps.items()}
+        except (OSError, ValueError, TypeError, AttributeError, CheckpointStoreError):
+            return {}
+
     def packs_of(self, key: str) -> set[str]:
         """The packs `key`'s record names."""
         try:
@@ -148,8 +162,13 @@ class PoolWrite:
         self._pack = PackWriter(pool.packs / f"{self.new_id}.pack")
         self.new_bytes = 0  # size of the pack this put wrote
 
-    def add_file(self, path: Path) -> tuple[int, str, list[Run]]:
-        """Pool the pages of `path`; return its size, digest (sha256 of its pages' hashes) and runs of pages."""
+    def add_file(self, path: Path, addresses: list[tuple[int, int]] | None = None,
+                 base: list[Piece] | None = None) -> tuple[int, str, list[Run]]:
+        """Pool the pages of `path`; return its size, digest (sha256 of its pages' hashes) and runs of pages.
+        With its pages' `addresses` and a kept version's `base` map, pages equal to the kept ones at
+        their address are not hashed (see `basepages`)."""
+        if addresses and base:
+            return self._add_matching(path, addresses, base)
         listed = hashlib.sha256()
         runs: list[Run] = []
         last: Run = ["", -2, 0]
@@ -164,13 +183,52 @@ class PoolWrite:
                     digest = page_hash(page)
                     listed.update(digest)
                     where = places.get(digest) or (new_id, self._pack.add(digest, page))
-                    if last[0] == where[0] and last[1] + last[2] == where[1]:
-                        last[2] += 1
-                    else:
-                        last = [where[0], where[1], 1]
-                        runs.append(last)
+                    last = _extend(runs, last, where[0], where[1], 1)
         if size % PAGE:
             raise CheckpointStoreError(f"{path}: {size} bytes is not a whole number of pages")
+        return size, listed.hexdigest(), runs
+
+    def _add_matching(self, path: Path, addresses: list[tuple[int, int]], base: list[Piece],
+                      ) -> tuple[int, str, list[Run]]:
+        """`add_file` comparing each segment with the kept pages at its addresses (memcmp of two mapped
+        files, no copies), hashing only the pages that differ."""
+        listed = hashlib.sha256()
+        runs: list[Run] = []
+        last: Run = ["", -2, 0]
+        places, new_id = self.pool.index.places, self.new_id
+        kept_packs = PageFiller(self.pool.packs, PageCache(self.pool.cache), {piece[2] for piece in base})
+        with path.open("rb") as f, contextlib.closing(kept_packs):
+            size = os.fstat(f.fileno()).st_size
+            if size % PAGE:
+                raise CheckpointStoreError(f"{path}: {size} bytes is not a whole number of pages")
+            mapped = MappedFile(f.fileno())
+            try:
+                position = 0
+                for count, candidate in itertools.chain(segments(addresses, base, BLOCK_PAGES),
+                                                        itertools.repeat((BLOCK_PAGES, None))):
+                    if position >= size:
+                        break
+                    count = min(count, (size - position) // PAGE)
+                    here = mapped.address + position
+                    kept = kept_packs.kept_pages(*candidate, count) if candidate else None
+                    if kept is not None and same(here, kept[0], count * PAGE):  # as kept: one run, no hashing
+                        listed.update(kept[1])
+                        last = _extend(runs, last, candidate[0], candidate[1], count)
+                    else:
+                        for i in range(count):
+                            if kept is not None and same(here + i * PAGE, kept[0] + i * PAGE, PAGE):
+                                digest, where = kept[1][i * HASH_BYTES:(i + 1) * HASH_BYTES], (candidate[0],
+                                                                                              candidate[1] + i)
+                            else:
+                                assert mapped.map is not None
+                                page = memoryview(mapped.map[position + i * PAGE:position + (i + 1) * PAGE])
+                                digest = page_hash(page)
+                                where = places.get(digest) or (new_id, self._pack.add(digest, page))
+                            listed.update(digest)
+                            last = _extend(runs, last, where[0], where[1], 1)
+                    position += count * PAGE
+            finally:
+                mapped.close()
         return size, listed.hexdigest(), runs
 
     def commit_pack(self) -> str | None:
@@ -194,7 +252,7 @@ class PoolWrite:
             self._record(key, current | packs, durable=True)
         return added
 
-    def keep_base(self, version: str, packs: set[str]) -> None:
+    def keep_base(self, version: str, packs: set[str], maps: dict[str, list[Piece]] | None = None) -> None:
         """Keep `packs` pooled for `version` even once no checkpoint uses them: they hold the pages of a
         checkpoint of the version, most of them its fork server's, shared by every run of it. A run
         that waits alone (its checkpoint deleted on resume before the next one is taken) then stores
@@ -204,9 +262,14 @@ class PoolWrite:
         if key in bases or not packs:
             return
         self.reference(key, packs)
+        if maps:  # a hint (see `basepages`): not fsynced, checked byte for byte when used
+            self.pool.base_maps.mkdir(mode=0o700, exist_ok=True)
+            with atomic_write(self.pool.base_maps / f"{_key_name(key)}.json", durable=False) as out:
+                out.write(json.dumps(maps).encode())
         bases.append(key)
         for old in bases[:-BASES_KEPT]:
             self.release(old)
+            (self.pool.base_maps / f"{_key_name(old)}.json").unlink(missing_ok=True)
         with atomic_write(self.pool.bases) as out:
             out.write(json.dumps(bases[-BASES_KEPT:]).encode())
 
@@ -306,7 +369,20 @@ class PoolWrite:
             if path.name.startswith(".") or not (pool.users / path.stem).is_dir():
                 path.unlink(missing_ok=True)
         PageCache(pool.cache).prune({path.stem for path in pool.packs.iterdir()})
+        if pool.base_maps.is_dir():
+            for path in pool.base_maps.iterdir():
+                if path.stem not in {_key_name(key) for key in bases}:
+                    path.unlink(missing_ok=True)
         self._bump_generation()
+
+
+def _extend(runs: list[Run], last: Run, pack: str, first: int, count: int) -> Run:
+    """Add `count` pages from `first` of `pack` to `runs`, growing the `last` run where they follow it."""
+    if last[0] == pack and last[1] + last[2] == first:
+        last[2] += count
+        return last
+    runs.append([pack, first, count])
+    return runs[-1]
 
 
 def _key_name(key: str) -> str:

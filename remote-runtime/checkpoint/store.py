@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 from ..objects import LocalObjects, ObjectKind, ObjectStore, S3Location, S3Objects, parse_store_url
 from .archive import CheckpointMissing, CheckpointStoreError, pack, unpack
+from .basepages import base_pieces
+from .pagemaps import pages_file_runs
 from .pagepool import PagePool, poolable
 
 __all__ = [
@@ -121,8 +123,11 @@ class LocalCheckpointStore(_ArchiveStore):
         clock = _Clock()
         # Under the pool's lock: a concurrent delete must not drop a pack this put builds on.
         with self.pool.writing() as pool:
+            addresses = pages_file_runs(images_dir)
+            kept = self.pool.base_map(base) if base else {}
             clock.lap("lock")
-            pooled = {p.relative_to(images_dir).as_posix(): pool.add_file(p) for p in pages}
+            pooled = {p.relative_to(images_dir).as_posix(): pool.add_file(p, addresses.get(p.name), kept.get(p.name))
+                      for p in pages}
             clock.lap("hash_pages")
             pool.commit_pack()
             clock.lap("write_new_pages")
@@ -140,7 +145,8 @@ class LocalCheckpointStore(_ArchiveStore):
             clock.lap("write_archive")
             pool.release(key, keep=packs)  # what the replaced object used and this one does not
             if base:
-                pool.keep_base(base, packs)
+                pool.keep_base(base, packs, {name: base_pieces(addresses[name], pooled[name][2])
+                                             for name in addresses if name in pooled})
             clock.lap("release")
         return StoredCheckpoint(key, raw, stored + pool.new_bytes, clock.total(), clock.parts)
 

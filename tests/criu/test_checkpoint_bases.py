@@ -4,16 +4,21 @@ BASES_KEPT versions are kept; user entries (not fsynced) are rebuilt from the ke
 
 from __future__ import annotations
 
+import json
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
 import pytest
 
-from outlast.runtime.checkpoint import LocalCheckpointStore
+from outlast.runtime.checkpoint import LocalCheckpointStore, dump, pagepool
+from outlast.runtime.checkpoint.pagepacks import page_hash
 from outlast.runtime.checkpoint.pagepool import BASES_KEPT, _key_name
+from tests.criu.fork_parent import fork_children
 from tests.criu.test_checkpoint_dedup import _delete_in_process, image, packs, pages
 from tests.criu.test_checkpoint_store import digests
+from tests.criu.test_criu import kill, require_criu, subreaper, ticks, wait_for  # noqa: F401 - subreaper: fixture
 
 
 @pytest.fixture
@@ -88,3 +93,38 @@ def test_restores_copy_a_kept_versions_pages_from_an_uncompressed_copy(
     store.delete("run_k/1")
     store.delete("run_k/2")
     assert not copy.exists()
+
+
+def test_pages_as_kept_at_their_address_are_not_hashed_and_come_back_byte_for_byte(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real CRIU dumps of one fork server's children: the second one's pages are matched with the
+    first's by address, and only the few that differ are hashed."""
+    require_criu()
+    hashed = []
+    monkeypatch.setattr(pagepool, "page_hash", lambda page: hashed.append(1) or page_hash(page))
+    store = LocalCheckpointStore(tmp_path / "store")
+    server, children = fork_children(3, tmp_path)
+    try:
+        for _, log in children:
+            wait_for(lambda log=log: len(ticks(log)) >= 3, "the child to tick")
+        images = [dump(pid, tmp_path / f"images-{n}").images_dir for n, (pid, _) in enumerate(children)]
+        children = []  # dump ended and reaped them
+        store.put("run_0/1", images[0], base="v1")
+        total = len(hashed)
+        hashed.clear()
+        store.put("run_1/1", images[1], base="v1")
+        assert 0 < len(hashed) < total / 10, (len(hashed), total)
+        # A wrong map (every piece pointing at other pages) is only a slower hint.
+        maps = next(store.pool.base_maps.iterdir())
+        wrong = {name: [[vaddr, count, pack, first + 1] for vaddr, count, pack, first in pieces]
+                 for name, pieces in json.loads(maps.read_text()).items()}
+        maps.write_text(json.dumps(wrong))
+        store.put("run_2/1", images[2], base="v1")
+        for n in range(3):
+            store.get(f"run_{n}/1", tmp_path / f"back-{n}")
+            assert digests(tmp_path / f"back-{n}") == digests(images[n])
+    finally:
+        for pid, _ in children:
+            kill(pid)
+        server.send_signal(signal.SIGKILL)
+        server.wait()
