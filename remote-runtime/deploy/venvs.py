@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from ..objects import staged_directory
+from ..worker.host_environment import host_environment
 
 PIP_TIMEOUT = 900
 
@@ -63,9 +64,17 @@ def _link_runtime_site(venv: Path) -> None:
     Path(purelib, "zz_outlast_runtime.pth").write_text(lines)
 
 
+def _build_environment() -> dict[str, str]:
+    """pip runs the requirements' build backends, which is user code: the tasks' allow-list, plus what pip
+    itself is configured with (PIP_*, proxies), never the runtime's secrets."""
+    wanted = ("PIP_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+    return {**host_environment(), **{k: v for k, v in os.environ.items() if k.startswith(wanted)}}
+
+
 def _run(argv: list[str], cwd: Path) -> None:
     try:
-        done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=PIP_TIMEOUT)
+        done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=PIP_TIMEOUT,
+                              env=_build_environment())
     except subprocess.TimeoutExpired as exc:
         raise EnvironmentBuildFailed(f"{' '.join(argv[:4])} took longer than {PIP_TIMEOUT}s") from exc
     if done.returncode != 0:

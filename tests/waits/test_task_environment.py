@@ -6,6 +6,8 @@ variables and what the operator passed by name, and nothing else of the runtime'
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -129,3 +131,26 @@ def test_deployed_mode(tmp_path, store, project):
     assert_sealed(environ, own={"PROJECT_SETTING", "DEPLOYED_SETTING"})
     assert environ["DEPLOYED_SETTING"] == "from-the-environment"
     assert environ["PROJECT_SETTING"] == "from-the-project"
+
+
+def test_a_deployments_build_step_sees_no_runtime_secret(tmp_path, project):
+    """pip runs a requirement's build backend (user code) while the version's virtualenv is built."""
+    out = tmp_path / "probe-out"
+    out.mkdir()
+    probe = tmp_path / "envprobe"
+    shutil.copytree(Path(__file__).parent / "envprobe", probe)
+    (project / "requirements.txt").write_text(f"envprobe @ {probe.as_uri()}\n")
+    runtime = runtime_for(tmp_path, None, None)
+    runtime.env.update({"ENVPROBE_OUT": str(out), "OUTLAST_TASK_PASS_ENV": "ENVPROBE_OUT"})
+    runtime.start()
+    try:
+        deploy(runtime, project)
+    finally:
+        runtime.close()
+    seen = json.loads((out / "build-environment.json").read_text())
+    # pip gets the proxies (it downloads through them) and sets a PYTHONPATH of its own for an isolated build.
+    leaked = {name for name in NEVER - {"HTTPS_PROXY", "PYTHONPATH"} if name in seen}
+    if RUNTIME_SECRETS["PYTHONPATH"] in seen.get("PYTHONPATH", ""):
+        leaked.add("PYTHONPATH")
+    assert not leaked, f"runtime secrets reached a requirement's build step: {sorted(leaked)}"
+    assert "OPERATOR_PASSED_SETTING" not in seen and "PATH" in seen
