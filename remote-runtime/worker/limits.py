@@ -58,10 +58,17 @@ class NodeSize:
 
 
 def _host_memory() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    """The host's memory, or the runtime's own cgroup limit if that is lower (a node in a container)."""
+    total = next((int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal:")), 0)
+    with contextlib.suppress(OSError, ValueError):
+        memory = cgroups.detect()[0].get("memory")
+        if memory is not None:
+            limit = (memory.path(memory.own) / ("memory.limit_in_bytes" if memory.version == 1 else "memory.max"))
+            text = limit.read_text().strip()
+            if text.isdigit():
+                total = min(total, int(text))
+    return total
 
 
 @dataclass

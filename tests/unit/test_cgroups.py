@@ -111,3 +111,28 @@ def test_an_unknown_preset_is_refused_naming_the_valid_ones(declare) -> None:
     with pytest.raises(ValueError, match="unknown machine preset 'huge'; choose one of micro, small-1x, small-2x, "
                                          "medium-1x, medium-2x, large-1x, large-2x"):
         declare()
+
+
+def test_a_v2_task_cgroup_enables_its_controllers_and_writes_v2_files(tmp_path: Path) -> None:
+    """cgroup v2's files, on a directory tree standing in for the cgroup2 mount (no v2 host here)."""
+    mount = tmp_path / "fs"
+    (mount / "runtime.slice").mkdir(parents=True)
+    hierarchies = {c: cgroups.Hierarchy(c, 2, mount, "/runtime.slice", "")
+                   for c in ("memory", "cpu", "cpuacct", "pids")}
+    cgroup = TaskCgroup(hierarchies, "outlast/7/t1")
+    cgroup.create()
+    task = mount / "runtime.slice/outlast/7/t1"
+    assert task.is_dir()
+    for parent in ("runtime.slice", "runtime.slice/outlast", "runtime.slice/outlast/7"):
+        assert (mount / parent / "cgroup.subtree_control").read_text() == "+pids"  # the last one written
+    cgroup.limit(cpus=0.25, memory_bytes=2**28, pids=64)
+    assert (task / "memory.max").read_text() == str(2**28)
+    assert (task / "memory.swap.max").read_text() == "0"
+    assert (task / "cpu.max").read_text() == "25000 100000"
+    assert (task / "pids.max").read_text() == "64"
+    assert cgroup.cpu_quota() == 0.25
+    (task / "cpu.stat").write_text("usage_usec 1500000\nuser_usec 1000000\n")
+    (task / "memory.peak").write_text("123456\n")
+    (task / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    assert cgroup.usage() == Usage(cpu_ns=1_500_000_000, peak_bytes=123456, oom_kills=1, memory_limit=2**28)
+    assert cgroup.procs_files() == (str(task / "cgroup.procs"),)
