@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -53,6 +54,7 @@ PROJECT = BENCH / "waits_project"
 LOGS = RESULTS / "logs"
 LIVE_STATUSES = ["DELAYED", "QUEUED", "EXECUTING"]  # anything not yet WAITING or final
 QUIET_CORES = 0.25
+RESTORE_PARTS = {"fetch", "criu_restore", "reconnect"}
 LOW_MEMORY_MB = 4000  # the capacity phase stops restoring when the machine has less available
 MB = 1e6
 
@@ -195,6 +197,17 @@ class Runtime:
             last = current
             time.sleep(1)
 
+    def restore_parts(self, run_id: str) -> dict[str, float]:
+        """The milliseconds of a run's last restore the runtime logged: fetch, criu restore, reconnect."""
+        text = self.service.log_path.read_text(errors="replace")
+        parts: dict[str, float] = {}
+        for match in re.finditer(rf"checkpoint {re.escape(run_id)}/\S+: fetched in ([\d.]+) ms, restored by criu "
+                                 rf"in ([\d.]+) ms", text):
+            parts.update(fetch=float(match[1]), criu_restore=float(match[2]))
+        for match in re.finditer(rf"run {re.escape(run_id)}: reconnected ([\d.]+) ms after its restore", text):
+            parts["reconnect"] = float(match[1])
+        return parts
+
     def waiting_event(self, run_id: str) -> Any:
         return next(e for e in reversed(self.client.run_events(run_id))
                     if e.kind == "status" and e.data.get("status") == "WAITING")
@@ -294,11 +307,15 @@ def measure_latency(runtime: Runtime, task: str, samples: int) -> dict[str, Any]
             failed.append(event.message)
             console.log(f"  {task}: run {run_id} was not checkpointed: {event.message}")
             continue
+        restored = wait_until(lambda run_id=run_id: (parts := runtime.restore_parts(run_id)).keys() >= RESTORE_PARTS
+                              and parts, timeout=10, interval=0.05, what=f"the restore times of {run_id} in the log")
+        store_parts = {f"store_{step}_ms": ms for step, ms in (detail.get("store_parts_ms") or {}).items()}
         rows.append({"suspend_s": event.time.timestamp() - run.output["before"],
                      "resume_s": run.output["after"] - completing,
                      "checkpoint_ms": detail["checkpoint_ms"], "store_ms": detail["store_ms"],
                      "supervisor_suspend_ms": detail["suspend_ms"], "image_bytes": detail["image_bytes"],
-                     "stored_bytes": detail["stored_bytes"]})
+                     "stored_bytes": detail["stored_bytes"], **store_parts,
+                     **{f"{step}_ms": ms for step, ms in restored.items()}})
         if len(rows) % 10 == 0:
             console.log(f"  {task}: {len(rows)}/{samples}")
     if not rows:
@@ -310,6 +327,9 @@ def measure_latency(runtime: Runtime, task: str, samples: int) -> dict[str, Any]
         "criu_checkpoint": latency_summary([v / 1000 for v in column("checkpoint_ms")]),
         "store_put": latency_summary([v / 1000 for v in column("store_ms")]),
         "supervisor_suspend": latency_summary([v / 1000 for v in column("supervisor_suspend_ms")]),
+        # Each part of suspend and resume (seconds; absent where a store does not time its steps).
+        "parts": {name[:-3]: latency_summary([row[name] / 1000 for row in rows if name in row])
+                  for name in sorted({n for row in rows for n in row if n.endswith("_ms")})},
         "image_mb": sum(column("image_bytes")) / len(rows) / MB,
         "stored_mb": sum(column("stored_bytes")) / len(rows) / MB,
         "not_checkpointed": failed,
@@ -479,8 +499,16 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
             (f"  CRIU dump p50 / p99, {label}", _ms(entry["criu_checkpoint"]), "`criu dump` alone"),
             (f"  store put p50 / p99, {label}", _ms(entry["store_put"]),
              "packing the image (page hashing, zstd) and fsync into the local store"),
+            *[(f"    {part} p50 / p99", _ms(summary), "a step of the store put")
+              for part, summary in (entry.get("parts") or {}).items() if part.startswith("store_")
+              and part != "store"],
             (f"resume p50 / p99, {label}", _ms(entry["resume"]),
              "token completed (client) → next line after the wait runs"),
+            *[(f"  {part} p50 / p99", _ms((entry.get("parts") or {})[part]), what)
+              for part, what in (("fetch", "store get: unpack the image into scratch"),
+                                 ("criu_restore", "`criu restore` alone"),
+                                 ("reconnect", "SIGUSR1 → the restored process connected again"))
+              if part in (entry.get("parts") or {})],
             (f"image per waiting run, {label}", f"{entry['stored_mb']:.1f} MB stored ({entry['image_mb']:.1f} MB raw)",
              "what each put added to the store (compressed, pages the store already held not counted); raw: "
              "CRIU's image files"),
