@@ -144,6 +144,7 @@ class MetadataUpdate(StrictModel):
 class WorkerReport(StrictModel):
     """Buffered output of running attempts, flushed together: logs first, then metadata."""
 
+    node_id: Identifier | None = Field(None, description="the reporting node: a run another node holds refuses it")
     logs: list[LogRecord] = Field(default_factory=list)
     metadata: list[MetadataUpdate] = Field(default_factory=list)
     completions: list[AttemptCompletion] = Field(default_factory=list)

@@ -18,7 +18,8 @@ def _error_response(status: int, body: ErrorBody) -> JSONResponse:
 
 
 async def _engine_error(_request: Request, exc: EngineError) -> JSONResponse:
-    return _error_response(exc.status_code, ErrorBody(error=exc.code, message=exc.message, field=exc.field))
+    return _error_response(exc.status_code, ErrorBody(error=exc.code, message=exc.message, field=exc.field,
+                                                          details=getattr(exc, "details", None)))
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

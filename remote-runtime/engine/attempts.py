@@ -27,6 +27,7 @@ from outlast.wire.machines import OUT_OF_MEMORY_ERROR
 from ..store import queue
 from ..store.schema import run_events, runs
 from .context import EngineContext, ready_run, slot, timeline_event, utc
+from .fencing import refuse_stale
 from .starting import start_claimed
 from .waits import FinishedRun, Waits
 
@@ -137,6 +138,7 @@ class Attempts:
         with self.context.db.begin() as c:
             if env_ids is not None:
                 report = _own_runs(c, report, env_ids)
+            refuse_stale(c, report)  # a node cut off past its lease reports about attempts it lost
             if report.logs:
                 c.execute(run_events.insert(), [
                     timeline_event(r.run_id, r.time.timestamp(), "log", message=r.message, attempt=r.attempt,
@@ -217,7 +219,7 @@ def _own_runs(c: sa.Connection, report: WorkerReport, env_ids: Iterable[str]) ->
         done.run_id for done in report.completions}
     known = set(c.execute(sa.select(runs.c.id).where(runs.c.id.in_(run_ids), runs.c.env_id.in_(list(env_ids))))
                 .scalars())
-    return WorkerReport(logs=[r for r in report.logs if r.run_id in known],
+    return WorkerReport(node_id=report.node_id, logs=[r for r in report.logs if r.run_id in known],
                         metadata=[m for m in report.metadata if m.run_id in known],
                         completions=[d for d in report.completions if d.run_id in known])
 

@@ -36,6 +36,7 @@ from outlast.wire import (
 )
 
 from ..engine.facade import RunEngine
+from ..engine.fencing import StaleAttempts
 from ..engine.streams import StreamRefused, Streams
 from ..store.notify import Wakeup
 
@@ -94,6 +95,7 @@ class LocalBackend:
         return await asyncio.to_thread(self.engine.heartbeat, self.node_id, attempts)
 
     async def report(self, report: WorkerReport) -> None:
+        report.node_id = self.node_id
         await asyncio.to_thread(self.engine.report, report)
 
     async def wait(self, request: WaitRequest) -> list[WaitpointState]:
@@ -148,7 +150,15 @@ class HttpBackend:
         return HeartbeatResponse.model_validate_json(response.content)
 
     async def report(self, report: WorkerReport) -> None:
-        await self._post("/report", report)
+        """Raises StaleAttempts when the runtime refuses entries about attempts this node no longer holds."""
+        report.node_id = self.node_id
+        try:
+            await self._post("/report", report)
+        except httpx.HTTPStatusError as exc:
+            body = _error_body(exc.response)
+            if body is None or body.error != StaleAttempts.code:
+                raise
+            raise StaleAttempts.from_details(body.details or []) from None
 
     async def wait(self, request: WaitRequest) -> list[WaitpointState]:
         response = await self._post("/wait", request)
@@ -175,3 +185,10 @@ class HttpBackend:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _error_body(response: httpx.Response) -> ErrorBody | None:
+    try:
+        return ErrorBody.model_validate_json(response.content)
+    except ValueError:
+        return None

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from outlast.wire import AttemptCompletion, LogRecord, MetadataUpdate, WorkerReport
 
+from ..engine.fencing import StaleAttempts, without_stale
 from .backend import WorkerBackend
 
 log = logging.getLogger("outlast.supervisor")
@@ -42,6 +43,16 @@ class ReportBuffer:
             return
         try:
             await self.backend.report(report)
+        except StaleAttempts as refused:  # this node lost those attempts (cut off past its lease): drop them
+            log.warning("runtime refused a report: %s", refused.message)
+            rest = without_stale(report, refused)
+            if len(rest.logs) + len(rest.metadata) + len(rest.completions) == (
+                    len(report.logs) + len(report.metadata) + len(report.completions)):
+                return  # refused as a whole, naming nothing it holds: sending it again would loop
+            self.pending.logs[:0] = rest.logs
+            self.pending.metadata[:0] = rest.metadata
+            self.pending.completions[:0] = rest.completions
+            self._flush_now.set()
         except Exception as exc:
             log.warning("report failed, will retry: %s", exc)
             self.pending.logs[:0] = report.logs

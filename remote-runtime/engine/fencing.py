@@ -1,0 +1,88 @@
+"""Fencing: an attempt belongs to one node at a time, and a report from any other holder is refused.
+
+A node cut off from the database past its lease loses its attempts (they are crashed and retried,
+or restored, on another node). When it comes back, its buffered reports about them must not land:
+a completion would finish a run twice, logs and metadata would mix into another attempt's. Every
+report names its node (`WorkerReport.node_id`) and each entry its attempt; an entry is stale when
+the run has moved on to another attempt, or another node holds it now. The whole report is then
+refused with 409 `stale_attempt`, the stale entries listed in `details`, and the worker drops those
+and sends the rest again (`without_stale`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from outlast.wire import RunStatus, WorkerReport
+
+from ..errors import Conflict
+from ..store.schema import runs
+
+HELD = (RunStatus.EXECUTING.value, RunStatus.WAITING.value)
+
+
+class StaleAttempts(Conflict):
+    """Some entries of a report are about attempts their node no longer holds."""
+
+    code = "stale_attempt"
+
+    def __init__(self, stale: Iterable[tuple[str, int]]) -> None:
+        self.stale = sorted(set(stale))
+        runs_named = ", ".join(f"{run_id} (attempt {attempt})" for run_id, attempt in self.stale)
+        super().__init__(f"these attempts are no longer held by the reporting node: {runs_named}", field="run_id")
+        self.details: list[dict[str, Any]] = [{"run_id": r, "attempt": a} for r, a in self.stale]
+
+    @classmethod
+    def from_details(cls, details: Iterable[dict[str, Any]]) -> StaleAttempts:
+        return cls((str(d["run_id"]), int(d["attempt"])) for d in details)
+
+
+def refuse_stale(c: sa.Connection, report: WorkerReport) -> None:
+    """Raise StaleAttempts if any entry of `report` is about an attempt its node no longer holds.
+
+    Only worker reports name a node and are checked. A completion is stale unless the run is at its
+    attempt and no other node holds it. A log is stale once the run is at a later attempt or another
+    node holds it; metadata (which carries no attempt) once another node holds the run. A run that
+    merely ended (canceled, say) is not another holder: its late logs are kept, and `_complete`
+    ignores its late completion as before.
+    """
+    ids = {e.run_id for e in (*report.logs, *report.metadata, *report.completions)}
+    if report.node_id is None or not ids:  # the engine's own reports (lost leases crashed) hold nothing
+        return
+    rows = {r.id: r for r in c.execute(sa.select(runs.c.id, runs.c.status, runs.c.attempts, runs.c.node_id)
+                                       .where(runs.c.id.in_(list(ids))))}
+    node = report.node_id
+
+    def other_holder(row: Any) -> bool:
+        return row.status in HELD and row.node_id is not None and row.node_id != node
+
+    stale = set()
+    for done in report.completions:
+        row = rows.get(done.run_id)
+        if row is not None and (row.attempts != done.attempt or other_holder(row)):
+            stale.add((done.run_id, done.attempt))
+    for record in report.logs:
+        row = rows.get(record.run_id)
+        if row is not None and (row.attempts > record.attempt or other_holder(row)):
+            stale.add((record.run_id, record.attempt))
+    for update in report.metadata:
+        row = rows.get(update.run_id)
+        if row is not None and other_holder(row):
+            stale.add((update.run_id, row.attempts))
+    if stale:
+        raise StaleAttempts(stale)
+
+
+def without_stale(report: WorkerReport, refused: StaleAttempts) -> WorkerReport:
+    """`report` less the entries the runtime refused (metadata of a refused run goes with them)."""
+    stale = set(refused.stale)
+    stale_runs = {run_id for run_id, _ in stale}
+    return WorkerReport(
+        node_id=report.node_id,
+        logs=[r for r in report.logs if (r.run_id, r.attempt) not in stale],
+        metadata=[m for m in report.metadata if m.run_id not in stale_runs],
+        completions=[d for d in report.completions if (d.run_id, d.attempt) not in stale],
+    )
