@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from ..store.db import Database
 from ..store.notify import PostgresListener
 
 EVENTS_CHANNEL = "outlast_events"
+CLOSING = Message(START, "", "", "", "", frozenset())  # queued to every subscriber when the server stops
 QUEUE_LIMIT = 10_000
 HELD_BACK_RETRY = 0.005
 log = logging.getLogger("outlast.realtime")
@@ -98,6 +100,7 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._threads: list[Any] = []
         self._started = asyncio.Lock()
+        self.closing = False  # the server shuts down: subscriptions end so that it can
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -119,6 +122,7 @@ class Hub:
                 notifier.start()
                 self._threads = [listener]
             self._task = asyncio.create_task(self._follow())
+            self._end_subscriptions_at_shutdown()
 
     async def stop(self) -> None:
         if self._task is None:
@@ -133,6 +137,32 @@ class Hub:
             await self._task
         self._task = None
         self.engine.dispose()
+
+    def _end_subscriptions_at_shutdown(self) -> None:
+        """uvicorn waits for open responses before it stops, and an SSE response never ends by itself: on
+        SIGTERM/SIGINT (its handlers stay, and are called after) every subscription ends without `end`,
+        so clients reconnect, to another replica or to this one restarted. (sse-starlette hooks uvicorn's
+        exit handler for the same reason.)"""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only (a test client's portal thread, say)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(signum)
+            if not callable(previous):
+                continue
+
+            def handler(number: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
+                loop.call_soon_threadsafe(self.close_subscriptions)
+                previous(number, frame)
+            signal.signal(signum, handler)
+
+    def close_subscriptions(self) -> None:
+        self.closing = True
+        for filed in list(self.subscribers.values()):
+            for subscriber in list(filed):
+                subscriber.overflowed = True  # wakes its loop out of the live phase ...
+                with contextlib.suppress(asyncio.QueueFull):
+                    subscriber.queue.put_nowait(CLOSING)  # ... now
 
     # --- being told to look -------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from ..engine.streams import Streams
 from ..errors import RunNotFound
 from .checked_input import CheckedRoute, InvalidInput
 from .deps import State, Unauthorized, environment
-from .hub import Hub, Subscriber
+from .hub import CLOSING, Hub, Subscriber
 
 router = APIRouter(prefix=API_PREFIX, route_class=CheckedRoute, tags=["realtime"])
 KEEPALIVE_SECONDS = 15.0
@@ -117,7 +117,7 @@ class Follow:
 
     async def body(self) -> AsyncIterator[bytes]:
         yield b"retry: 1000\n\n"
-        while True:
+        while not self.hub.closing:
             position = self.hub.register(self.subscriber)
             try:
                 async for frame in self._catch_up(position):
@@ -128,7 +128,7 @@ class Follow:
                     return
                 async for frame in self._live():
                     yield frame
-                if self.finished or self._expired():
+                if self.finished or self._expired() or self.hub.closing:
                     return
             finally:
                 self.hub.unregister(self.subscriber)
@@ -159,6 +159,8 @@ class Follow:
                 messages.append(queue.get_nowait())
             frames = []
             for message in messages:
+                if message is CLOSING:
+                    break
                 if message.final and self.ends_with and await self._all_final():
                     if frames:
                         yield b"".join(frames)

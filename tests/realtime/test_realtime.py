@@ -4,7 +4,9 @@ with Last-Event-ID after a dropped connection (nothing lost or repeated), creden
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import signal
 import time
 
 import httpx
@@ -200,3 +202,29 @@ def test_a_stream_and_the_changes_survive_a_checkpoint_of_the_writer(rt):
     health = httpx.get(f"{rt.url}/api/v1/health").json()
     if health.get("checkpoints", {}).get("enabled"):
         assert "criu" in checkpoints, checkpoints  # the writer's process was dumped and restored in between
+
+
+def test_open_subscriptions_do_not_hold_the_runtimes_shutdown(rt):
+    import threading
+
+    client = rt.client()
+    run = client.trigger("gated", {"marker": "m5"})  # never opened: its subscription stays open
+    seen: list[str] = []
+
+    def follow() -> None:
+        with contextlib.suppress(httpx.HTTPError), httpx.stream(
+                "GET", f"{rt.url}/api/v1/runs/{run.id}/subscribe", headers=auth(SECRET_KEY), timeout=120) as answer:
+            for line in answer.iter_lines():
+                if line.startswith("event:"):
+                    seen.append(line)
+        seen.append("closed")
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    wait_for(lambda: seen.count("event: run") >= 2, message="the subscription's first changes")
+    rt.process.send_signal(signal.SIGTERM)
+    rt.process.wait(60)
+    assert rt.process.returncode == -signal.SIGTERM, "the runtime stopped on SIGTERM (not killed after a wait)"
+    reader.join(10)
+    assert seen[-1] == "closed" and "event: end" not in seen, seen  # ended without `end`: a client reconnects
+
