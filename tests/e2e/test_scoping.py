@@ -280,3 +280,73 @@ def test_every_route_is_sealed_between_environments(runtime, tmp_path):
     problems = problems_of(runtime, a, made_up_twin(a))
     assert not problems, "environment B reached A's data:\n" + "\n".join(problems)
     assert_victim_untouched(runtime, a)
+
+
+# --- the dashboard (not in the OpenAPI document): logged in with B's key, A's ids in every page and form ---
+
+DASHBOARD = {
+    ("GET", "/"): lambda a: ("/?" + urlencode({"tag": "a-only", "version": a.version, "schedule": a.schedule}), OWN),
+    ("GET", "/runs/{run_id}"): lambda a: (f"/runs/{a.waiting_run}", DENIED),
+    ("GET", "/runs/{run_id}/live"): lambda a: (f"/runs/{a.waiting_run}/live", DENIED),
+    ("GET", "/runs/{run_id}/subscribe"): lambda a: (f"/runs/{a.waiting_run}/subscribe", DENIED),
+    ("GET", "/tokens"): lambda a: ("/tokens", OWN),
+    ("GET", "/schedules"): lambda a: ("/schedules", OWN),
+    ("GET", "/deployments"): lambda a: ("/deployments", OWN),
+    ("GET", "/queues"): lambda a: ("/queues", OWN),
+    ("GET", "/env-vars"): lambda a: ("/env-vars", OWN),
+    ("GET", "/nodes"): lambda a: ("/nodes", OWN),
+    ("GET", "/login"): lambda a: ("/login", OWN),
+    ("POST", "/login"): lambda a: ("/login", OWN),  # B's key again: B's session
+    ("POST", "/logout"): None,  # ends the walk's session: called last, on its own
+    ("POST", "/runs/bulk"): lambda a: ("/runs/bulk", DENIED),
+    ("POST", "/runs/{run_id}/cancel"): lambda a: (f"/runs/{a.waiting_run}/cancel", DENIED),
+    ("POST", "/runs/{run_id}/replay"): lambda a: (f"/runs/{a.done_run}/replay", DENIED),
+    ("POST", "/tokens/{token_id}/complete"): lambda a: (f"/tokens/{a.token}/complete", DENIED),
+    ("POST", "/deployments/promote"): lambda a: ("/deployments/promote", DENIED),
+    ("POST", "/deployments/rollback"): lambda a: ("/deployments/rollback", OWN),
+    ("POST", "/schedules/{schedule_id}/active"): lambda a: (f"/schedules/{a.schedule}/active", DENIED),
+}
+
+
+def dashboard_routes() -> list[tuple[str, str]]:
+    import outlast.runtime.api.app  # noqa: F401 - the app first: the dashboard's modules import its routers
+    from outlast.runtime.dashboard import actions, live, pages
+
+    return [(method, route.path) for module in (pages, actions, live) for route in module.router.routes
+            for method in route.methods if method != "HEAD"]
+
+
+def dashboard_problems(runtime: RuntimeProcess, a: VictimData) -> list[str]:
+    unknown = [f"{m} {p}" for m, p in dashboard_routes() if (m, p) not in DASHBOARD]
+    assert not unknown, f"dashboard routes the walk does not know how to call (add them to DASHBOARD): {unknown}"
+    problems = []
+    with httpx.Client(base_url=runtime.url, timeout=httpx.Timeout(30, read=5)) as browser:
+        login = browser.post("/login", data={"secret_key": SECRET_KEY})
+        assert login.status_code == 303, login.text
+        form = {"run": [a.waiting_run, a.done_run], "action": "cancel", "version": a.version, "approve": "1",
+                "active": "0", "secret_key": SECRET_KEY}
+        for (method, path), route in DASHBOARD.items():
+            if route is None:
+                continue
+            url, expected = route(a)
+            # The session's CSRF token (a login starts a new session): a refused form would prove nothing.
+            form["csrf"] = re.search(r'name="csrf" value="([^"]+)"', browser.get("/tokens").text).group(1)
+            try:
+                response = (browser.get(url) if method == "GET" else browser.post(url, data=form))
+            except httpx.ReadTimeout:  # a live stream B may open: it has nothing to say
+                continue
+            leaked = sorted(m for m in a.markers if m in response.text and m not in url)
+            if response.status_code >= 500:
+                problems.append(f"dashboard {method} {path}: {response.status_code}")
+            elif expected == DENIED and response.status_code not in (403, 404):
+                problems.append(f"dashboard {method} {path}: {response.status_code} instead of 403/404")
+            elif leaked and response.status_code < 400:
+                problems.append(f"dashboard {method} {path}: {response.status_code} with A's {leaked}")
+    return problems
+
+
+def test_every_dashboard_page_and_form_is_sealed_between_environments(runtime, tmp_path):
+    a = seed_victim(runtime, tmp_path)
+    problems = dashboard_problems(runtime, a)
+    assert not problems, "environment B reached A's data through the dashboard:\n" + "\n".join(problems)
+    assert_victim_untouched(runtime, a)
