@@ -192,15 +192,15 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "A
 
 
 @contextlib.contextmanager
-def moto_s3(bucket: str) -> Iterator[str]:
-    """moto's S3 server on a free port with `bucket` in it; yields its endpoint URL."""
+def moto_s3(bucket: str, host: str = "127.0.0.1") -> Iterator[str]:
+    """moto's S3 server on a free port of `host` with `bucket` in it; yields its endpoint URL."""
     import boto3
     from moto.server import ThreadedMotoServer
 
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://{host}:{port}"
     try:
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
                      aws_secret_access_key="testing").create_bucket(Bucket=bucket)

@@ -1,0 +1,171 @@
+"""A cluster as real processes: one API runtime (no worker of its own) on a fresh PostgreSQL database
+and one S3 (moto's server) per test module, and worker nodes (`outlast worker`), each in its own
+network namespace (see netns.py), started per test. Everything is torn down whatever happens."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from outlast import Client
+from tests.cluster.netns import Namespace, Network, network
+from tests.conftest import (
+    PG_ADMIN_URL,
+    PROJECTS,
+    S3_ENV,
+    SECRET_KEY,
+    RuntimeProcess,
+    _create_pg_database,
+    _drop_pg_database,
+    moto_s3,
+    runtime_process,
+    wait_for,
+)
+
+LEASE_SECONDS = 3.0  # short, so a lost node's attempts come back soon
+BUCKET = "outlast-cluster"
+NODE_ENV = {"OUTLAST_LEASE_SECONDS": str(LEASE_SECONDS), "OUTLAST_HEARTBEAT_INTERVAL": "0.5",
+            "OUTLAST_CANCEL_GRACE": "2", "OUTLAST_TASK_PASS_ENV": "OUTLAST_TEST_SCRATCH"}
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    name = _create_pg_database()
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    _drop_pg_database(name)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(bridge: Network) -> Iterator[str]:
+    """moto's S3 server on the bridge's address: the nodes' loopback is their namespace's own."""
+    with moto_s3(BUCKET, host=bridge.host_address) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def bridge() -> Iterator[Network]:
+    with network() as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, database_url: str, bridge: Network) -> Iterator[RuntimeProcess]:
+    """The API runtime, on the bridge's address so that the namespaces reach it; it runs no tasks itself."""
+    where = tmp_path_factory.mktemp("api")
+    runtime = runtime_process(where, database_url, project=None, node_id="api", log_name="api.log",
+                              extra_env=NODE_ENV, extra_args=["--host", bridge.host_address])
+    port = runtime.args[runtime.args.index("--port") + 1]
+    runtime = dataclasses.replace(runtime, url=f"http://{bridge.host_address}:{port}")
+    runtime.start()
+    yield runtime
+    runtime.close()
+
+
+@dataclass
+class WorkerNode:
+    """`outlast worker` inside its own network namespace."""
+
+    node_id: str
+    namespace: Namespace
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    def start(self) -> WorkerNode:
+        log = open(self.log_path, "a")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(self.namespace.command(self.args), env=self.env, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: f"outlast worker {self.node_id} serving" in self.log() or self._exited(), timeout=60,
+                 message=f"worker {self.node_id} to serve")
+        return self
+
+    def _exited(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"worker {self.node_id} exited with {self.process.returncode}:\n{self.log()}")
+        return False
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL the node's supervisor (as a power loss would end it); its task processes notice and exit."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self, grace: float = 20) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def partition(self) -> None:
+        self.namespace.partition()
+
+    def heal(self) -> None:
+        self.namespace.heal()
+
+
+@dataclass
+class Cluster:
+    api: RuntimeProcess
+    bridge: Network
+    root: Path
+    scratch: Path
+    s3_endpoint: str
+    nodes: list[WorkerNode] = field(default_factory=list)
+
+    def client(self) -> Client:
+        return self.api.client()
+
+    def start_node(self, node_id: str, *, project: str = "cluster", slots: int = 2,
+                   extra_env: dict[str, str] | None = None) -> WorkerNode:
+        namespace = self.bridge.add_namespace()
+        data = self.root / node_id
+        data.mkdir()
+        args = [sys.executable, "-m", "outlast.cli", "worker", "--api-url", self.api.url, "--secret-key", SECRET_KEY,
+                "--project", str(PROJECTS / project), "--data-dir", str(data / "data"), "--slots", str(slots),
+                "--node-id", node_id]
+        env = {**os.environ, **NODE_ENV, "OUTLAST_TEST_SCRATCH": str(self.scratch), **(extra_env or {})}
+        for name in ("OUTLAST_DATABASE_URL", "OUTLAST_SECRET_KEY"):
+            env.pop(name, None)
+        node = WorkerNode(node_id=node_id, namespace=namespace, args=args, env=env,
+                          log_path=self.root / f"{node_id}.log")
+        self.nodes.append(node)
+        return node.start()
+
+    def s3_env(self) -> dict[str, str]:
+        """What a node needs to keep its checkpoint images in the cluster's S3 bucket."""
+        return {**S3_ENV, "OUTLAST_CHECKPOINT_STORE": f"s3://{BUCKET}/checkpoints",
+                "OUTLAST_S3_ENDPOINT_URL": self.s3_endpoint}
+
+    def close(self) -> None:
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
+                node.kill()
+        self.bridge.remove_namespaces()
+
+
+@pytest.fixture
+def cluster(api: RuntimeProcess, bridge: Network, tmp_path: Path, s3_endpoint: str) -> Iterator[Cluster]:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    made = Cluster(api=api, bridge=bridge, root=tmp_path, scratch=scratch, s3_endpoint=s3_endpoint)
+    try:
+        yield made
+    finally:
+        made.close()

@@ -1,0 +1,45 @@
+"""Tasks of the cluster tests (tests/cluster/). Side effects go to files under OUTLAST_TEST_SCRATCH,
+which every node shares (one filesystem), so a test sees what each attempt did wherever it ran."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from outlast import logger, metadata, task
+
+SCRATCH = Path(os.environ.get("OUTLAST_TEST_SCRATCH", "/tmp"))
+RETRIES = {"max_attempts": 3, "min_delay": 0.1, "factor": 1, "randomize": False}
+
+
+def _mark(name: str, text: str) -> None:
+    with open(SCRATCH / name, "a") as handle:
+        handle.write(text + "\n")
+
+
+@task(id="held-first-attempt", retry=RETRIES)
+def held_first_attempt(payload, ctx):
+    """The first attempt waits for the test to create `<run id>.release`; later ones finish at once."""
+    _mark(f"{ctx.run_id}.started", str(ctx.attempt))
+    if ctx.attempt == 1:
+        while not (SCRATCH / f"{ctx.run_id}.release").exists():
+            time.sleep(0.05)
+    metadata.set("finished_attempt", ctx.attempt)
+    logger.info(f"finished on attempt {ctx.attempt}")
+    _mark(f"{ctx.run_id}.done", str(ctx.attempt))
+    return {"attempt": ctx.attempt}
+
+
+@task(id="count", retry=RETRIES)
+def count(payload, ctx):
+    """CPU-bound: count to `to`, recording progress in a file every `every` steps (a side effect per
+    step, so a run that starts over shows it: its progress would go back)."""
+    progress = SCRATCH / f"{ctx.run_id}.progress"
+    total = 0
+    for step in range(1, payload["to"] + 1):
+        total += step
+        if step % payload["every"] == 0:
+            _mark(progress.name, f"{ctx.attempt} {step}")
+    _mark(f"{ctx.run_id}.done", str(ctx.attempt))
+    return {"total": total, "attempt": ctx.attempt}
