@@ -65,21 +65,22 @@ class ClaimGate:
         checkpointer = self.checkpoints.checkpointer
         return 2 * (checkpointer.concurrency if checkpointer is not None else 1)
 
-    def reason(self) -> str:
-        """Why claims wait now, or "" when they may go on."""
+    def reason(self, holds_attempts: bool = True) -> str:
+        """Why claims wait now, or "" when they may go on. Low memory holds claims only while the node
+        `holds_attempts`: a node with nothing of its own to finish could never get out of it."""
         queued = self.checkpoints.queued
         if self.checkpoints.checkpointer is not None and queued > self.queue_limit():
             return f"{queued} processes wait for their checkpoint (more than {self.queue_limit()})"
-        if self.min_available:
+        if self.min_available and holds_attempts:
             available = available_memory_bytes()
             if available is not None and available < self.min_available:
                 return (f"only {available / 1e6:.0f} MB of memory available "
                         f"(claims wait below {self.min_available / 1e6:.0f} MB)")
         return ""
 
-    def holding(self) -> bool:
+    def holding(self, holds_attempts: bool = True) -> bool:
         """Whether to hold claims now; says so in the log when that changes."""
-        reason = self.reason()
+        reason = self.reason(holds_attempts)
         if reason and not self._last_reason:
             self.held_since, self.held_times = time.monotonic(), self.held_times + 1
             log.warning("claims wait: %s", reason)

@@ -58,7 +58,7 @@ class Dispatcher:
             if capacity <= 0 or len(attempts.backlog) >= attempts.slots:
                 await slot_freed.wait()
                 continue
-            if self.gate.holding():  # checkpoints lag behind or memory runs low: no new processes
+            if self.gate.holding(bool(attempts.executions)):  # dumps lag behind or memory runs low: no new processes
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(slot_freed.wait(), RECHECK_SECONDS)
                 continue

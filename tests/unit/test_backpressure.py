@@ -30,6 +30,8 @@ def test_claims_wait_while_memory_is_low(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(backpressure, "available_memory_bytes", lambda: 100_000_000)
     assert "only 100 MB of memory available" in ClaimGate(support(0), min_available=200_000_000).reason()
     assert ClaimGate(support(0), min_available=50_000_000).reason() == ""
+    assert ClaimGate(support(0), min_available=200_000_000).reason(holds_attempts=False) == "", (
+        "a node holding nothing claims even when memory is low: else it could never get out of it")
     assert ClaimGate(CheckpointSupport(), min_available=0).reason() == "", "no checkpointer: no dump queue"
 
 
