@@ -209,11 +209,18 @@ class Hub:
     async def _follow(self) -> None:
         assert self._poked is not None
         wait = self.poll_interval
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time() + self.poll_interval
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._poked.wait()
             self._poked.clear()
             self._poke_pending.clear()
+            if not self.subscribers and loop.time() < next_poll:
+                wait = max(0.0, next_poll - loop.time())
+                continue  # nobody listens: only the poll moves the positions on, commits cost nothing
+            next_poll = loop.time() + self.poll_interval
             try:
                 held_back = await self._read_new()
             except Exception:

@@ -256,7 +256,9 @@ async def subscribe_to_runs(request: Request, rt: State,
                                                            run_ids=run_ids or None, until=until, logs=False))
     if tag is not None:
         subscriber = Subscriber(env_id=env_id, tag=tag)
-        follow = Follow(live, subscriber, cursor or live.hub.events_at, read, ends_with=[], expires_at=expires_at)
+        if cursor is None:  # from now: the store's end (the hub's position may be a poll behind when idle)
+            cursor = (await live.hub.read(feeds.positions))[0]
+        follow = Follow(live, subscriber, cursor, read, ends_with=[], expires_at=expires_at)
     else:
         subscriber = Subscriber(env_id=env_id, run_ids=frozenset(run_ids))
         follow = Follow(live, subscriber, cursor or Cursor(0, 0), read, ends_with=run_ids, expires_at=expires_at)
