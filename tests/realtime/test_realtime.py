@@ -228,3 +228,14 @@ def test_open_subscriptions_do_not_hold_the_runtimes_shutdown(rt):
     reader.join(10)
     assert seen[-1] == "closed" and "event: end" not in seen, seen  # ended without `end`: a client reconnects
 
+
+
+def test_a_subscription_stops_when_its_public_token_expires(rt):
+    client = rt.client()
+    run = client.trigger("gated", {"marker": "m6"})
+    token = client.create_public_token(run.id, ttl=2).token
+    events = read_events(f"{rt.url}/api/v1/runs/{run.id}/subscribe", params={"token": token})  # until closed
+    assert events and "end" not in [e.event for e in events]
+    assert client.retrieve_run(run.id).status == "EXECUTING", "closed for the token, not for the run"
+    (rt.scratch / "m6.go").write_text("1")
+    client.poll(run.id, timeout=30)
