@@ -28,6 +28,7 @@ from ..store import queue
 from ..store.schema import run_events, runs
 from .context import EngineContext, ready_run, slot, timeline_event, utc
 from .fencing import refuse_stale
+from .finishing import finish_attempts
 from .starting import start_claimed
 from .waits import FinishedRun, Waits
 
@@ -186,9 +187,12 @@ class Attempts:
                 finished.append(FinishedRun(row.id, status, updates[-1]["b_output"], error))
         if not updates:
             return
-        queue.release(c, released)
-        c.execute(_COMPLETE_ATTEMPT, updates)
-        c.execute(run_events.insert(), events)
+        if self.context.db.is_sqlite:
+            queue.release(c, released)
+            c.execute(_COMPLETE_ATTEMPT, updates)
+            c.execute(run_events.insert(), events)
+        else:  # the same three writes, one statement (engine/finishing.py)
+            finish_attempts(c, updates, events, released)
         self.context.enqueue(c, retries)
         if finished:
             self.waits.runs_finished(c, finished, now)
@@ -291,7 +295,8 @@ def to_assignment(row: sa.Row, resume: ResumeInfo | None = None) -> Assignment:
     return Assignment(context=context, payload=row.payload, execution_ms=row.execution_ms, resume=resume)
 
 
-# Statements of the hot paths, built once (SQLAlchemy then only binds values).
+# Statements of the hot paths, built once (SQLAlchemy then only binds values). _COMPLETE_ATTEMPT's writes are
+# also engine/finishing.py's on PostgreSQL: a column it sets from a constant must be in finishing._CLEARED.
 _LOCK_RUNS = sa.select(runs).where(runs.c.id.in_(sa.bindparam("ids", expanding=True))).with_for_update()
 _START_ATTEMPTS = runs.update().where(runs.c.id.in_(sa.bindparam("ids", expanding=True)),
                                       runs.c.status == S.QUEUED.value).values(

@@ -29,18 +29,30 @@ def insert_rows(connection: sa.Connection, table: sa.Table, rows: Sequence[Mappi
         connection.execute(table.insert(), list(rows))
         return
     columns = tuple(rows[0])
-    statement, json_columns = _statement(table, columns)
+    connection.execute(_insert(table, columns), array_params(table, columns, rows, "c"))
+
+
+def unnest(table: sa.Table, columns: Sequence[str], prefix: str) -> str:
+    """`unnest(CAST(:<prefix>0 AS <type of column 0>[]), ...)`: rows of `columns` of `table` from array parameters
+    (see `array_params`), for `FROM unnest(...) AS v(<columns>)` or `SELECT * FROM unnest(...)`."""
+    arrays = ", ".join(f"CAST(:{prefix}{index} AS {table.c[name].type.compile(dialect=_PG)}[])"
+                       for index, name in enumerate(columns))
+    return f"unnest({arrays})"
+
+
+def array_params(table: sa.Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]], prefix: str,
+                 keys: Sequence[str] | None = None) -> dict[str, list[Any]]:
+    """One array parameter per column for `unnest(table, columns, prefix)`: row values read under `keys` (default
+    the column names); JSON values serialised as SQLAlchemy does (None as JSON null)."""
     params = {}
-    for index, name in enumerate(columns):
-        values = [row[name] for row in rows]
-        params[f"c{index}"] = [json.dumps(v) for v in values] if name in json_columns else values
-    connection.execute(statement, params)
+    for index, (name, key) in enumerate(zip(columns, keys or columns, strict=True)):
+        values = [row[key] for row in rows]
+        params[f"{prefix}{index}"] = ([json.dumps(v) for v in values] if isinstance(table.c[name].type, sa.JSON)
+                                      else values)
+    return params
 
 
 @functools.cache
-def _statement(table: sa.Table, columns: tuple[str, ...]) -> tuple[sa.TextClause, frozenset[str]]:
-    json_columns = frozenset(name for name in columns if isinstance(table.c[name].type, sa.JSON))
-    arrays = ", ".join(f"CAST(:c{index} AS {table.c[name].type.compile(dialect=_PG)}[])"
-                       for index, name in enumerate(columns))
+def _insert(table: sa.Table, columns: tuple[str, ...]) -> sa.TextClause:
     names = ", ".join(f'"{name}"' for name in columns)
-    return sa.text(f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({arrays})'), json_columns
+    return sa.text(f'INSERT INTO "{table.name}" ({names}) SELECT * FROM {unnest(table, columns, "c")}')
