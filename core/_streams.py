@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import threading
 from collections.abc import AsyncIterable, Iterable
 from typing import Any
@@ -29,6 +30,7 @@ from .wire import Reply, StreamAppend, StreamChunk, StreamWritten
 
 __all__ = ["StreamLimitError", "aappend", "append", "pipe", "pipe_sync", "read"]
 PIPE_BATCH = 500  # chunks per call at most, when an iterator produces faster than the runtime stores
+PIPE_BATCH_BYTES = 1024 * 1024
 REFUSALS = ("StreamRefused", "StreamClosed")
 
 
@@ -98,8 +100,7 @@ async def pipe(name: str, chunks: AsyncIterable[Any]) -> StreamWritten | None:
             await more.wait()
             more.clear()
             while pending:
-                batch = pending[:PIPE_BATCH]
-                del pending[:PIPE_BATCH]
+                batch = _take_batch(pending)
                 written = _written(await asyncio.wrap_future(_send(name, batch)))
             if done:
                 return
@@ -118,6 +119,20 @@ async def pipe(name: str, chunks: AsyncIterable[Any]) -> StreamWritten | None:
     more.set()
     await flusher
     return written
+
+
+def _take_batch(pending: list[Any]) -> list[Any]:
+    """The next chunks to send together: at most PIPE_BATCH of them and about PIPE_BATCH_BYTES (one at least),
+    so a write stays well under the control channel's frame and the worker API's body limits."""
+    size, count = 0, 0
+    for chunk in pending[:PIPE_BATCH]:
+        size += len(chunk) if isinstance(chunk, (str, bytes)) else len(json.dumps(chunk, default=str))
+        count += 1
+        if size >= PIPE_BATCH_BYTES:
+            break
+    batch = pending[:count]
+    del pending[:count]
+    return batch
 
 
 def pipe_sync(name: str, chunks: Iterable[Any]) -> StreamWritten | None:
