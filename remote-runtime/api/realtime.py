@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
 from outlast.wire import API_PREFIX, END_EVENT, MAX_BATCH_SUBSCRIPTION, StreamEnd
@@ -70,11 +71,14 @@ async def subscriber_env(request: Request, authorization: str | None, token: str
             raise Unauthorized("?token= takes a public access token only; send a secret key as "
                                "'Authorization: Bearer <key>'", field="token")
         return await environment(request, authorization), None
-    claims = request.app.state.public_tokens.verify(credential)
+    # Verifying may read the environment's key, and a tag-scoped token the run's tags: off the event loop.
+    claims = await run_in_threadpool(request.app.state.public_tokens.verify, credential)
     engine = request.app.state.outlast.engine
     if run_id is not None or run_ids:
         wanted = [run_id] if run_id is not None else list(run_ids)
-        covered = all(allows(claims, one, functools.partial(_tags, engine, claims["env"], one)) for one in wanted)
+        checks = [functools.partial(allows, claims, one, functools.partial(_tags, engine, claims["env"], one))
+                  for one in wanted]
+        covered = await run_in_threadpool(lambda: all(check() for check in checks))
     else:
         covered = tag in claims.get("tags", ())
     if not covered:
