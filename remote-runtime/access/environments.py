@@ -89,13 +89,19 @@ class Environments:
     def authenticate(self, key: str) -> str | None:
         """The environment a secret key belongs to (its current key, or the one it replaced while that
         is in its grace period), or None."""
-        digest = hash_key(key)
-        known = self._by_hash.get(digest)
+        fresh, env_id = self.cached(key)
+        if fresh:
+            return env_id
+        known = self._look_up(hash_key(key))
+        return known.env_id if known is not None and time.time() < known.valid_until else None
+
+    def cached(self, key: str) -> tuple[bool, str | None]:
+        """(True, what `authenticate` answers) when this process read the key recently; (False, None) when
+        the store must be asked. No I/O: an event loop may call it."""
+        known = self._by_hash.get(hash_key(key))
         if known is None or time.monotonic() - known.read_at > CACHE_SECONDS:
-            known = self._look_up(digest)
-        if known is None or time.time() >= known.valid_until:
-            return None
-        return known.env_id
+            return False, None
+        return True, known.env_id if time.time() < known.valid_until else None
 
     def _look_up(self, digest: str) -> _Known | None:
         with self.db.connect() as c:

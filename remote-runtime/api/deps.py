@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from starlette.concurrency import run_in_threadpool
 
 from ..access.public_tokens import allows, is_public_token
 from ..errors import EngineError
@@ -26,7 +27,7 @@ class PayloadTooLarge(EngineError):
     code = "payload_too_large"
 
 
-# Dependencies are coroutines: no I/O of note, and a sync one would cost a thread hop per request.
+# Dependencies are coroutines (a sync one would cost a thread hop per request); the rare I/O goes to a thread.
 async def state(request: Request) -> RuntimeState:
     return request.app.state.outlast
 
@@ -43,10 +44,12 @@ async def environment(request: Request, authorization: Annotated[str | None, Hea
     """The environment of the request's secret key (`Authorization: Bearer <key>`)."""
     key = presented_key(authorization)
     environments = request.app.state.outlast.environments
-    env_id = environments.authenticate(key)
+    fresh, env_id = environments.cached(key)
+    if not fresh:  # the store is asked (every few seconds per key): off the event loop
+        env_id = await run_in_threadpool(environments.authenticate, key)
     if env_id is None:
         # A rotated key whose grace period ended says so, rather than looking like a typo.
-        raise Unauthorized(environments.refusal(key), field="authorization")
+        raise Unauthorized(await run_in_threadpool(environments.refusal, key), field="authorization")
     return env_id
 
 
