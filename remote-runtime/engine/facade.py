@@ -39,6 +39,7 @@ from .reads import RunReads
 from .registration import RegisterHook, Registration
 from .timers import Timers
 from .triggering import Triggering, VersionManifests
+from .unrestored import UnrestoredCheckpoints
 from .waits import Waits
 
 
@@ -58,9 +59,9 @@ class RunEngine:
         self.waits = Waits(self.context, self.triggering, public_url)
         self.reads = RunReads(self.context)
         self.attempts = Attempts(self.context, self.waits)
-        self.timers = Timers(self.context, self.attempts, self.waits)
-        self.control = RunControl(self.context, self.triggering, self.waits, self.timers,
-                                  images or ImageDeleter(None))
+        images = images or ImageDeleter(None)
+        self.timers = Timers(self.context, self.attempts, self.waits, UnrestoredCheckpoints(self.context, images))
+        self.control = RunControl(self.context, self.triggering, self.waits, self.timers, images)
         self.bulk = BulkActions(self.context, self.control, self.triggering)
         self.debounce_upkeep = DebounceUpkeep(self.context)
 

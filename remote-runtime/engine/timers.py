@@ -12,16 +12,19 @@ from ..store import queue
 from ..store.schema import run_events, runs
 from .attempts import HELD, Attempts
 from .context import EngineContext, ready_run, timeline_event
+from .unrestored import UnrestoredCheckpoints
 from .waits import FinishedRun, Waits
 
 S = RunStatus
 
 
 class Timers:
-    def __init__(self, context: EngineContext, attempts: Attempts, waits: Waits) -> None:
+    def __init__(self, context: EngineContext, attempts: Attempts, waits: Waits,
+                 unrestored: UnrestoredCheckpoints) -> None:
         self.context = context
         self.attempts = attempts
         self.waits = waits
+        self.unrestored = unrestored
 
     def tick(self, batch: int = 500) -> None:
         """Promote due delayed runs, expire runs past their TTL, and reclaim attempts whose lease ran out."""
@@ -38,6 +41,7 @@ class Timers:
             self.context.wake()
         if past_ttl:
             self._expire(now, past_ttl)
+        lost = self.unrestored.take_back(lost)  # claimed to be restored, and never restored: restore elsewhere
         self.attempts.crash(lost, "the worker stopped renewing its lease (node lost)")
         self.waits.complete_due(batch)
 

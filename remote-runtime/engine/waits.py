@@ -40,6 +40,7 @@ from ..store.ids import new_run_id
 from ..store.schema import run_checkpoints, run_events, run_waits, runs, waitpoints
 from .context import EngineContext, ready_run, slot, timeline_event, utc
 from .triggering import Triggering
+from .unrestored import CLAIMS, count_claims
 
 S = RunStatus
 K = WaitpointKind
@@ -227,14 +228,12 @@ class Waits:
                                                           message=f"attempt {attempt} resumed in memory")])
 
     def resume_info(self, c: sa.Connection, run_ids: Sequence[str]) -> dict[str, ResumeInfo]:
-        """For runs just claimed to resume: their images and the results they wait for (taken off the run)."""
+        """For runs just claimed to resume: images and the results they wait for (rows stay: see unrestored.py)."""
         rows = c.execute(sa.select(run_checkpoints).where(run_checkpoints.c.run_id.in_(list(run_ids)))).all()
-        if not rows:
-            return {}
-        c.execute(run_checkpoints.delete().where(run_checkpoints.c.run_id.in_(list(run_ids))))
+        count_claims(c, rows)
         info = {}
         for row in rows:
-            detail = dict(row.detail)
+            detail = {key: value for key, value in row.detail.items() if key != CLAIMS}
             waiting = detail.pop("waiting", [])
             info[row.run_id] = ResumeInfo(mode=CheckpointMode(row.mode), image_key=row.image_key,
                                           results=self.completed(c, waiting), detail=detail)
@@ -255,6 +254,7 @@ class Waits:
         """
         ids = [row.id for row in finished]
         c.execute(run_waits.delete().where(run_waits.c.run_id.in_(ids)))
+        c.execute(run_checkpoints.delete().where(run_checkpoints.c.run_id.in_(ids)))  # one kept for a restore
         pending = c.execute(sa.select(waitpoints.c.id, waitpoints.c.child_run_id).where(
             waitpoints.c.child_run_id.in_(ids), waitpoints.c.status == PENDING)).all()
         if not pending:

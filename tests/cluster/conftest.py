@@ -36,6 +36,10 @@ NODE_ENV = {"OUTLAST_LEASE_SECONDS": str(LEASE_SECONDS), "OUTLAST_HEARTBEAT_INTE
             "OUTLAST_CANCEL_GRACE": "2", "OUTLAST_TASK_PASS_ENV": "OUTLAST_TEST_SCRATCH"}
 
 
+def s3_env(endpoint: str) -> dict[str, str]:
+    return {**S3_ENV, "OUTLAST_CHECKPOINT_STORE": f"s3://{BUCKET}/checkpoints", "OUTLAST_S3_ENDPOINT_URL": endpoint}
+
+
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
     name = _create_pg_database()
@@ -57,11 +61,14 @@ def bridge() -> Iterator[Network]:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, database_url: str, bridge: Network) -> Iterator[RuntimeProcess]:
-    """The API runtime, on the bridge's address so that the namespaces reach it; it runs no tasks itself."""
+def api(tmp_path_factory: pytest.TempPathFactory, database_url: str, bridge: Network,
+        s3_endpoint: str) -> Iterator[RuntimeProcess]:
+    """The API runtime, on the bridge's address so that the namespaces reach it; it runs no tasks itself
+    (it knows the checkpoint store: it deletes the images of runs that will never resume)."""
     where = tmp_path_factory.mktemp("api")
     runtime = runtime_process(where, database_url, project=None, node_id="api", log_name="api.log",
-                              extra_env=NODE_ENV, extra_args=["--host", bridge.host_address])
+                              extra_env={**NODE_ENV, **s3_env(s3_endpoint)},
+                              extra_args=["--host", bridge.host_address])
     port = runtime.args[runtime.args.index("--port") + 1]
     runtime = dataclasses.replace(runtime, url=f"http://{bridge.host_address}:{port}")
     runtime.start()
@@ -140,7 +147,9 @@ class Cluster:
         args = [sys.executable, "-m", "outlast.cli", "worker", "--api-url", self.api.url, "--secret-key", SECRET_KEY,
                 "--project", str(PROJECTS / project), "--data-dir", str(data / "data"), "--slots", str(slots),
                 "--node-id", node_id]
-        env = {**os.environ, **NODE_ENV, "OUTLAST_TEST_SCRATCH": str(self.scratch), **(extra_env or {})}
+        env = {**os.environ, **NODE_ENV, "OUTLAST_TEST_SCRATCH": str(self.scratch),
+               # the same path on every node, as the runtime requires (a restore finds its resume file there)
+               "OUTLAST_PROCESS_DIR": str(self.root / "processes"), **(extra_env or {})}
         for name in ("OUTLAST_DATABASE_URL", "OUTLAST_SECRET_KEY"):
             env.pop(name, None)
         node = WorkerNode(node_id=node_id, namespace=namespace, args=args, env=env,
@@ -148,10 +157,9 @@ class Cluster:
         self.nodes.append(node)
         return node.start()
 
-    def s3_env(self) -> dict[str, str]:
-        """What a node needs to keep its checkpoint images in the cluster's S3 bucket."""
-        return {**S3_ENV, "OUTLAST_CHECKPOINT_STORE": f"s3://{BUCKET}/checkpoints",
-                "OUTLAST_S3_ENDPOINT_URL": self.s3_endpoint}
+    def s3_env(self, endpoint: str | None = None) -> dict[str, str]:
+        """What a node needs to keep its checkpoint images in the cluster's S3 bucket (at `endpoint`)."""
+        return s3_env(endpoint or self.s3_endpoint)
 
     def close(self) -> None:
         for node in self.nodes:
