@@ -218,8 +218,10 @@ def restore(images_dir: str | os.PathLike[str], *, pidfile: str | os.PathLike[st
     pid_path = Path(pidfile).absolute()
     pid_path.unlink(missing_ok=True)
     set_child_subreaper(True)
+    # --root /: a task dumped in a mount namespace of its own (worker/isolation.py) has its mounts
+    # rebuilt from the image; criu 4.2.1 needs a root to build them under (else BUG at mount.c:48).
     args = ["restore", "-D", str(images), "-d", "--pidfile", str(pid_path), "-o", "restore.log", "-v1",
-            "--tcp-close"]
+            "--tcp-close", "--root", "/"]
     if cgroup_roots:
         args.append("--manage-cgroups=soft")
         args += [f"--cgroup-root={names}:{path}" if names else f"--cgroup-root={path}"
