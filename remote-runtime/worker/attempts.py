@@ -27,6 +27,7 @@ class Execution:
         self.checkpoint_after = DEFAULT_CHECKPOINT_AFTER
         self.waiting: set[str] = set()  # waitpoints the task waits for
         self.suspend_at: float | None = None  # monotonic time at which a still-pending wait suspends it
+        self.draining = False  # its node drains: checkpoint it now, waiting or not (worker/drain.py)
         self.changed = asyncio.Event()  # wakes the attempt's loop: a wait began or ended
         self.parked_since: float | None = None  # kept alive outside the slots while it waits
         self.parked_seconds = 0.0

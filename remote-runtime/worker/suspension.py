@@ -79,7 +79,8 @@ class Suspension:
         # The process is told to get ready only once a criu turn is free: until then it stays connected
         # (so it notices a supervisor that dies) and may still get its results and go on.
         async with self.checkpoints.criu_turn(dump=True):
-            if not execution.waiting or process.result is None or process.result.done() or not process.alive:
+            if not (execution.waiting or execution.draining) or process.result is None or process.result.done() \
+                    or not process.alive:  # (a draining node checkpoints running processes too)
                 return False
             image = await self._dump(execution, process, checkpointer)
         if image is None:
