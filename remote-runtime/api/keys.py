@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path
 from starlette.concurrency import run_in_threadpool
 
-from outlast.wire import API_PREFIX
+from outlast.wire import API_PREFIX, ErrorBody
 from outlast.wire.keys import KeyRotation, KeyRotationRequest
 
 from ..access.environments import RotationRefused
@@ -30,7 +30,10 @@ def _moment(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-@router.post("/{env_id}/keys/rotate", response_model=KeyRotation)
+@router.post("/{env_id}/keys/rotate", response_model=KeyRotation, responses={
+    401: {"model": ErrorBody, "description": "No key, an unknown key, or a replaced key whose grace period ended"},
+    403: {"model": ErrorBody, "description": "A key of another environment, or a replaced key in its grace period"},
+})
 async def rotate_key(env_id: EnvId, env: Env, rt: State, body: KeyRotationRequest | None = None,
                      authorization: Annotated[str | None, Header()] = None) -> KeyRotation:
     """A new secret key for the environment, answered once (only its hash is stored). The key used for
