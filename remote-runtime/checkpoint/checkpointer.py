@@ -153,6 +153,7 @@ class Checkpointer:
             try:
                 found.append((image, json.loads(image.pending_file.read_text())))
             except (OSError, ValueError):
+                criu.settle_orphaned_dump(image.path, self.process_dir)  # its criu may still be writing there
                 self.discard(image)
         return found
 

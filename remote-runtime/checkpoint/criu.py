@@ -273,6 +273,44 @@ def _run(action: str, args: list[str], log_path: Path, timeout: float) -> float:
     return seconds
 
 
+def settle_orphaned_dump(images_dir: str | os.PathLike[str], process_dir: Path, timeout: float = 120.0) -> None:
+    """Wait for a `criu dump` into `images_dir` that a dead supervisor started (criu outlives it), and
+    SIGKILL the process it was dumping if that survived (a failed dump leaves it running, cut off in
+    its wait): the caller is about to delete the half-written images, and the run starts afresh.
+    Only a process whose cwd is under `process_dir` (where a task process sits while it is dumped)
+    is killed: its PID may have been taken by another since."""
+    images = str(Path(images_dir).absolute()).encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"dump" not in args or images not in args or b"-t" not in args:
+            continue
+        target = args[args.index(b"-t") + 1]
+        deadline = time.monotonic() + timeout
+        while _running(proc) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _running(proc):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+        try:
+            cwd = Path(os.readlink(f"/proc/{int(target)}/cwd"))
+        except (OSError, ValueError):
+            continue  # gone (dumped and ended, as it should be)
+        if cwd.is_relative_to(Path(process_dir).absolute()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(target), signal.SIGKILL)
+
+
+def _running(proc: Path) -> bool:
+    """Whether /proc/<pid> is a live process (not gone, not a zombie nobody reaped yet)."""
+    try:
+        return proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def _write_manifest(images: Path) -> None:
     """Record every image file's size next to the images: restore() refuses a dir that does not
     match (criu 4.2.1 hangs instead of failing on a truncated pages image)."""

@@ -107,3 +107,32 @@ def test_concurrency_is_one_per_cpu_unless_set(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setenv("OUTLAST_CHECKPOINT_CONCURRENCY", bad)
         with pytest.raises(ValueError, match="OUTLAST_CHECKPOINT_CONCURRENCY"):
             criu_concurrency()
+
+
+def test_a_dump_a_dead_supervisor_left_running_is_waited_for_and_its_survivor_ended(tmp_path: Path) -> None:
+    """What a starting supervisor does before deleting an unmarked dump: wait for the criu still writing
+    it (here a stand-in with criu's arguments), then end the process it dumped if that survived, and
+    only if it sits in the process directory (its PID may belong to another process by now)."""
+    import subprocess
+    import sys
+    import time
+
+    from outlast.runtime.checkpoint.criu import settle_orphaned_dump
+
+    process_dir, images = tmp_path / "processes", tmp_path / "scratch" / "dump-1"
+    (process_dir / "p1").mkdir(parents=True)
+    images.mkdir(parents=True)
+    survivor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=process_dir / "p1")
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=tmp_path)
+    stand_ins = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)", "dump", "-t", str(pid),
+                                   "-D", str(images)]) for pid in (survivor.pid, bystander.pid)]
+    try:
+        time.sleep(0.3)  # both stand-ins are running
+        settle_orphaned_dump(images, process_dir)
+        assert all(s.poll() is not None for s in stand_ins), "it waited for the dumps to end"
+        assert survivor.wait(10) == -signal.SIGKILL
+        assert bystander.poll() is None, "a process outside the process directory is left alone"
+    finally:
+        for process in (survivor, bystander, *stand_ins):
+            process.kill()
+            process.wait()
