@@ -26,6 +26,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import traceback
 from typing import Any
 
@@ -106,6 +107,7 @@ def _become_task(request: dict[str, Any]) -> None:
             _replace_descriptor(2, out)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         os.environ.update(request.get("env", {}))
+        _enter_workdir(request["process_id"])
         _process.serve()
     except SystemExit as exc:
         os._exit(exc.code if isinstance(exc.code, int) else 1)
@@ -113,6 +115,20 @@ def _become_task(request: dict[str, Any]) -> None:
         traceback.print_exc()
         os._exit(1)
     os._exit(0)
+
+
+def _enter_workdir(process_id: str) -> None:
+    """Under isolation (the fork server runs in a mount namespace of its own, see the runtime's
+    worker/isolation.py) each task works in a private, writable directory of its private /tmp: the
+    project's code is read-only there, and CRIU needs a writable working directory to dump it."""
+    root = os.environ.get("OUTLAST_TASK_WORKDIR_ROOT")
+    if not root:
+        return
+    workdir = os.path.join(root, process_id)
+    os.mkdir(workdir, 0o700)
+    os.chdir(workdir)
+    os.environ["TMPDIR"] = workdir
+    tempfile.tempdir = None  # gettempdir() looks again
 
 
 def _replace_descriptor(target: int, fd: int) -> None:

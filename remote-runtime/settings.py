@@ -41,6 +41,9 @@ class RuntimeSettings:
     checkpoint_after: float = field(default_factory=lambda: _env_float("OUTLAST_CHECKPOINT_AFTER", 5.0))
     # auto: each attempt's process in a cgroup sized by its machine preset where the host allows; off: no limits.
     limits: str = field(default_factory=lambda: os.environ.get("OUTLAST_LIMITS", "auto"))
+    # namespaces: each version's fork server (and its tasks) in its own mount, IPC and UTS namespaces
+    # (worker/isolation.py); process: task processes see the host's filesystem.
+    isolation: str | None = field(default_factory=lambda: os.environ.get("OUTLAST_ISOLATION") or None)
     # How many processes and threads one task process may have (its cgroup's pids limit).
     pids_limit: int = field(default_factory=lambda: int(os.environ.get("OUTLAST_PIDS_LIMIT", "512")))
     # Task processes keep their resume file and output here; it must be the same path on every node.

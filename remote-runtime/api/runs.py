@@ -28,6 +28,7 @@ from outlast.wire import (
 )
 
 from ..errors import EngineError
+from ..worker.isolation import mode_from as isolation_mode
 from .checked_input import CheckedRoute
 from .deps import Env, PayloadTooLarge, ReadEnv, State
 
@@ -126,7 +127,8 @@ def create_public_token(body: PublicTokenRequest, env: Env, rt: State, request: 
 
 @router.get("/health", tags=["runtime"])
 def health(rt: State) -> dict[str, Any]:
-    body = {"status": "ok", "database": "sqlite" if rt.db.is_sqlite else "postgresql", "node": rt.settings.node_id}
+    body = {"status": "ok", "database": "sqlite" if rt.db.is_sqlite else "postgresql", "node": rt.settings.node_id,
+            "isolation": isolation_mode(rt.settings.isolation)}  # what task processes of this node may see
     if (problem := rt.import_problem) is not None:  # a dev loop whose tasks do not import: say why
         body["status"] = "degraded"
         body["tasks"] = {"imported": False, "error": problem}

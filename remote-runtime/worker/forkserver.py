@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from .isolation import Plan
 from .pidns import set_child_subreaper
 
 
@@ -28,11 +29,16 @@ class ForkServer:
         self._lock = asyncio.Lock()  # one request at a time: replies come back in order
 
     @classmethod
-    async def start(cls, env: Mapping[str, str], cwd: Path, python: str | None = None) -> ForkServer:
-        """Start it and wait until it imported the project; ForkServerFailed says why it could not."""
+    async def start(cls, env: Mapping[str, str], cwd: Path, python: str | None = None,
+                    isolation: Plan | None = None) -> ForkServer:
+        """Start it (inside `isolation`'s namespaces if given) and wait until it imported the project;
+        ForkServerFailed says why it could not."""
         set_child_subreaper(True)  # the tasks it forks become our children
+        argv = [python or sys.executable, "-m", "outlast._zygote"]
+        if isolation is not None:
+            argv = isolation.command(argv)
         process = await asyncio.create_subprocess_exec(
-            python or sys.executable, "-m", "outlast._zygote", env=dict(env), cwd=str(cwd),
+            *argv, env=dict(env), cwd=str(cwd),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True)
         server = cls(process)
         first = await server._read()

@@ -25,6 +25,9 @@ from ..settings import RuntimeSettings
 from .background import Background
 from .forkserver import ForkServer, ForkServerFailed
 from .forkserver import supported as forkserver_supported
+from .isolation import Plan
+from .isolation import mode_from as isolation_mode
+from .isolation import plan_for as isolation_plan
 from .limits import CgroupError, Limits, Usage
 from .processes import SpawnOptions, TaskProcess, describe_exit, spawn, task_environment
 
@@ -87,6 +90,12 @@ class ProcessPool:
         self.limits = Limits(settings.limits, settings.pids_limit)  # each process's cgroup
         if not self.limits.enforced:
             log.warning("%s", self.limits.describe())
+        self.isolation = isolation_mode(settings.isolation)
+        if self.isolation == "process":
+            log.warning("isolation: process (OUTLAST_ISOLATION): task processes see this host's files, "
+                        "the runtime's data directory included")
+        else:
+            log.info("isolation: namespaces (each version's fork server in its own mount, IPC and UTS namespaces)")
         self._process_added = asyncio.Event()
 
     # --- spawning and tracking -------------------------------------------------------------
@@ -163,14 +172,29 @@ class ProcessPool:
             return None
         starting = self.forkservers.get(version)
         if starting is None:
+            plan = self._isolation_plan(project, options)
             starting = self.forkservers[version] = asyncio.ensure_future(ForkServer.start(
-                task_environment(project, options), project.root, options.python))
+                task_environment(project, options), project.root, options.python, plan))
         try:
             return await asyncio.shield(starting)
         except ForkServerFailed:
             if self.forkservers.get(version) is starting:
                 del self.forkservers[version]
             return None
+
+    def _isolation_plan(self, project: Project, options: SpawnOptions) -> Plan | None:
+        """What a version's fork server may see (None: the host's filesystem, `process` mode)."""
+        if self.isolation == "process":
+            return None
+        code = [project.root]
+        if options.python is not None:  # a deployed version's virtualenv (in the data directory)
+            code.append(Path(options.python).parent.parent)
+        writable = [self.socket_path.parent]
+        if options.process_dir is not None:  # resume files and output, kept where checkpoints expect them
+            options.process_dir.mkdir(parents=True, exist_ok=True)
+            writable.append(options.process_dir)
+        return isolation_plan(data_dir=self.settings.data_dir, code=code, writable=writable,
+                              stores=(self.settings.checkpoint_store, self.settings.bundle_store))
 
     def close_forkserver(self, version: str) -> None:
         starting = self.forkservers.pop(version, None)

@@ -1,0 +1,143 @@
+"""Isolation of a version's fork server, and so of every task process forked from it: its own mount,
+IPC and UTS namespaces, set up here before the fork server's interpreter starts.
+
+Run as `python -m outlast.runtime.worker.isolation <plan json> <argv...>`: it unshares, rebuilds
+the mounts (the runtime's data directory and stores hidden under empty tmpfs, the root and the
+version's code read-only, a private /tmp and /dev/shm, the control socket and the process
+directory kept where they were), sets no_new_privs and execs `argv` (the fork server). Everything
+the fork server opens afterwards belongs to the new namespace's mounts, which CRIU needs: a task
+forked into a namespace of its own would keep files of its parent's mounts and not dump. Done
+with libc's unshare(2)/mount(2) through ctypes (Python 3.11 has no os.unshare): no helper
+binary, no OCI bundle per version, a warm fork stays a fork. The network namespace is shared, so
+tasks keep outbound network.
+
+OUTLAST_ISOLATION picks the mode: `namespaces` (this) or `process` (off: task processes see the
+host's filesystem, as before).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from outlast._pidns import libc
+
+MODES = ("namespaces", "process")
+DEFAULT_MODE = "process"  # see the README's Machines section for why this is not on by default yet
+WORKDIR_ROOT_ENV = "OUTLAST_TASK_WORKDIR_ROOT"  # the fork server makes each task's working directory in it
+WORKDIR_ROOT = "/tmp/outlast-tasks"
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_NO_NEW_PRIVS = 38
+
+
+class IsolationError(Exception):
+    """The host does not allow the namespaces or mounts isolation needs."""
+
+
+def mode_from(value: str | None) -> str:
+    """The isolation mode a setting names; ValueError naming the valid ones."""
+    mode = (value or DEFAULT_MODE).strip().lower()
+    if mode not in MODES:
+        raise ValueError(f"OUTLAST_ISOLATION must be one of {', '.join(MODES)}, not {value!r}")
+    return mode
+
+
+@dataclass
+class Plan:
+    """What a version's fork server sees. Paths are absolute; ones that do not exist are skipped."""
+
+    hidden: list[str] = field(default_factory=list)  # each under an empty tmpfs
+    read_only: list[str] = field(default_factory=list)  # the version's code and interpreter
+    writable: list[str] = field(default_factory=list)  # kept visible and writable (socket, process dir)
+    hostname: str = "outlast-task"
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """`argv` started inside the plan's namespaces."""
+        return [sys.executable, "-m", __name__, json.dumps(asdict(self)), *argv]
+
+
+def plan_for(*, data_dir: Path, stores: Sequence[str | None], code: Sequence[Path],
+             writable: Sequence[Path]) -> Plan:
+    """The plan for one version: `stores` are the checkpoint and bundle store settings (local paths
+    or file:// URLs are hidden too; s3:// ones are not on this filesystem)."""
+    hidden = [data_dir]
+    for store in stores:
+        if store and "://" not in store:
+            hidden.append(Path(store))
+        elif store and store.startswith("file://"):
+            hidden.append(Path(store.removeprefix("file://")))
+    return Plan(hidden=[str(p.resolve()) for p in hidden], read_only=[str(p.resolve()) for p in code],
+                writable=[str(p.resolve()) for p in writable])
+
+
+def enter(plan: Plan) -> None:
+    """Unshare and rebuild the mounts for `plan`, in this process (before it execs the fork server)."""
+    lib = libc()
+    _check(lib.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS), "unshare(mount, IPC, UTS)")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks back to the host
+    _detach_namespace_files()
+    kept = {path: os.open(path, os.O_PATH | os.O_DIRECTORY)  # reachable once their parents are hidden
+            for path in plan.writable + plan.read_only if os.path.isdir(path)}
+    for path in sorted([*plan.hidden, "/tmp", "/dev/shm"], key=len):
+        if os.path.isdir(path):  # gone already if under one hidden before
+            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777" if path in ("/tmp", "/dev/shm")
+                   else "mode=755,size=1m")
+    for path, fd in sorted(kept.items(), key=lambda item: len(item[0])):
+        os.makedirs(path, exist_ok=True)  # inside a tmpfs above if it was hidden (else it exists)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)  # before / is read-only: binds copy that
+        os.close(fd)
+    os.makedirs(WORKDIR_ROOT, mode=0o711, exist_ok=True)
+    for path in ["/", *(p for p in plan.read_only if p in kept)]:  # the host's files: read, never written
+        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    host = plan.hostname.encode()
+    _check(lib.sethostname(host, len(host)), "sethostname")
+    _check(lib.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    os.chdir(WORKDIR_ROOT)  # the fork server's own cwd: writable (CRIU mounts its /proc in a task's cwd)
+
+
+def _detach_namespace_files() -> None:
+    """Other namespaces' handles (`ip netns` mounts) are not the tasks' business, and CRIU cannot dump them."""
+    with open("/proc/self/mountinfo") as mounts:
+        targets = [line.split()[4] for line in mounts if " - nsfs " in line]
+    for target in sorted(targets, key=len, reverse=True):
+        libc().umount2(target.encode(), MNT_DETACH)  # one under another detached already: no matter
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    result = libc().mount(_c(source), _c(target), _c(fstype), ctypes.c_ulong(flags), _c(data))
+    _check(result, f"mount {source or ''} on {target} (flags {flags:#x})")
+
+
+def _c(value: str | None) -> bytes | None:
+    return value.encode() if value is not None else None
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise IsolationError(f"{what} failed: {os.strerror(errno)}")
+
+
+def main(args: Sequence[str]) -> None:
+    plan = Plan(**json.loads(args[0]))
+    try:
+        enter(plan)
+    except (IsolationError, OSError) as exc:
+        print(f"isolation: {exc}", file=sys.stderr)
+        os._exit(70)
+    os.environ[WORKDIR_ROOT_ENV] = WORKDIR_ROOT
+    os.execv(args[1], list(args[1:]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,80 @@
+"""Tasks that look around their sandbox: which files they can read or write, their /tmp, the network,
+and a wait across a checkpoint. Used by tests/machines/test_isolation.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from outlast import task, wait
+
+CODE_DIR = Path(__file__).resolve().parent
+
+
+def attempt(action, path: str) -> str:
+    """'ok', or the name of the error the kernel gave (ENOENT, EROFS, EACCES...)."""
+    try:
+        action(path)
+    except OSError as exc:
+        return os.strerror(exc.errno) if exc.errno else type(exc).__name__
+    return "ok"
+
+
+def read(path: str) -> None:
+    with open(path, "rb") as handle:
+        handle.read(1)
+
+
+def write(path: str) -> None:
+    with open(path, "a") as handle:
+        handle.write("tampered\n")
+
+
+def sandbox() -> dict:
+    """What holds for the process itself, whatever the paths."""
+    status = dict(line.split(":\t", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":\t" in line)
+    return {
+        "no_new_privs": status.get("NoNewPrivs", "").strip(),
+        "hostname": socket.gethostname(),
+        "cwd": os.getcwd(),
+        "tmpdir": tempfile.gettempdir(),
+        "write_code": attempt(write, str(CODE_DIR / "tasks.py")),
+        "write_cwd": attempt(write, "written-here"),
+    }
+
+
+@task(id="probe")
+def probe(payload: dict) -> dict:
+    return {"read": {p: attempt(read, p) for p in payload.get("read", [])},
+            "write": {p: attempt(write, p) for p in payload.get("write", [])},
+            **sandbox()}
+
+
+@task(id="write-tmp")
+def write_tmp(payload: dict) -> dict:
+    Path("/tmp", payload["name"]).write_text(payload["text"])
+    return {"listing": sorted(os.listdir("/tmp"))}
+
+
+@task(id="fetch")
+def fetch(payload: dict) -> dict:
+    with urllib.request.urlopen(payload["url"], timeout=10) as response:
+        return {"status": response.status, "body": response.read().decode()}
+
+
+@task(id="isolated-wait")
+async def isolated_wait(payload: dict) -> dict:
+    """State in memory and in the private /tmp, a wait (checkpointed), then both again and the sandbox."""
+    state = {"counter": 41, "items": list(range(1000))}
+    Path("/tmp/state.txt").write_text(payload["text"])
+    host_pid = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith("NSpid:"))
+    Path(tempfile.gettempdir(), "pid").write_text(str(host_pid))
+    await wait.for_(seconds=payload.get("seconds", 4))
+    state["counter"] += 1
+    return {"counter": state["counter"], "items": len(state["items"]), "host_pid_before": host_pid,
+            "tmp": Path("/tmp/state.txt").read_text(),
+            "read": {p: attempt(read, p) for p in payload.get("read", [])}, **sandbox()}
