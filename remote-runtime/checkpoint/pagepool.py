@@ -259,7 +259,7 @@ class PoolWrite:
         only its own pages, not the whole interpreter again. The last BASES_KEPT versions are kept."""
         key = BASE_PREFIX + version
         bases = self.pool.kept_bases()
-        if key in bases or not packs:
+        if key in bases or not packs or BASES_KEPT < 1:  # 0: keep none (as before versions were kept)
             return
         self.reference(key, packs)
         if maps:  # a hint (see `basepages`): not fsynced, checked byte for byte when used
