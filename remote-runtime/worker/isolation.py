@@ -105,6 +105,25 @@ def enter(plan: Plan) -> None:
     os.chdir(WORKDIR_ROOT)  # the fork server's own cwd: writable (CRIU mounts its /proc in a task's cwd)
 
 
+def doctor_row() -> tuple[str, bool, str]:
+    """`outlast doctor`'s row: the configured mode, and whether a child can make the namespaces here."""
+    try:
+        mode = mode_from(os.environ.get("OUTLAST_ISOLATION"))
+    except ValueError as exc:
+        return ("isolation", False, str(exc))
+    child = os.fork()
+    if child == 0:  # never returns
+        failed = libc().unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) != 0
+        os._exit(min(255, ctypes.get_errno() or 1) if failed else 0)
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    usable = "mount, IPC and UTS namespaces available" if code == 0 else \
+        f"unshare(mount, IPC, UTS) fails here: {os.strerror(code)}"
+    if mode == "process":
+        return ("isolation", True, f"process (OUTLAST_ISOLATION): task processes see this host's files; {usable}")
+    return ("isolation", code == 0, f"namespaces: each version's fork server in its own; {usable}")
+
+
 def _detach_namespace_files() -> None:
     """Other namespaces' handles (`ip netns` mounts) are not the tasks' business, and CRIU cannot dump them."""
     with open("/proc/self/mountinfo") as mounts:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from outlast._pidns import libc
 
-from . import cgroups
+from . import cgroups, isolation
 from .limits import NEEDED, Limits
 
 CLONE_NEWUSER = 0x10000000
@@ -38,6 +38,7 @@ def report() -> list[tuple[str, bool, str]]:
         limits.close()
     rows.append(("user namespaces", True, user_namespaces()))
     rows.append(("runc", True, runc()))
+    rows.append(isolation.doctor_row())
     return rows
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from outlast import RunStatus
+from outlast.cli import app
 from outlast.runtime.checkpoint import criu
 from tests.conftest import RuntimeProcess, runtime_process, wait_for
 from tests.e2e._shared import process_gone
@@ -138,3 +140,19 @@ def test_a_checkpointed_run_resumes_with_its_state_and_its_isolation(runtime, cl
     assert output["no_new_privs"] == "1" and output["hostname"] == "outlast-task"
     messages = [e.message for e in client.run_events(handle.id) if e.kind == "status"]
     assert any("resumes on" in m for m in messages), messages
+
+
+@pytest.mark.parametrize(("mode", "said"), [("namespaces", "ok  isolation: namespaces: each version's fork server"),
+                                            ("process", "ok  isolation: process (OUTLAST_ISOLATION): task processes "
+                                                        "see this host's files")])
+def test_doctor_reports_the_isolation_mode(monkeypatch, mode, said):
+    monkeypatch.setenv("OUTLAST_ISOLATION", mode)
+    result = CliRunner().invoke(app, ["doctor"])
+    assert said in result.output
+    assert "mount, IPC and UTS namespaces available" in result.output
+
+
+def test_doctor_names_the_valid_modes_of_a_wrong_one(monkeypatch):
+    monkeypatch.setenv("OUTLAST_ISOLATION", "container")
+    result = CliRunner().invoke(app, ["doctor"])
+    assert "isolation: OUTLAST_ISOLATION must be one of namespaces, process, not 'container'" in result.output
