@@ -80,6 +80,11 @@ def plan_for(*, data_dir: Path, stores: Sequence[str | None], code: Sequence[Pat
                 writable=[str(p.resolve()) for p in writable])
 
 
+def task_workdir(forkserver_pid: int, process_id: str) -> Path:
+    """A task's working directory (the fork server makes it) as seen from the host."""
+    return Path(f"/proc/{forkserver_pid}/root{WORKDIR_ROOT}/{process_id}")
+
+
 def enter(plan: Plan) -> None:
     """Unshare and rebuild the mounts for `plan`, in this process (before it execs the fork server)."""
     lib = libc()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..settings import RuntimeSettings
 from .background import Background
 from .forkserver import ForkServer, ForkServerFailed
 from .forkserver import supported as forkserver_supported
-from .isolation import Plan
+from .isolation import Plan, task_workdir
 from .isolation import mode_from as isolation_mode
 from .isolation import plan_for as isolation_plan
 from .limits import CgroupError, Limits, Usage
@@ -151,6 +152,7 @@ class ProcessPool:
         if (cgroup := self.limits.exited(process.pid)) is not None:  # its counters are kept for its report
             self.background.start(asyncio.to_thread(cgroup.remove))
         process.gone(describe_exit(returncode))
+        self._remove_workdir(process)
         self.processes.pop(process.process_id, None)
         if process in self.idle:
             self.idle.remove(process)
@@ -195,6 +197,15 @@ class ProcessPool:
             writable.append(options.process_dir)
         return isolation_plan(data_dir=self.settings.data_dir, code=code, writable=writable,
                               stores=(self.settings.checkpoint_store, self.settings.bundle_store))
+
+    def _remove_workdir(self, process: TaskProcess) -> None:
+        """An ended task's working directory, in its fork server's private /tmp (memory: a tmpfs);
+        reached through the fork server's /proc root. A checkpoint image holds its own copy."""
+        started = self.forkservers.get(process.version)
+        if self.isolation == "process" or started is None or not started.done() or started.exception():
+            return
+        workdir = task_workdir(started.result().process.pid, process.process_id)
+        self.background.start(asyncio.to_thread(shutil.rmtree, workdir, True))
 
     def close_forkserver(self, version: str) -> None:
         starting = self.forkservers.pop(version, None)

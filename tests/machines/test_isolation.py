@@ -140,6 +140,22 @@ def test_a_checkpointed_run_resumes_with_its_state_and_its_isolation(runtime, cl
     assert output["no_new_privs"] == "1" and output["hostname"] == "outlast-task"
     messages = [e.message for e in client.run_events(handle.id) if e.kind == "status"]
     assert any("resumes on" in m for m in messages), messages
+    sandboxes = forkserver_roots()
+    assert sandboxes, "the fork server's /tmp is reachable through its /proc root"
+    wait_for(lambda: not any((root / output["cwd"].lstrip("/")).exists() for root in sandboxes),
+             message="the dumped process's working directory to be removed from its fork server's /tmp")
+
+
+def forkserver_roots() -> list[Path]:
+    """The roots of the isolated fork servers running on this host (ours among them)."""
+    roots = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"outlast._zygote" in (proc / "cmdline").read_bytes() and (proc / "root/tmp/outlast-tasks").is_dir():
+                roots.append(proc / "root")
+        except OSError:
+            continue
+    return roots
 
 
 @pytest.mark.parametrize(("mode", "said"), [("namespaces", "ok  isolation: namespaces: each version's fork server"),
