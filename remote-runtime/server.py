@@ -71,15 +71,26 @@ async def _worker(settings: RuntimeSettings, project: Project, api_url: str, sec
     await supervisor.start(on_import_failure=functools.partial(print_import_failure, working_copy) if reload else None)
     console.print(f"[bold green]outlast worker[/bold green] {settings.node_id} serving {project.root} "
                   f"(version {working_copy.version}) for {api_url}")
-    stop = asyncio.Event()
+    stop, forced = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # the first drains the node, a second stops it at once
+        loop.add_signal_handler(signum, lambda: forced.set() if stop.is_set() else stop.set())
     background: list[Any] = [asyncio.create_task(reload_on_change(supervisor))] if reload else []
     await stop.wait()
     for task in background:
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.gather(*background)
+    await _drain_unless_forced(supervisor, settings.drain_grace, forced)
     await supervisor.stop()
     await backend.aclose()
+
+
+async def _drain_unless_forced(supervisor: Any, grace: float, forced: asyncio.Event) -> None:
+    """Drain the node (worker/drain.py); a second signal cuts it short (what is left is stopped)."""
+    draining = asyncio.create_task(supervisor.drain(grace))
+    interrupt = asyncio.create_task(forced.wait())
+    await asyncio.wait({draining, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (draining, interrupt):
+        task.cancel()
+    await asyncio.gather(draining, interrupt, return_exceptions=True)

@@ -30,6 +30,8 @@ class RuntimeSettings:
     heartbeat_interval: float = field(default_factory=lambda: _env_float("OUTLAST_HEARTBEAT_INTERVAL", 2.0))
     heartbeat_timeout: float = field(default_factory=lambda: _env_float("OUTLAST_HEARTBEAT_TIMEOUT", 30.0))
     cancel_grace: float = field(default_factory=lambda: _env_float("OUTLAST_CANCEL_GRACE", 5.0))
+    # Seconds a stopping (draining) worker lets its attempts end before it checkpoints them to hand them over.
+    drain_grace: float = field(default_factory=lambda: _env_float("OUTLAST_DRAIN_GRACE", 10.0))
     # How long an idle supervisor waits for a wake-up before it asks for work again.
     poll_interval: float = field(default_factory=lambda: _env_float("OUTLAST_POLL_INTERVAL", 1.0))
     tick_interval: float = 0.25

@@ -81,13 +81,22 @@ class Dispatcher:
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def stop(self) -> None:
-        """Give back the attempts claimed ahead and never started, and stop the running ones (each
-        reports how it ended). Call once the claim loop is cancelled."""
+    @property
+    def running(self) -> set[asyncio.Task[None]]:
+        """The attempts it started that have not ended yet."""
+        return set(self._running)
+
+    def release_backlog(self) -> None:
+        """Give back the attempts claimed ahead and never started (another node takes them)."""
         for execution in self.attempts.take_backlog():
             self.reports.complete(AttemptCompletion(
                 run_id=execution.context.run_id, attempt=execution.context.attempt,
                 outcome=AttemptOutcome.RELEASED), now=False)
+
+    async def stop(self) -> None:
+        """Give back the attempts claimed ahead and never started, and stop the running ones (each
+        reports how it ended). Call once the claim loop is cancelled."""
+        self.release_backlog()
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)

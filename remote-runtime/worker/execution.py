@@ -11,9 +11,10 @@ import asyncio
 import dataclasses
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
-from outlast.wire import AttemptCompletion, AttemptOutcome, Result, StartAttempt, TaskRunError
+from outlast.wire import AttemptCompletion, AttemptOutcome, LogRecord, Result, StartAttempt, TaskRunError
 
 from ..settings import RuntimeSettings
 from .attempts import Attempts, Execution
@@ -165,13 +166,29 @@ class AttemptRunner:
                 continue
             if execution.out_of_time():
                 raise TimeoutError
-            if execution.suspension_due():
+            draining = execution.draining
+            if draining or execution.suspension_due():
                 if await self.suspension.suspend(execution, process):
                     return None
+                if draining:  # not checkpointed: it goes on here until the node stops (and ends it)
+                    execution.draining = False
+                    self._not_drained(execution, process)
                 if execution.process is not None and execution.process is not process:  # restored from its dump
                     process = execution.process
                     result = process.result
                     assert result is not None
+
+    def _not_drained(self, execution: Execution, process: TaskProcess) -> None:
+        """Say on the run's timeline why its draining node could not hand it over by checkpoint."""
+        if process.result is None or process.result.done() or not process.alive:
+            return  # it finished meanwhile
+        checkpoints = self.suspension.checkpoints
+        why = checkpoints.problem or ("this task process cannot be checkpointed" if not process.namespaced
+                                      else "its checkpoint failed (the node's log says how)")
+        context = execution.context
+        self.reports.log(LogRecord(run_id=context.run_id, attempt=context.attempt, level="warn", time=datetime.now(UTC),
+                                   message=f"its node is draining but could not move it by checkpoint: {why}; "
+                                           "it is stopped with the node and retried"))
 
     def _report(self, execution: Execution, ending: Ending) -> None:
         seconds = execution.active_seconds()

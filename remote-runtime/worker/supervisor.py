@@ -23,6 +23,7 @@ The supervisor itself only wires its parts together and starts and stops them:
   suspension.py   checkpoint or park a waiting process; restore a checkpointed one
   reports.py      the buffer of logs, metadata and completions sent to the backend
   leases.py       lease renewal and the heartbeat watchdog
+  drain.py        a stopping node hands its executing attempts over by checkpoint
   processes.py, forkserver.py, pidns.py: spawning and talking to one task process
 """
 
@@ -43,6 +44,7 @@ from .background import Background
 from .calls import WaitCalls
 from .connections import ControlSocket
 from .dispatch import Dispatcher
+from .drain import drain
 from .execution import AttemptRunner
 from .leases import Leases
 from .pool import ProcessPool, VersionSource
@@ -106,6 +108,12 @@ class Supervisor:
         """Learn the code to serve from the version source (a working copy imports its tasks: on failure
         TasksImportFailed, and the previous version stays)."""
         return await self.code.load(self.pool)
+
+    async def drain(self, grace: float) -> None:
+        """Stop claiming, let attempts end within `grace`, hand the others over by checkpoint (drain.py).
+        Then call `stop`, which ends what could not be handed over."""
+        if self._loops:
+            await drain(self.dispatcher, self._loops[0], self.attempts, grace)
 
     async def stop(self) -> None:
         """Release the attempts claimed ahead, stop the running ones, report, and shut every process down."""

@@ -33,13 +33,19 @@ def held_first_attempt(payload, ctx):
 
 @task(id="count", retry=RETRIES)
 def count(payload, ctx):
-    """CPU-bound: count to `to`, recording progress in a file every `every` steps (a side effect per
-    step, so a run that starts over shows it: its progress would go back)."""
+    """Runs without waiting for anything: count to `to`, recording progress in a file every `every`
+    steps (a side effect per step, so a run that starts over shows it: its progress would go back),
+    and sleeping `pause` seconds there (so that a test's runs last a while without taking the CPU);
+    at step `gate_at` it goes on only once the file `gate` is gone (still running, not at a wait)."""
     progress = SCRATCH / f"{ctx.run_id}.progress"
     total = 0
     for step in range(1, payload["to"] + 1):
         total += step
         if step % payload["every"] == 0:
             _mark(progress.name, f"{ctx.attempt} {step}")
+            time.sleep(payload.get("pause", 0))
+        if step == payload.get("gate_at"):
+            while (SCRATCH / "gate").exists():
+                time.sleep(0.05)
     _mark(f"{ctx.run_id}.done", str(ctx.attempt))
     return {"total": total, "attempt": ctx.attempt}

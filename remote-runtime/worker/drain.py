@@ -1,0 +1,50 @@
+"""Draining a node (SIGTERM or SIGINT on `outlast worker`): hand its executing attempts to other nodes.
+
+The node stops claiming and gives back what it claimed ahead; attempts that end within the grace
+end here. Every attempt still executing then is checkpointed where it is, waiting or running (the
+task process's reader thread takes the Suspend whatever its main thread is doing, and CRIU freezes
+it mid-instruction), and its run goes back to the queue to be restored by any node: same attempt,
+same memory, the time it ran here carried in `execution_ms` (its frozen time counts against
+nothing). An attempt that cannot be checkpointed (CRIU off, a process outside a PID namespace, a
+failed dump) says why on its timeline and is stopped with the node, as before: retried elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from .attempts import Attempts
+from .dispatch import Dispatcher
+
+log = logging.getLogger("outlast.supervisor")
+CHECKPOINTS_SECONDS = 120.0  # at most this long for the checkpoints of the attempts left after the grace
+POLL_SECONDS = 0.1
+
+
+async def drain(dispatcher: Dispatcher, claim_loop: asyncio.Task[None], attempts: Attempts, grace: float) -> int:
+    """Drain the node; returns how many attempts were left executing here (not handed over: the caller
+    stops them with the node)."""
+    claim_loop.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await claim_loop
+    dispatcher.release_backlog()
+    running = dispatcher.running
+    log.info("draining: %d attempts executing, %g s of grace for them to end", len(running), grace)
+    if running and grace > 0:
+        await asyncio.wait(running, timeout=grace)
+    handing = [e for e in attempts.executions.values() if not e.parked]
+    for execution in handing:
+        execution.draining = True
+        execution.changed.set()
+    deadline = time.monotonic() + CHECKPOINTS_SECONDS
+    while (still := [e for e in attempts.executions.values() if e.draining]) and time.monotonic() < deadline:
+        for execution in still:  # again: one that was starting (or restoring) meanwhile looks now
+            execution.changed.set()
+        await asyncio.sleep(POLL_SECONDS)
+    left = len(attempts.executions)
+    log.info("drained: %d attempts handed over by checkpoint or ended, %d left to stop",
+             len(handing) - left if handing else 0, left)
+    return left

@@ -1,0 +1,52 @@
+"""Draining a node (SIGTERM on `outlast worker`): its executing runs, caught mid-computation (not at
+a wait), are checkpointed by CRIU and carry on on another node, same attempt, same memory. Real
+processes, real CRIU, real S3 (moto), each node in its own network namespace."""
+
+from __future__ import annotations
+
+from outlast import RunStatus
+from tests.conftest import wait_for
+
+CHECKPOINTS = {"OUTLAST_CHECKPOINT_MIN_FREE_MB": "0"}
+RUNS = 3
+TO, EVERY = 200_000, 1_000  # 200 progress marks per run
+
+
+def _progress(cluster, run_id: str) -> list[tuple[int, int]]:
+    path = cluster.scratch / f"{run_id}.progress"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [(int(attempt), int(step)) for attempt, step in (line.split() for line in lines)]
+
+
+def test_a_draining_node_hands_its_running_attempts_to_another_by_checkpoint(cluster):
+    node_a = cluster.start_node("node-a", slots=RUNS, extra_env={
+        **cluster.s3_env(), **CHECKPOINTS, "OUTLAST_DRAIN_GRACE": "0.5"})
+    client = cluster.client()
+    gate = cluster.scratch / "gate"
+    gate.touch()  # each run counts to its 5th mark, then holds there (running) until the gate is gone
+    run_ids = [client.trigger("count", {"to": TO, "every": EVERY, "pause": 0.05, "gate_at": 5 * EVERY}).id
+               for _ in range(RUNS)]
+    wait_for(lambda: all(len(_progress(cluster, r)) >= 5 for r in run_ids), timeout=60,
+             message="every run to be counting on node-a")
+    cluster.start_node("node-b", slots=RUNS, extra_env={**cluster.s3_env(), **CHECKPOINTS})
+
+    gate.unlink()
+    node_a.stop(grace=120)  # SIGTERM: drain
+    assert node_a.process is not None and node_a.process.returncode == 0, node_a.log()
+    before = {r: len(_progress(cluster, r)) for r in run_ids}
+    assert all(count < TO // EVERY for count in before.values()), "caught mid-computation"
+
+    for run_id in run_ids:
+        run = client.poll(run_id, interval=0.2, timeout=120)
+        messages = [e.message for e in client.run_events(run_id)]
+        assert run.status is RunStatus.COMPLETED, messages
+        assert run.attempts == 1, "the same attempt carried on"
+        assert run.output == {"total": TO * (TO + 1) // 2, "attempt": 1}
+        assert any("started on node-a" in m for m in messages) and any("resumes on node-b" in m for m in messages), \
+            messages
+        progress = _progress(cluster, run_id)
+        steps = [step for _, step in progress]
+        assert steps == list(range(EVERY, TO + 1, EVERY)), "progress never went back, nor was any step repeated"
+        assert {attempt for attempt, _ in progress} == {1}
+        assert (cluster.scratch / f"{run_id}.done").read_text() == "1\n", "its end was marked once"
+    assert "drained" in node_a.log(), node_a.log()
