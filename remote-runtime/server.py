@@ -18,6 +18,7 @@ from .api.app import create_app
 from .settings import RuntimeSettings
 from .state import RuntimeState
 from .worker.backend import HttpBackend
+from .worker.drain import drain_unless_forced
 
 console = Console(stderr=True)
 
@@ -81,16 +82,7 @@ async def _worker(settings: RuntimeSettings, project: Project, api_url: str, sec
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.gather(*background)
-    await _drain_unless_forced(supervisor, settings.drain_grace, forced)
+    await drain_unless_forced(supervisor, settings.drain_grace, forced)
     await supervisor.stop()
     await backend.aclose()
 
-
-async def _drain_unless_forced(supervisor: Any, grace: float, forced: asyncio.Event) -> None:
-    """Drain the node (worker/drain.py); a second signal cuts it short (what is left is stopped)."""
-    draining = asyncio.create_task(supervisor.drain(grace))
-    interrupt = asyncio.create_task(forced.wait())
-    await asyncio.wait({draining, interrupt}, return_when=asyncio.FIRST_COMPLETED)
-    for task in (draining, interrupt):
-        task.cancel()
-    await asyncio.gather(draining, interrupt, return_exceptions=True)

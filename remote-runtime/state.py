@@ -22,6 +22,7 @@ from .settings import RuntimeSettings
 from .store.db import Database
 from .store.notify import PostgresListener, Wakeup
 from .worker.backend import LocalBackend
+from .worker.drain import drain_on_shutdown
 
 log = logging.getLogger("outlast.runtime")
 
@@ -88,6 +89,8 @@ class RuntimeState:
             deployments.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await deployments
+            await drain_on_shutdown([s for s in (self.supervisor, self.deployed_supervisor) if s is not None],
+                                    self.settings.drain_grace)
             if self.deployed_supervisor is not None:
                 await self.deployed_supervisor.stop()
             if reloader is not None:

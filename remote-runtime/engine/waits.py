@@ -380,7 +380,7 @@ def _child_output(child: Any) -> dict[str, Any]:
 
 def _suspend_message(request: SuspendRequest) -> str:
     count = len(request.waiting)
-    what = f"waiting for {count} waitpoint{'s' if count != 1 else ''}"
+    what = f"waiting for {count} waitpoint{'s' if count != 1 else ''}" if count else "its node is draining"
     if request.mode is CheckpointMode.CRIU:
         size = request.detail.get("stored_bytes")
         took = request.detail.get("checkpoint_ms")

@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from .attempts import Attempts
 from .dispatch import Dispatcher
@@ -48,3 +51,31 @@ async def drain(dispatcher: Dispatcher, claim_loop: asyncio.Task[None], attempts
     log.info("drained: %d attempts handed over by checkpoint or ended, %d left to stop",
              len(handing) - left if handing else 0, left)
     return left
+
+
+async def drain_unless_forced(supervisor: Any, grace: float, forced: asyncio.Event) -> None:
+    """`supervisor.drain(grace)`, cut short by `forced` (a second signal): what is left is then stopped."""
+    draining = asyncio.create_task(supervisor.drain(grace))
+    interrupt = asyncio.create_task(forced.wait())
+    await asyncio.wait({draining, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (draining, interrupt):
+        task.cancel()
+    await asyncio.gather(draining, interrupt, return_exceptions=True)
+
+
+async def drain_on_shutdown(supervisors: Sequence[Any], grace: float) -> None:
+    """The runtime's (`outlast runtime`, `outlast dev`) supervisors drain as it shuts down; the signal
+    that stopped it came already, so another one during the drain cuts it short."""
+    forced = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread
+            loop.add_signal_handler(signum, forced.set)
+            handled.append(signum)
+    try:
+        for supervisor in supervisors:
+            await drain_unless_forced(supervisor, grace, forced)
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)

@@ -5,7 +5,7 @@ processes, real CRIU, real S3 (moto), each node in its own network namespace."""
 from __future__ import annotations
 
 from outlast import RunStatus
-from tests.conftest import wait_for
+from tests.conftest import runtime_process, wait_for
 
 CHECKPOINTS = {"OUTLAST_CHECKPOINT_MIN_FREE_MB": "0"}
 RUNS = 3
@@ -50,3 +50,34 @@ def test_a_draining_node_hands_its_running_attempts_to_another_by_checkpoint(clu
         assert {attempt for attempt, _ in progress} == {1}
         assert (cluster.scratch / f"{run_id}.done").read_text() == "1\n", "its end was marked once"
     assert "drained" in node_a.log(), node_a.log()
+
+
+def test_a_runtime_stopped_with_a_running_attempt_drains_it_and_restores_it_when_it_starts_again(tmp_path):
+    """`outlast runtime` (its own worker, SQLite, a local checkpoint store): SIGTERM checkpoints the
+    running attempt, which goes back to the queue; the runtime started again restores it."""
+    runtime = runtime_process(tmp_path, None, project="cluster", slots=1, extra_env={
+        **CHECKPOINTS, "OUTLAST_DRAIN_GRACE": "0.2"})
+    scratch = runtime.scratch
+    gate = scratch / "gate"
+    gate.touch()
+    try:
+        client = runtime.start().client()
+        run_id = client.trigger("count", {"to": 40_000, "every": EVERY, "pause": 0.05, "gate_at": 5 * EVERY}).id
+        path = scratch / f"{run_id}.progress"
+        wait_for(lambda: path.exists() and len(path.read_text().split("\n")) > 5, timeout=60, message="counting")
+        gate.unlink()
+        runtime.stop()
+        assert "drained: 1 attempts handed over" in runtime.log()  # (uvicorn re-raises SIGTERM once shut down)
+        marks_then = len(path.read_text().splitlines())
+        assert marks_then < 40, "stopped mid-computation"
+
+        runtime.start()
+        run = client.poll(run_id, interval=0.2, timeout=120)
+        messages = [e.message for e in client.run_events(run_id)]
+        assert run.status is RunStatus.COMPLETED and run.attempts == 1, messages
+        assert run.output == {"total": 40_000 * 40_001 // 2, "attempt": 1}
+        assert any("its node is draining; checkpointed" in m for m in messages), messages
+        steps = [int(line.split()[1]) for line in path.read_text().splitlines()]
+        assert steps == list(range(EVERY, 40_001, EVERY)), "carried on from where it was frozen"
+    finally:
+        runtime.close()
