@@ -78,6 +78,7 @@ def test_a_task_cannot_write_its_code_but_can_write_its_working_directory(runtim
     before = (Path(__file__).parents[1] / "projects" / "isolation" / "tasks.py").read_text()
     output = completed(client, "probe", {})
     assert output["write_code"] == "Read-only file system"
+    assert output["create_in_code"] == "Read-only file system"
     assert output["write_cwd"] == "ok"
     assert output["cwd"].startswith("/tmp/outlast-tasks/") and output["tmpdir"] == output["cwd"]
     assert output["no_new_privs"] == "1"

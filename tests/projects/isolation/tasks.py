@@ -29,8 +29,15 @@ def read(path: str) -> None:
 
 
 def write(path: str) -> None:
-    with open(path, "a") as handle:
-        handle.write("tampered\n")
+    """Open for writing without changing a byte (so a failing test leaves the file as it was)."""
+    with open(path, "ab"):
+        pass
+
+
+def create(path: str) -> None:
+    with open(path, "x"):
+        pass
+    os.unlink(path)
 
 
 def sandbox() -> dict:
@@ -42,7 +49,8 @@ def sandbox() -> dict:
         "cwd": os.getcwd(),
         "tmpdir": tempfile.gettempdir(),
         "write_code": attempt(write, str(CODE_DIR / "tasks.py")),
-        "write_cwd": attempt(write, "written-here"),
+        "create_in_code": attempt(create, str(CODE_DIR / f".created-by-{os.getpid()}")),
+        "write_cwd": attempt(create, "written-here"),
     }
 
 
