@@ -81,3 +81,23 @@ def test_a_runtime_stopped_with_a_running_attempt_drains_it_and_restores_it_when
         assert steps == list(range(EVERY, 40_001, EVERY)), "carried on from where it was frozen"
     finally:
         runtime.close()
+
+
+def test_a_run_a_draining_node_cannot_checkpoint_is_stopped_and_retried_and_its_timeline_says_why(cluster):
+    node_a = cluster.start_node("node-a", slots=1, extra_env={"OUTLAST_CHECKPOINTS": "off",
+                                                               "OUTLAST_DRAIN_GRACE": "0.2"})
+    client = cluster.client()
+    gate = cluster.scratch / "gate"
+    gate.touch()
+    run_id = client.trigger("count", {"to": 10 * EVERY, "every": EVERY, "pause": 0.5, "gate_at": 5 * EVERY}).id
+    wait_for(lambda: len(_progress(cluster, run_id)) >= 5, timeout=60, message="the run to be counting")
+    cluster.start_node("node-b", slots=1)
+    gate.unlink()
+    node_a.stop(grace=60)
+
+    run = client.poll(run_id, interval=0.2, timeout=120)
+    messages = [e.message for e in client.run_events(run_id)]
+    assert run.status is RunStatus.COMPLETED and run.attempts == 2, messages
+    assert any("its node is draining but could not move it by checkpoint" in m and "off" in m
+               for m in messages), messages
+    assert any("attempt 2 started on node-b" in m for m in messages), messages
