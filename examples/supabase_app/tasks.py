@@ -1,5 +1,6 @@
 """Tasks of the Supabase example. They run on the outlast runtime, which has SUPABASE_URL and
-SUPABASE_SERVICE_ROLE_KEY in its environment, and reach the project through `supabase_client()`."""
+SUPABASE_SERVICE_ROLE_KEY in its environment and passes them on (OUTLAST_TASK_PASS_ENV=SUPABASE_*),
+and reach the project through `supabase_client()`."""
 
 from outlast import logger, task
 from outlast.adapters.supabase import supabase_client
