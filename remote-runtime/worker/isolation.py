@@ -59,6 +59,7 @@ class Plan:
     hidden: list[str] = field(default_factory=list)  # each under an empty tmpfs
     read_only: list[str] = field(default_factory=list)  # the version's code and interpreter
     writable: list[str] = field(default_factory=list)  # kept visible and writable (socket, process dir)
+    shared: list[str] = field(default_factory=list)  # host directories tasks may write (OUTLAST_ISOLATION_SHARE)
     hostname: str = "outlast-task"
 
     def command(self, argv: Sequence[str]) -> list[str]:
@@ -67,9 +68,10 @@ class Plan:
 
 
 def plan_for(*, data_dir: Path, stores: Sequence[str | None], code: Sequence[Path],
-             writable: Sequence[Path]) -> Plan:
+             writable: Sequence[Path], shared: str | None = None) -> Plan:
     """The plan for one version: `stores` are the checkpoint and bundle store settings (local paths
-    or file:// URLs are hidden too; s3:// ones are not on this filesystem)."""
+    or file:// URLs are hidden too; s3:// ones are not on this filesystem); `shared` is
+    OUTLAST_ISOLATION_SHARE, host directories separated by ':' that tasks may read and write."""
     hidden = [data_dir]
     for store in stores:
         if store and "://" not in store:
@@ -77,7 +79,8 @@ def plan_for(*, data_dir: Path, stores: Sequence[str | None], code: Sequence[Pat
         elif store and store.startswith("file://"):
             hidden.append(Path(store.removeprefix("file://")))
     return Plan(hidden=[str(p.resolve()) for p in hidden], read_only=[str(p.resolve()) for p in code],
-                writable=[str(p.resolve()) for p in writable])
+                writable=[str(p.resolve()) for p in writable],
+                shared=[str(Path(p).resolve()) for p in (shared or "").split(":") if p])
 
 
 def task_workdir(forkserver_pid: int, process_id: str) -> Path:
@@ -86,28 +89,45 @@ def task_workdir(forkserver_pid: int, process_id: str) -> Path:
 
 
 def enter(plan: Plan) -> None:
-    """Unshare and rebuild the mounts for `plan`, in this process (before it execs the fork server)."""
+    """Unshare and rebuild the mounts for `plan`, in this process (before it execs the fork server).
+    Order matters: shared directories first, the hidden ones over them (hidden wins), then what the
+    runtime needs kept (code, socket, process directory) over those, and the root read-only last
+    (a bind mount copies its source's read-only flag)."""
     lib = libc()
     _check(lib.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS), "unshare(mount, IPC, UTS)")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks back to the host
     _detach_namespace_files()
-    kept = {path: os.open(path, os.O_PATH | os.O_DIRECTORY)  # reachable once their parents are hidden
-            for path in plan.writable + plan.read_only if os.path.isdir(path)}
-    for path in sorted([*plan.hidden, "/tmp", "/dev/shm"], key=len):
-        if os.path.isdir(path):  # gone already if under one hidden before
-            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777" if path in ("/tmp", "/dev/shm")
-                   else "mode=755,size=1m")
-    for path, fd in sorted(kept.items(), key=lambda item: len(item[0])):
-        os.makedirs(path, exist_ok=True)  # inside a tmpfs above if it was hidden (else it exists)
-        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)  # before / is read-only: binds copy that
-        os.close(fd)
+    shared = _open_dirs(plan.shared)  # reachable once their parents are hidden
+    kept = _open_dirs(plan.writable + plan.read_only)
+    for path in ("/tmp", "/dev/shm"):
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    _bind(shared)
+    hidden = []
+    for path in sorted(plan.hidden, key=len):
+        if os.path.isdir(path):  # gone already if under one hidden before, or under the new /tmp
+            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
+            hidden.append(path)
+    _bind(kept)
     os.makedirs(WORKDIR_ROOT, mode=0o711, exist_ok=True)
-    for path in ["/", *(p for p in plan.read_only if p in kept)]:  # the host's files: read, never written
+    # The host's files: read, never written; the hidden ones' empty stand-ins too (not a scratch space).
+    for path in ["/", *hidden, *(p for p in plan.read_only if p in kept)]:
         _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     host = plan.hostname.encode()
     _check(lib.sethostname(host, len(host)), "sethostname")
     _check(lib.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     os.chdir(WORKDIR_ROOT)  # the fork server's own cwd: writable (CRIU mounts its /proc in a task's cwd)
+
+
+def _open_dirs(paths: Sequence[str]) -> dict[str, int]:
+    return {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path in paths if os.path.isdir(path)}
+
+
+def _bind(opened: dict[str, int]) -> None:
+    """Each directory back at its path, from a descriptor opened before anything was hidden."""
+    for path, fd in sorted(opened.items(), key=lambda item: len(item[0])):
+        os.makedirs(path, exist_ok=True)  # inside a tmpfs if it was hidden (else it exists)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        os.close(fd)
 
 
 def doctor_row() -> tuple[str, bool, str]:

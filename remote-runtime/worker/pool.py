@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -196,7 +197,8 @@ class ProcessPool:
             options.process_dir.mkdir(parents=True, exist_ok=True)
             writable.append(options.process_dir)
         return isolation_plan(data_dir=self.settings.data_dir, code=code, writable=writable,
-                              stores=(self.settings.checkpoint_store, self.settings.bundle_store))
+                              stores=(self.settings.checkpoint_store, self.settings.bundle_store),
+                              shared=os.environ.get("OUTLAST_ISOLATION_SHARE"))
 
     def _remove_workdir(self, process: TaskProcess) -> None:
         """An ended task's working directory, in its fork server's private /tmp (memory: a tmpfs);

@@ -26,8 +26,9 @@ pytestmark = pytest.mark.skipif(not criu.check().available, reason="needs CRIU")
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
-    started = runtime_process(tmp_path_factory.mktemp("isolation"), None, project="isolation", slots=2,
-                              extra_env=ENV)
+    root = tmp_path_factory.mktemp("isolation")  # shared with tasks, its data directory inside hidden still
+    started = runtime_process(root, None, project="isolation", slots=2,
+                              extra_env={**ENV, "OUTLAST_ISOLATION_SHARE": str(root)})
     try:
         yield started.start()
     finally:
@@ -98,6 +99,15 @@ def test_a_tasks_tmp_is_private(runtime, client, tmp_path):
         assert not (Path("/tmp") / f"{tmp_path.name}-task").exists(), "the task's /tmp is not the host's"
     finally:
         host_file.unlink()
+
+
+def test_a_shared_directory_is_writable_and_the_data_directory_inside_it_still_hidden(runtime, client):
+    shared = data_dir(runtime).parent
+    output = completed(client, "write-file", {"path": str(shared / "scratch" / "from-a-task"), "text": "shared",
+                                              "list": str(shared)})
+    assert (shared / "scratch" / "from-a-task").read_text() == "shared"
+    assert "data" in output["listing"], "the data directory's mount point shows, its contents do not"
+    assert output["data_listing"] == []
 
 
 class Hello(http.server.BaseHTTPRequestHandler):

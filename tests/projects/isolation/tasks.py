@@ -67,6 +67,13 @@ def write_tmp(payload: dict) -> dict:
     return {"listing": sorted(os.listdir("/tmp"))}
 
 
+@task(id="write-file")
+def write_file(payload: dict) -> dict:
+    Path(payload["path"]).write_text(payload["text"])
+    listed = Path(payload["list"])
+    return {"listing": sorted(os.listdir(listed)), "data_listing": sorted(os.listdir(listed / "data"))}
+
+
 @task(id="fetch")
 def fetch(payload: dict) -> dict:
     with urllib.request.urlopen(payload["url"], timeout=10) as response:
