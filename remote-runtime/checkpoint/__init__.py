@@ -4,7 +4,8 @@
 of its own PID namespace is `worker.pidns`); `doctor` says whether they work on this host and why not; `store` keeps
 image directories between a dump and a restore (local directory or S3, on the shared object layer
 `outlast.runtime.objects`), each packed by `archive`, the local store's memory pages deduplicated
-in a `pagepool` of `pagepacks`.
+in a `pagepool` of `pagepacks` (a kept version's pages matched by address: `basepages`, `pagemaps`;
+uncompressed copies for restores: `pagecache`).
 """
 
 from .criu import (
