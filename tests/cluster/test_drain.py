@@ -101,3 +101,30 @@ def test_a_run_a_draining_node_cannot_checkpoint_is_stopped_and_retried_and_its_
     assert any("its node is draining but could not move it by checkpoint" in m and "off" in m
                for m in messages), messages
     assert any("attempt 2 started on node-b" in m for m in messages), messages
+
+
+def test_an_upgrade_drill_drains_every_node_in_turn_and_no_run_loses_or_repeats_work(cluster):
+    """Nodes a and b run four counting runs; c comes up and a drains, d comes up and b drains: every
+    run ends in its first attempt wherever it ended up, its progress never went back."""
+    env = {**cluster.s3_env(), **CHECKPOINTS, "OUTLAST_DRAIN_GRACE": "0.2"}
+    client = cluster.client()
+    gate = cluster.scratch / "gate"
+    gate.touch()
+    first = [cluster.start_node("node-a", slots=2, extra_env=env), cluster.start_node("node-b", slots=2, extra_env=env)]
+    run_ids = [client.trigger("count", {"to": 300 * EVERY, "every": EVERY, "pause": 0.05, "gate_at": 5 * EVERY}).id
+               for _ in range(4)]
+    wait_for(lambda: all(len(_progress(cluster, r)) >= 5 for r in run_ids), timeout=60, message="all four counting")
+    gate.unlink()
+    for old, new in zip(first, ("node-c", "node-d"), strict=True):
+        cluster.start_node(new, slots=4, extra_env=env)
+        old.stop(grace=120)
+        assert "drained" in old.log(), old.log()
+
+    for run_id in run_ids:
+        run = client.poll(run_id, interval=0.2, timeout=180)
+        messages = [e.message for e in client.run_events(run_id)]
+        assert run.status is RunStatus.COMPLETED and run.attempts == 1, messages
+        assert [step for _, step in _progress(cluster, run_id)] == list(range(EVERY, 300 * EVERY + 1, EVERY))
+        assert (cluster.scratch / f"{run_id}.done").read_text() == "1\n"
+    moved = [m for r in run_ids for m in (e.message for e in client.run_events(r)) if "its node is draining" in m]
+    assert len(moved) >= 4, "every run was moved at least once (a run on b could move twice)"
