@@ -40,7 +40,7 @@ from ..store.ids import new_run_id
 from ..store.schema import run_checkpoints, run_events, run_waits, runs, waitpoints
 from .context import EngineContext, ready_run, slot, timeline_event, utc
 from .triggering import Triggering
-from .unrestored import CLAIMS, count_claims
+from .unrestored import CLAIMS, count_claims, forget_waits_and_checkpoints
 
 S = RunStatus
 K = WaitpointKind
@@ -253,8 +253,7 @@ class Waits:
         `finished` rows have id, status, output and error. Returns how many waiting runs were re-queued.
         """
         ids = [row.id for row in finished]
-        c.execute(run_waits.delete().where(run_waits.c.run_id.in_(ids)))
-        c.execute(run_checkpoints.delete().where(run_checkpoints.c.run_id.in_(ids)))  # one kept for a restore
+        forget_waits_and_checkpoints(c, ids)  # a checkpoint row is kept until the run ends (unrestored.py)
         pending = c.execute(sa.select(waitpoints.c.id, waitpoints.c.child_run_id).where(
             waitpoints.c.child_run_id.in_(ids), waitpoints.c.status == PENDING)).all()
         if not pending:
