@@ -99,6 +99,8 @@ def enter(plan: Plan) -> None:
     _detach_namespace_files()
     shared = _open_dirs(plan.shared)  # reachable once their parents are hidden
     kept = _open_dirs(plan.writable + plan.read_only)
+    while libc().umount2(b"/dev/shm", MNT_DETACH) == 0:  # the host's, stacked maybe: off, not just covered,
+        pass  # else CRIU would put their contents (PostgreSQL's shared memory...) in every image
     for path in ("/tmp", "/dev/shm"):
         _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     _bind(shared)

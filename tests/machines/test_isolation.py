@@ -133,8 +133,17 @@ def test_outbound_http_works(client):
     assert output == {"status": 200, "body": "hello from the host"}
 
 
-def test_a_checkpointed_run_resumes_with_its_state_and_its_isolation(runtime, client):
+def test_a_checkpointed_run_resumes_with_its_state_and_its_isolation(runtime, client, tmp_path):
     database = data_dir(runtime) / "outlast.db"
+    host_shm = Path("/dev/shm") / f"{tmp_path.name}-host"  # as PostgreSQL's segments: not the task's, not in its image
+    host_shm.write_text("host shared memory")
+    try:
+        check_a_checkpointed_run(client, database)
+    finally:
+        host_shm.unlink()
+
+
+def check_a_checkpointed_run(client, database: Path) -> None:
     handle = client.trigger("isolated-wait", {"text": "kept in the private /tmp", "seconds": 6,
                                               "read": [str(database)]})
     wait_for(lambda: any("checkpointed" in e.message for e in client.run_events(handle.id) if e.kind == "status"),
@@ -145,6 +154,8 @@ def test_a_checkpointed_run_resumes_with_its_state_and_its_isolation(runtime, cl
     assert process_gone(output["host_pid_before"]), "the process that waited was dumped, not kept"
     assert output["counter"] == 42 and output["items"] == 1000
     assert output["tmp"] == "kept in the private /tmp"
+    assert output["shm"] == [], "a private /dev/shm"
+    assert output["shm_mounts"] == 1, "the host's is gone, not covered (else CRIU dumps its contents)"
     assert output["read"] == {str(database): "No such file or directory"}
     assert output["write_code"] == "Read-only file system"
     assert output["write_cwd"] == "ok"

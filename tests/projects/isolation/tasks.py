@@ -91,5 +91,7 @@ async def isolated_wait(payload: dict) -> dict:
     await wait.for_(seconds=payload.get("seconds", 4))
     state["counter"] += 1
     return {"counter": state["counter"], "items": len(state["items"]), "host_pid_before": host_pid,
-            "tmp": Path("/tmp/state.txt").read_text(),
+            "tmp": Path("/tmp/state.txt").read_text(), "shm": sorted(os.listdir("/dev/shm")),
+            "shm_mounts": [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                           ].count("/dev/shm"),
             "read": {p: attempt(read, p) for p in payload.get("read", [])}, **sandbox()}
