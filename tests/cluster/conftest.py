@@ -110,6 +110,17 @@ class WorkerNode:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
+    def drain(self, grace: float = 120) -> None:
+        """SIGTERM to the supervisor alone (as an orchestrator stopping its main process): it drains;
+        SIGKILL for the whole group if it is not gone within `grace` seconds."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
     def stop(self, grace: float = 20) -> None:
         if self.process is None or self.process.poll() is not None:
             return

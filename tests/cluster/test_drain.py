@@ -31,7 +31,7 @@ def test_a_draining_node_hands_its_running_attempts_to_another_by_checkpoint(clu
     cluster.start_node("node-b", slots=RUNS, extra_env={**cluster.s3_env(), **CHECKPOINTS})
 
     gate.unlink()
-    node_a.stop(grace=120)  # SIGTERM: drain
+    node_a.drain()
     assert node_a.process is not None and node_a.process.returncode == 0, node_a.log()
     before = {r: len(_progress(cluster, r)) for r in run_ids}
     assert all(count < TO // EVERY for count in before.values()), "caught mid-computation"
@@ -93,7 +93,7 @@ def test_a_run_a_draining_node_cannot_checkpoint_is_stopped_and_retried_and_its_
     wait_for(lambda: len(_progress(cluster, run_id)) >= 5, timeout=60, message="the run to be counting")
     cluster.start_node("node-b", slots=1)
     gate.unlink()
-    node_a.stop(grace=60)
+    node_a.drain()
 
     run = client.poll(run_id, interval=0.2, timeout=120)
     messages = [e.message for e in client.run_events(run_id)]
@@ -104,8 +104,8 @@ def test_a_run_a_draining_node_cannot_checkpoint_is_stopped_and_retried_and_its_
 
 
 def test_an_upgrade_drill_drains_every_node_in_turn_and_no_run_loses_or_repeats_work(cluster):
-    """Nodes a and b run four counting runs; c comes up and a drains, d comes up and b drains: every
-    run ends in its first attempt wherever it ended up, its progress never went back."""
+    """Nodes a and b run four counting runs; c and d come up, then a drains, then b: every run ends
+    in its first attempt wherever it ended up, its progress never went back."""
     env = {**cluster.s3_env(), **CHECKPOINTS, "OUTLAST_DRAIN_GRACE": "0.2"}
     client = cluster.client()
     gate = cluster.scratch / "gate"
@@ -114,10 +114,11 @@ def test_an_upgrade_drill_drains_every_node_in_turn_and_no_run_loses_or_repeats_
     run_ids = [client.trigger("count", {"to": 300 * EVERY, "every": EVERY, "pause": 0.05, "gate_at": 5 * EVERY}).id
                for _ in range(4)]
     wait_for(lambda: all(len(_progress(cluster, r)) >= 5 for r in run_ids), timeout=60, message="all four counting")
+    for new in ("node-c", "node-d"):
+        cluster.start_node(new, slots=2, extra_env=env)
     gate.unlink()
-    for old, new in zip(first, ("node-c", "node-d"), strict=True):
-        cluster.start_node(new, slots=4, extra_env=env)
-        old.stop(grace=120)
+    for old in first:
+        old.drain()
         assert "drained" in old.log(), old.log()
 
     for run_id in run_ids:
