@@ -24,8 +24,9 @@ class ForkServerFailed(Exception):
 
 
 class ForkServer:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, isolated: bool = False) -> None:
         self.process = process
+        self.isolated = isolated  # in namespaces of its own (worker/isolation.py)
         self._lock = asyncio.Lock()  # one request at a time: replies come back in order
 
     @classmethod
@@ -40,7 +41,7 @@ class ForkServer:
         process = await asyncio.create_subprocess_exec(
             *argv, env=dict(env), cwd=str(cwd),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True)
-        server = cls(process)
+        server = cls(process, isolated=isolation is not None)
         first = await server._read()
         if "import_error" in first:
             await server.close()

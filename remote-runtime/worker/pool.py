@@ -170,8 +170,11 @@ class ProcessPool:
 
     async def _forkserver(self, version: str, project: Project, options: SpawnOptions) -> ForkServer | None:
         """The version's fork server, started on first use; None where there is none (its import failing
-        included: a process started from scratch then reports the error the usual way)."""
+        included: a process started from scratch then reports the error the usual way). Under isolation
+        a task process is never started from scratch (it would not be isolated): ForkServerFailed."""
         if not forkserver_supported():
+            if self.isolation != "process":
+                raise ForkServerFailed("isolation needs a fork server (Linux), none runs here")
             return None
         starting = self.forkservers.get(version)
         if starting is None:
@@ -183,6 +186,8 @@ class ProcessPool:
         except ForkServerFailed:
             if self.forkservers.get(version) is starting:
                 del self.forkservers[version]
+            if self.isolation != "process":
+                raise
             return None
 
     def _isolation_plan(self, project: Project, options: SpawnOptions) -> Plan | None:

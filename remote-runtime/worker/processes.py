@@ -230,6 +230,8 @@ async def spawn(project: Project, version: str, options: SpawnOptions,
         try:
             pid = await forkserver.fork(process_id, own, output, namespace=namespaced)
         except ForkServerFailed as exc:
+            if forkserver.isolated:  # one started from scratch would not be
+                raise
             log.warning("%s; starting the task process from scratch", exc)
         else:
             return TaskProcess(process_id=process_id, version=version, popen=PidProcess(pid), ready=ready,
