@@ -100,3 +100,10 @@ def test_realtime_smoke():
     assert result["fan_out"]["missing"] == 0, result
     assert all(math.isfinite(v) for v in numbers(result["fan_out"]) + numbers(result["stream"])), result
     assert result["stream"]["chunks"] == 200, result
+
+
+def test_migration_smoke():
+    result = json.loads(bench("-m", "bench.migration", "--smoke", timeout=600).strip().splitlines()[-1])
+    for key in ("pause_small", "pause_100mib", "recovery_after_sigkill"):
+        assert all(math.isfinite(v) for v in numbers(result[key])), result
+    assert result["drain_runs"] == 3 and result["drain_seconds"] > 0, result

@@ -49,3 +49,15 @@ def count(payload, ctx):
                 time.sleep(0.05)
     _mark(f"{ctx.run_id}.done", str(ctx.attempt))
     return {"total": total, "attempt": ctx.attempt}
+
+
+@task(id="ticker", retry=RETRIES)
+def ticker(payload, ctx):
+    """Holds `ballast_mb` MiB of random bytes and writes the wall-clock time to `<run id>.ticks` every
+    `interval` seconds, `ticks` times: the largest gap between two ticks is how long it was frozen
+    (bench/migration.py)."""
+    ballast = os.urandom(payload.get("ballast_mb", 0) << 20)
+    for _ in range(payload["ticks"]):
+        _mark(f"{ctx.run_id}.ticks", repr(time.time()))
+        time.sleep(payload["interval"])
+    return {"ballast": len(ballast), "attempt": ctx.attempt}
