@@ -31,6 +31,9 @@ MODES = ("namespaces", "process")
 DEFAULT_MODE = "process"  # see the README's Machines section for why this is not on by default yet
 WORKDIR_ROOT_ENV = "OUTLAST_TASK_WORKDIR_ROOT"  # the fork server makes each task's working directory in it
 WORKDIR_ROOT = "/tmp/outlast-tasks"
+# Supervisors' control sockets, under isolation: one host directory that every namespace binds, so a
+# task restored into its image's namespace finds a supervisor started since (a restart, another node).
+SOCKETS_DIR = "/tmp/outlast-sockets"
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -81,6 +84,14 @@ def plan_for(*, data_dir: Path, stores: Sequence[str | None], code: Sequence[Pat
     return Plan(hidden=[str(p.resolve()) for p in hidden], read_only=[str(p.resolve()) for p in code],
                 writable=[str(p.resolve()) for p in writable],
                 shared=[str(Path(p).resolve()) for p in (shared or "").split(":") if p])
+
+
+def sockets_dir(mode: str | None) -> str | None:
+    """Where a supervisor makes its control socket's directory (None: anywhere, tempfile's choice)."""
+    if mode_from(mode) == "process":
+        return None
+    os.makedirs(SOCKETS_DIR, mode=0o711, exist_ok=True)
+    return SOCKETS_DIR
 
 
 def task_workdir(forkserver_pid: int, process_id: str) -> Path:

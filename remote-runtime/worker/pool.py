@@ -27,7 +27,7 @@ from ..settings import RuntimeSettings
 from .background import Background
 from .forkserver import ForkServer, ForkServerFailed
 from .forkserver import supported as forkserver_supported
-from .isolation import Plan, task_workdir
+from .isolation import SOCKETS_DIR, Plan, task_workdir
 from .isolation import mode_from as isolation_mode
 from .isolation import plan_for as isolation_plan
 from .limits import CgroupError, Limits, Usage
@@ -197,7 +197,8 @@ class ProcessPool:
         code = [project.root]
         if options.python is not None:  # a deployed version's virtualenv (in the data directory)
             code.append(Path(options.python).parent.parent)
-        writable = [self.socket_path.parent]
+        shared_sockets = self.socket_path.parent.parent == Path(SOCKETS_DIR)  # also those of supervisors to come
+        writable = [Path(SOCKETS_DIR) if shared_sockets else self.socket_path.parent]
         if options.process_dir is not None:  # resume files and output, kept where checkpoints expect them
             options.process_dir.mkdir(parents=True, exist_ok=True)
             writable.append(options.process_dir)

@@ -46,6 +46,7 @@ from .connections import ControlSocket
 from .dispatch import Dispatcher
 from .drain import drain
 from .execution import AttemptRunner
+from .isolation import sockets_dir
 from .leases import Leases
 from .pool import ProcessPool, VersionSource
 from .reports import ReportBuffer
@@ -60,7 +61,8 @@ class Supervisor:
         self.backend = backend
         self.code = code
         self.settings = settings
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="outlast-"))  # short: AF_UNIX paths max 108 bytes
+        # short: AF_UNIX paths max 108 bytes; under isolation in the directory every task namespace binds
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="outlast-", dir=sockets_dir(settings.isolation)))
         socket_path = self._socket_dir / "control.sock"
         self.checkpoints = CheckpointSupport()
         self.background = Background()

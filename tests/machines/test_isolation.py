@@ -194,3 +194,24 @@ def test_doctor_names_the_valid_modes_of_a_wrong_one(monkeypatch):
     monkeypatch.setenv("OUTLAST_ISOLATION", "container")
     result = CliRunner().invoke(app, ["doctor"])
     assert "isolation: OUTLAST_ISOLATION must be one of namespaces, process, not 'container'" in result.output
+
+
+def test_a_run_checkpointed_before_its_runtime_was_killed_resumes_in_the_next_one(tmp_path):
+    """The restored task lands in its image's namespace: it must still find the new supervisor's socket."""
+    runtime = runtime_process(tmp_path, None, project="isolation", slots=1, extra_env=ENV).start()
+    try:
+        client = runtime.client()
+        database = data_dir(runtime) / "outlast.db"
+        handle = client.trigger("isolated-wait", {"text": "across a restart", "seconds": 8, "read": [str(database)]})
+        wait_for(lambda: any("checkpointed" in e.message for e in client.run_events(handle.id)
+                             if e.kind == "status"), timeout=60, message="the waiting run to be checkpointed")
+        runtime.kill()
+        runtime.start()
+        run = finished(client, handle.id)
+        assert run.status is RunStatus.COMPLETED, run.error
+        assert run.attempts == 1, "resumed from its checkpoint, not started again"
+        assert run.output["counter"] == 42 and run.output["tmp"] == "across a restart"
+        assert run.output["read"] == {str(database): "No such file or directory"}
+        assert run.output["write_code"] == "Read-only file system"
+    finally:
+        runtime.close()
