@@ -33,6 +33,8 @@ from typing import Any
 from . import _process
 from ._pidns import fork_init
 
+WORKDIR_ROOT = os.environ.pop("OUTLAST_TASK_WORKDIR_ROOT", "")  # set under isolation; not the tasks' business
+
 
 def main() -> None:
     replies = os.dup(1)
@@ -121,10 +123,9 @@ def _enter_workdir(process_id: str) -> None:
     """Under isolation (the fork server runs in a mount namespace of its own, see the runtime's
     worker/isolation.py) each task works in a private, writable directory of its private /tmp: the
     project's code is read-only there, and CRIU needs a writable working directory to dump it."""
-    root = os.environ.get("OUTLAST_TASK_WORKDIR_ROOT")
-    if not root:
+    if not WORKDIR_ROOT:
         return
-    workdir = os.path.join(root, process_id)
+    workdir = os.path.join(WORKDIR_ROOT, process_id)
     os.mkdir(workdir, 0o700)
     os.chdir(workdir)
     os.environ["TMPDIR"] = workdir

@@ -24,9 +24,8 @@ class ForkServerFailed(Exception):
 
 
 class ForkServer:
-    def __init__(self, process: asyncio.subprocess.Process, isolated: bool = False) -> None:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
-        self.isolated = isolated  # in namespaces of its own (worker/isolation.py)
         self._lock = asyncio.Lock()  # one request at a time: replies come back in order
 
     @classmethod
@@ -41,7 +40,7 @@ class ForkServer:
         process = await asyncio.create_subprocess_exec(
             *argv, env=dict(env), cwd=str(cwd),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True)
-        server = cls(process, isolated=isolation is not None)
+        server = cls(process)
         first = await server._read()
         if "import_error" in first:
             await server.close()

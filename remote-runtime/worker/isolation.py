@@ -192,7 +192,8 @@ def main(args: Sequence[str]) -> None:
     except (IsolationError, OSError) as exc:
         print(f"isolation: {exc}", file=sys.stderr)
         os._exit(70)
-    os.environ[WORKDIR_ROOT_ENV] = WORKDIR_ROOT
+    if "outlast._zygote" in args[1:]:  # a fork server makes its tasks' working directories there
+        os.environ[WORKDIR_ROOT_ENV] = WORKDIR_ROOT
     os.execv(args[1], list(args[1:]))
 
 

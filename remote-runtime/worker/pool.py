@@ -110,6 +110,8 @@ class ProcessPool:
         source = await self.code.project_for(self, version)
         if source.python is not None:
             options = dataclasses.replace(options, python=source.python)
+        if (plan := self._isolation_plan(source.project, options)) is not None:
+            options = dataclasses.replace(options, isolation=plan)
         forkserver = await self._forkserver(version, source.project, options)
         cgroup = self.limits.create()  # joined before a process started from scratch imports anything
         if cgroup is not None:
@@ -170,24 +172,19 @@ class ProcessPool:
 
     async def _forkserver(self, version: str, project: Project, options: SpawnOptions) -> ForkServer | None:
         """The version's fork server, started on first use; None where there is none (its import failing
-        included: a process started from scratch then reports the error the usual way). Under isolation
-        a task process is never started from scratch (it would not be isolated): ForkServerFailed."""
+        included: a process started from scratch then reports the error the usual way; under isolation
+        it starts in namespaces of its own, see processes.spawn)."""
         if not forkserver_supported():
-            if self.isolation != "process":
-                raise ForkServerFailed("isolation needs a fork server (Linux), none runs here")
             return None
         starting = self.forkservers.get(version)
         if starting is None:
-            plan = self._isolation_plan(project, options)
             starting = self.forkservers[version] = asyncio.ensure_future(ForkServer.start(
-                task_environment(project, options), project.root, options.python, plan))
+                task_environment(project, options), project.root, options.python, options.isolation))
         try:
             return await asyncio.shield(starting)
         except ForkServerFailed:
             if self.forkservers.get(version) is starting:
                 del self.forkservers[version]
-            if self.isolation != "process":
-                raise
             return None
 
     def _isolation_plan(self, project: Project, options: SpawnOptions) -> Plan | None:

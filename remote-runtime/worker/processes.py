@@ -25,6 +25,7 @@ from outlast.wire import Hello, Result, Resumed, Shutdown, StartAttempt, Suspend
 
 from .forkserver import ForkServer, ForkServerFailed
 from .host_environment import host_environment
+from .isolation import Plan
 from .pidns import spawn_in_pid_namespace
 
 OUTPUT_FILE = "output.log"
@@ -185,6 +186,7 @@ class SpawnOptions:
     process_dir: Path | None = None  # set: spawn in a PID namespace, ready to be checkpointed
     python: str | None = None  # the interpreter (a deployed version's virtualenv); default: this one
     cgroup_procs: tuple[str, ...] = ()  # cgroups a process started from scratch joins before it imports anything
+    isolation: Plan | None = None  # set: a process started from scratch starts inside these namespaces too
 
 
 def process_home(process_dir: Path, process_id: str) -> Path:
@@ -230,14 +232,14 @@ async def spawn(project: Project, version: str, options: SpawnOptions,
         try:
             pid = await forkserver.fork(process_id, own, output, namespace=namespaced)
         except ForkServerFailed as exc:
-            if forkserver.isolated:  # one started from scratch would not be
-                raise
             log.warning("%s; starting the task process from scratch", exc)
         else:
             return TaskProcess(process_id=process_id, version=version, popen=PidProcess(pid), ready=ready,
                                namespaced=namespaced)
     env = {**task_environment(project, options), **own}
     argv = [options.python or sys.executable, "-m", "outlast._process"]
+    if options.isolation is not None:
+        argv = options.isolation.command(argv)
     if output is None:
         popen = await asyncio.create_subprocess_exec(*argv, env=env, cwd=str(project.root),
                                                      stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
