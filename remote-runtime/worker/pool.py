@@ -13,11 +13,13 @@ import dataclasses
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+import outlast
 from outlast._project import Project
 from outlast.wire import RunContext, TaskManifest
 from outlast.wire.machines import Machine
@@ -33,6 +35,7 @@ from .isolation import plan_for as isolation_plan
 from .limits import CgroupError, Limits, Usage
 from .processes import SpawnOptions, TaskProcess, describe_exit, spawn, task_environment
 
+RUNTIME_PACKAGE = Path(__file__).resolve().parent.parent  # outlast.runtime's own directory
 READY_SECONDS = 120.0  # for a new process to import the project and say hello
 CONNECT_SECONDS = 10.0  # for a process that connected to show up in the pool (a fork call still returning)
 log = logging.getLogger("outlast.supervisor")
@@ -191,7 +194,9 @@ class ProcessPool:
         """What a version's fork server may see (None: the host's filesystem, `process` mode)."""
         if self.isolation == "process":
             return None
-        code = [project.root]
+        # The project, and the interpreter and outlast it runs with: kept even where they live under a
+        # directory the namespace replaces (a virtualenv or checkout in /tmp, say).
+        code = [project.root, Path(sys.prefix), Path(outlast.__file__).parent, RUNTIME_PACKAGE]
         if options.python is not None:  # a deployed version's virtualenv (in the data directory)
             code.append(Path(options.python).parent.parent)
         shared_sockets = self.socket_path.parent.parent == Path(SOCKETS_DIR)  # also those of supervisors to come

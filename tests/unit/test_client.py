@@ -112,7 +112,7 @@ def test_trigger_body_carries_payload_and_options() -> None:
     assert sent["payload"] == {"n": 1, "when": "2024-05-01T00:00:00Z"}
     assert sent["options"]["delay"] == 300.0
     assert sent["options"]["tags"] == ["vip"]
-    assert sent["options"]["queue"] == {"name": "emails", "concurrency_limit": None}
+    assert sent["options"]["queue"] == {"name": "emails", "concurrency_limit": None, "rate_limit": None}
     assert sent["options"]["idempotency_key"] == "k1"
     assert sent["options"]["priority"] == 0
     assert handle.is_cached is True
