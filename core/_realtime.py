@@ -18,7 +18,7 @@ import httpx
 
 from ._client import AsyncClient, Client
 from ._config import ClientSettings, from_env
-from ._errors import AuthenticationError, NotFoundError, OutlastError
+from ._responses import api_error
 from .wire import API_PREFIX, CHUNK_EVENT, END_EVENT, RUN_EVENT, BatchHandle, RunChange, StreamChunk
 
 T = TypeVar("T")
@@ -57,18 +57,6 @@ class SSEParser:
         elif name == "id":
             self.pending.id = value
         return None
-
-
-def _refusal(response: httpx.Response) -> OutlastError:
-    try:
-        message = response.json().get("message", response.text)
-    except ValueError:
-        message = response.text
-    if response.status_code == 401:
-        return AuthenticationError(message)
-    if response.status_code == 404:
-        return NotFoundError(message)
-    return OutlastError(f"{response.status_code}: {message}")
 
 
 class Subscription(Generic[T]):
@@ -110,7 +98,7 @@ class Subscription(Generic[T]):
                     with http.stream("GET", self.url, params=self.params, headers=self._request_headers()) as response:
                         if response.status_code != 200:
                             response.read()
-                            raise _refusal(response)
+                            raise api_error(response)
                         deadline = time.monotonic() + RECONNECT_FOR_SECONDS
                         parser = SSEParser()
                         for line in response.iter_lines():
@@ -142,7 +130,7 @@ class Subscription(Generic[T]):
                                            headers=self._request_headers()) as response:
                         if response.status_code != 200:
                             await response.aread()
-                            raise _refusal(response)
+                            raise api_error(response)
                         deadline = time.monotonic() + RECONNECT_FOR_SECONDS
                         parser = SSEParser()
                         async for line in response.aiter_lines():

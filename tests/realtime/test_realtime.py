@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from outlast import runs, streams
+from outlast import AuthenticationError, runs, streams
 from outlast.wire import TriggerOptions
 from tests.conftest import SECRET_KEY, wait_for
 from tests.realtime.sse import auth, read_events
@@ -138,7 +138,7 @@ def test_wrong_expired_or_foreign_credentials_are_refused(rt):
     assert bad_cursor.status_code == 422 and bad_cursor.json()["field"] == "last-event-id"
     prod_reads_dev = httpx.get(url, headers=auth(_prod_key(rt)))
     assert prod_reads_dev.status_code == 404
-    with pytest.raises(Exception, match="not cover"):
+    with pytest.raises(AuthenticationError, match="not cover"):
         list(runs.subscribe(other.id, token=token, client=client))
 
 
