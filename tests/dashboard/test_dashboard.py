@@ -7,7 +7,6 @@ it change with no reload. Screenshots of the main pages go to tests/.artifacts/d
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -16,15 +15,13 @@ import httpx
 import pytest
 
 from outlast.wire import TriggerOptions
+from tests.browser import chromium_context, needs_chromium
 from tests.conftest import SECRET_KEY, runtime_process
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts" / "dashboard"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+pytest.importorskip("playwright.sync_api")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +39,7 @@ def client(runtime):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    with playwright_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield context
-        context.close()
+    yield from chromium_context(tmp_path_factory.mktemp("chromium-profile"))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ a connection cut mid-stream, and is refused with a wrong or expired token."""
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import time
 import uuid
@@ -16,17 +15,15 @@ from urllib.parse import urlencode, urlparse
 
 import pytest
 
+from tests.browser import chromium_context, needs_chromium
 from tests.conftest import SECRET_KEY, runtime_process
 from tests.realtime.proxy import CuttingProxy
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "realtime"
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts" / "realtime"
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+pytest.importorskip("playwright.sync_api")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +42,7 @@ def client(runtime):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield context
-        context.close()
+    yield from chromium_context(tmp_path_factory.mktemp("chromium-profile"))
 
 
 @pytest.fixture(scope="module")
