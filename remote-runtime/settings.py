@@ -8,6 +8,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def env_whole_number(name: str, default: int, minimum: int = 0) -> int:
+    """An OUTLAST_* setting that is a whole number of at least `minimum`; ValueError naming it otherwise."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return float(value) if value else default

@@ -24,7 +24,7 @@ from typing import Any
 
 from outlast._channel import RESUME_FILE
 
-from ..settings import RuntimeSettings
+from ..settings import RuntimeSettings, env_whole_number
 from ..worker.processes import OUTPUT_FILE, process_home
 from . import criu
 from .store import CheckpointStore, LocalCheckpointStore, open_store
@@ -41,16 +41,7 @@ def criu_concurrency() -> int:
     """How many criu dumps and restores a node runs at once: OUTLAST_CHECKPOINT_CONCURRENCY, else one per
     CPU. Each criu is CPU-bound (it copies every page through a pipe) and writes its image at disk speed;
     more at once than CPUs only makes each one slower."""
-    configured = os.environ.get("OUTLAST_CHECKPOINT_CONCURRENCY", "").strip()
-    if configured:
-        try:
-            value = int(configured)
-        except ValueError:
-            raise ValueError(f"OUTLAST_CHECKPOINT_CONCURRENCY must be a whole number, not {configured!r}") from None
-        if value < 1:
-            raise ValueError(f"OUTLAST_CHECKPOINT_CONCURRENCY must be at least 1, not {value}")
-        return value
-    return max(1, os.cpu_count() or 1)
+    return env_whole_number("OUTLAST_CHECKPOINT_CONCURRENCY", max(1, os.cpu_count() or 1), minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)

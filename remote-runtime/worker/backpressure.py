@@ -11,28 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from pathlib import Path
 
 from ..checkpoint.checkpointer import CheckpointSupport
+from ..settings import env_whole_number
 
 log = logging.getLogger("outlast.supervisor")
 RECHECK_SECONDS = 0.1  # how often a held claim loop looks again (memory frees without telling anyone)
 MEMINFO = Path("/proc/meminfo")
-
-
-def _setting(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must not be negative, not {value}")
-    return value
 
 
 def available_memory_bytes() -> int | None:
@@ -51,9 +38,9 @@ class ClaimGate:
     """Says whether the claim loop may claim now; logs when it starts and stops holding claims."""
 
     checkpoints: CheckpointSupport
-    max_queued: int = dataclasses.field(default_factory=lambda: _setting("OUTLAST_MAX_QUEUED_CHECKPOINTS", 0))
+    max_queued: int = dataclasses.field(default_factory=lambda: env_whole_number("OUTLAST_MAX_QUEUED_CHECKPOINTS", 0))
     min_available: int = dataclasses.field(
-        default_factory=lambda: _setting("OUTLAST_MIN_AVAILABLE_MB", 256) * 1_000_000)
+        default_factory=lambda: env_whole_number("OUTLAST_MIN_AVAILABLE_MB", 256) * 1_000_000)
     held_since: float | None = None
     held_times: int = 0  # how often claims were held (for tests and logs)
     _last_reason: str = ""

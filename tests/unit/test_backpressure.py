@@ -41,7 +41,7 @@ def test_bad_settings_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
         ClaimGate(support(0))
     monkeypatch.setenv("OUTLAST_MIN_AVAILABLE_MB", "1")
     monkeypatch.setenv("OUTLAST_MAX_QUEUED_CHECKPOINTS", "-1")
-    with pytest.raises(ValueError, match="OUTLAST_MAX_QUEUED_CHECKPOINTS must not be negative"):
+    with pytest.raises(ValueError, match="OUTLAST_MAX_QUEUED_CHECKPOINTS must be at least 0"):
         ClaimGate(support(0))
 
 
