@@ -122,6 +122,11 @@ def _receive(sock: socket.socket, index: int) -> float:
             return float(started)
 
 
+def _trigger_noops(target: Target, runs: int, batch_size: int) -> None:
+    for sent in range(0, runs, batch_size):
+        target.trigger_noops(min(batch_size, runs - sent))
+
+
 def throughput(target: Target, settings: Settings) -> dict[str, float]:
     """No-ops completed per second: from the first trigger to the last completion."""
     runs, size = settings.throughput_runs, settings.batch_size
@@ -129,11 +134,7 @@ def throughput(target: Target, settings: Settings) -> dict[str, float]:
     target.mark()
     meter.start()
     first = time.time()
-    sent = 0
-    while sent < runs:
-        count = min(size, runs - sent)
-        target.trigger_noops(count)
-        sent += count
+    _trigger_noops(target, runs, size)
     accepted = time.time()
     last = target.wait_done(runs, drain_timeout(runs))
     cpu = meter.stop()
@@ -150,11 +151,7 @@ def backlog(target: Target, settings: Settings, no_backlog_runs_per_s: float | N
     runs, size = settings.backlog_runs, settings.batch_size
     target.mark()
     first = time.time()
-    sent = 0
-    while sent < runs:
-        count = min(size, runs - sent)
-        target.trigger_noops(count)
-        sent += count
+    _trigger_noops(target, runs, size)
     queued = time.time()
     last = target.wait_done(runs, drain_timeout(runs))
     rate = runs / (last - first)
