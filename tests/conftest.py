@@ -31,6 +31,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM, and SIGKILL if it has not ended within `grace` seconds."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class RuntimeProcess:
     """`outlast runtime` in a subprocess; `restart()` keeps its store, `kill()` is SIGKILL."""

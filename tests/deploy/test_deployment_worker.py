@@ -14,7 +14,7 @@ import pytest
 
 from outlast._deployments import Deployments
 from outlast.wire import RunStatus
-from tests.conftest import SECRET_KEY, RuntimeProcess, runtime_process, wait_for
+from tests.conftest import SECRET_KEY, RuntimeProcess, runtime_process, stop_process, wait_for
 
 from ._projects import deploy, deployed_version, write_project
 
@@ -42,12 +42,7 @@ def worker(runtime, tmp_path) -> Iterator[Path]:
     try:
         yield data
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def test_a_remote_worker_runs_each_run_on_its_own_deployed_version(runtime, worker, tmp_path):

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from outlast import Client, RunStatus
-from tests.conftest import ROOT, SECRET_KEY, free_port, wait_for
+from tests.conftest import ROOT, SECRET_KEY, free_port, stop_process, wait_for
 
 QUICKSTART = ROOT / "examples" / "quickstart"
 
@@ -21,14 +21,6 @@ QUICKSTART = ROOT / "examples" / "quickstart"
 def _spawn(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "outlast.cli", *args], cwd=cwd, env=env,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def _wait_tasks(url: str, key: str, expected: str, process: subprocess.Popen, log: Path) -> None:
@@ -73,7 +65,7 @@ def test_first_start_prints_keys_and_stores_only_hashes(tmp_path: Path):
         database = (tmp_path / "data" / "outlast.db").read_bytes()
         assert not any(key.encode() in database for key in keys.values())
     finally:
-        _stop(process)
+        stop_process(process)
     # A second start prints no keys: they were shown once.
     log2 = tmp_path / "runtime2.log"
     process = _spawn(["runtime", "--port", str(port), "--data-dir", str(tmp_path / "data")], tmp_path, _env(), log2)
@@ -81,7 +73,7 @@ def test_first_start_prints_keys_and_stores_only_hashes(tmp_path: Path):
         wait_for(lambda: _healthy(port), message="health after restart")
         assert "OUTLAST_SECRET_KEY=" not in log2.read_text()
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def _healthy(port: int) -> bool:
@@ -115,7 +107,7 @@ def test_dev_embedded_runs_the_working_copy_and_reloads_on_change(project_copy: 
         # The new code may serve a run a moment before the reload is printed.
         wait_for(lambda: "reloaded" in log.read_text(), timeout=10, message="the reload to be reported")
     finally:
-        _stop(process)
+        stop_process(process)
     # The embedded store lives in the project's .outlast directory.
     store = sqlite3.connect(project_copy / ".outlast" / "outlast.db")
     assert store.execute("select count(*) from runs").fetchone()[0] >= 2
@@ -166,7 +158,7 @@ def test_dev_forgives_a_tasks_module_that_does_not_import(project_copy: Path, tm
             assert again.status is RunStatus.COMPLETED and again.output["message"] == "Hello, Bo!"
         assert "still serving" in log.read_text()
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def test_dev_against_a_remote_runtime_registers_and_runs_for_dev(project_copy: Path, tmp_path: Path):
@@ -188,8 +180,8 @@ def test_dev_against_a_remote_runtime_registers_and_runs_for_dev(project_copy: P
         assert "outlast worker" in worker_log.read_text()
     finally:
         if worker is not None:
-            _stop(worker)
-        _stop(runtime)
+            stop_process(worker)
+        stop_process(runtime)
 
 
 def test_runtime_refuses_a_project_without_tasks(tmp_path: Path):

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from outlast import streams
-from tests.conftest import PROJECTS, SECRET_KEY, wait_for
+from tests.conftest import PROJECTS, SECRET_KEY, stop_process, wait_for
 from tests.realtime.sse import auth
 
 
@@ -33,12 +33,7 @@ def remote(make_runtime, tmp_path):
                  timeout=60, message="the worker to register the realtime project")
         yield client
     finally:
-        worker.terminate()
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker)
 
 
 def test_a_remote_workers_task_streams_through_the_worker_api(remote):

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from outlast import RunStatus
-from tests.conftest import PROJECTS, SECRET_KEY, wait_for
+from tests.conftest import PROJECTS, SECRET_KEY, stop_process, wait_for
 from tests.waits.test_store_failures import assert_each_finished_once_with_its_state, trigger_waits
 from tests.waits.test_waits import messages
 
@@ -124,12 +124,7 @@ def worker_through(refusing_proxy, tmp_path) -> Iterator[Path]:
     try:
         yield data
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def test_a_stored_checkpoint_the_runtime_refuses_goes_on_in_memory(refusing_proxy, worker_through, tmp_path):
