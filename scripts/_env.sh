@@ -38,16 +38,24 @@ install_criu() {  # checkpointing needs CRIU >= 4.2; on hosts where it cannot ru
   fi
 }
 
-install_chromium() {  # the dashboard tests drive Debian's Chromium (never a browser Playwright downloads)
-  if [ -x /usr/bin/chromium ]; then
+apt_install() {  # $1: Debian package, $2: a file it provides (installed already: nothing to do), $3: what needs it
+  if [ -x "$2" ]; then
     return
   fi
   if ! command -v apt-get >/dev/null; then
-    echo "no apt-get here: install chromium at /usr/bin/chromium for the dashboard tests (they skip without it)" >&2
+    echo "no apt-get here: install $1 ($2) for $3" >&2
   # A fresh machine may have no package lists yet: refresh them once if the first try fails.
-  elif ! out="$(DEBIAN_FRONTEND=noninteractive apt-get install -y chromium 2>&1)" &&
-       ! out="$(apt-get update 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium 2>&1)"; then
-    echo "apt-get install chromium failed, so the dashboard tests skip; apt-get said:" >&2
+  elif ! out="$(DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" 2>&1)" &&
+       ! out="$(apt-get update 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" 2>&1)"; then
+    echo "apt-get install $1 failed ($3 need it); apt-get said:" >&2
     echo "$out" | tail -n 5 >&2
   fi
+}
+
+install_chromium() {  # the dashboard tests drive Debian's Chromium (never a browser Playwright downloads)
+  apt_install chromium /usr/bin/chromium "the dashboard and realtime browser tests (they skip without it)"
+}
+
+install_netns_tools() {  # the multi-node tests put each worker in a network namespace of its own
+  apt_install iproute2 /usr/sbin/ip "the cluster tests (tests/cluster)"
 }

@@ -4,6 +4,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 install_project test
 install_criu
 install_chromium
+install_netns_tools
 ensure_postgres
 cd "$ROOT"
 "$VENV/bin/ruff" check .
