@@ -356,3 +356,16 @@ bulk_action_runs = sa.Table(
     sa.Column("job_id", sa.String(40), primary_key=True),
     sa.Column("run_id", sa.String(40), primary_key=True),
 )
+
+# The worker nodes seen by their heartbeats, per environment they serve (migration 0010): what
+# `outlast worker drain` names, and where the drain request waits for the node's next heartbeat.
+# `incarnation` is the node process's own token: a node started again under the same id is not drained.
+worker_nodes = sa.Table(
+    "worker_nodes",
+    metadata,
+    sa.Column("env_id", sa.String(32), primary_key=True),
+    sa.Column("node_id", sa.String(128), primary_key=True),
+    sa.Column("incarnation", sa.String(32), nullable=False),
+    sa.Column("last_seen_at", Time, nullable=False),
+    sa.Column("drain_requested_at", Time),
+)
