@@ -10,6 +10,7 @@ import pytest
 from outlast.runtime.access.environments import Environments
 from outlast.runtime.checkpoint.retention import ImageDeleter
 from outlast.runtime.engine import RunEngine
+from outlast.runtime.engine.fencing import StaleAttempts
 from outlast.runtime.store import queue
 from outlast.runtime.store.db import Database
 from outlast.wire import (
@@ -125,6 +126,28 @@ def test_a_late_answer_from_a_crashed_attempt_is_ignored(engine):
     engine.report(WorkerReport(completions=[late]))
     run = engine.retrieve("dev", run_id)
     assert (run.status, run.output, run.attempts) == (RunStatus.QUEUED, None, 1)
+
+
+def test_a_report_from_a_node_that_lost_the_attempt_is_refused_whole(engine, clock):
+    """Fencing (engine/fencing.py) on the rows the report locks: node-a's attempt was crashed and
+    retried on node-b; node-a's late report changes nothing, and node-b's own lands."""
+    run_id = engine.trigger("dev", [BatchItem(task="work")])[0].id
+    engine.claim("node-a", ["dev"], ["work"], 1)
+    engine.report(WorkerReport(completions=[AttemptCompletion(run_id=run_id, attempt=1,
+                                                              outcome=AttemptOutcome.CRASHED)]))
+    clock.now += 3600  # past the retry's backoff
+    assert [a.context.attempt for a in engine.claim("node-b", ["dev"], ["work"], 1)] == [2]
+    for late in (AttemptCompletion(run_id=run_id, attempt=1, outcome=AttemptOutcome.OK, output="late"),
+                 AttemptCompletion(run_id=run_id, attempt=2, outcome=AttemptOutcome.OK, output="not node-a's")):
+        with pytest.raises(StaleAttempts) as refused:
+            engine.report(WorkerReport(node_id="node-a", completions=[late]))
+        assert refused.value.stale == [(run_id, late.attempt)]
+    run = engine.retrieve("dev", run_id)
+    assert (run.status, run.output, run.attempts) == (RunStatus.EXECUTING, None, 2)
+    engine.report(WorkerReport(node_id="node-b", completions=[AttemptCompletion(
+        run_id=run_id, attempt=2, outcome=AttemptOutcome.OK, output="b")]))
+    run = engine.retrieve("dev", run_id)
+    assert (run.status, run.output) == (RunStatus.COMPLETED, "b")
 
 
 def test_canceling_a_checkpointed_run_deletes_its_image_and_a_failed_delete_is_only_logged(engine, clock, images,

@@ -24,12 +24,10 @@ from outlast.wire import (
 )
 from outlast.wire.machines import OUT_OF_MEMORY_ERROR
 
-from ..store import queue
+from ..store import queue, transitions
 from ..store.schema import run_events, runs
 from .context import EngineContext, ready_run, slot, timeline_event, utc
-from .fencing import refuse_stale
-from .finishing import finish_attempts
-from .starting import start_claimed
+from .fencing import lock_reported, refuse_stale
 from .waits import FinishedRun, Waits
 
 S = RunStatus
@@ -55,7 +53,7 @@ class Attempts:
               versions: Sequence[str] | None = None) -> list[Assignment]:
         """`versions`: the deployed versions the worker runs (None: a working copy, see queue.routed_version)."""
         now = self.context.clock()
-        folded = not self.context.db.is_sqlite  # PostgreSQL: the claim's writes in one statement (engine/starting.py)
+        folded = not self.context.db.is_sqlite  # PostgreSQL: the claim's writes in one statement (store/transitions.py)
         with self.context.db.begin() as c:
             chosen = self.context.dequeue(c, env_ids=env_ids, task_ids=task_ids, limit=limit, now=now,
                                           versions=versions, take=not folded)
@@ -92,7 +90,9 @@ class Attempts:
     def _start_folded(self, c: sa.Connection, chosen: Sequence[sa.Row], node_id: str,
                       now: float) -> tuple[list[sa.Row], list[sa.Row]]:
         """`_start` for rows `queue.claim` only chose: taking them off the queue is part of the one statement."""
-        rows = start_claimed(c, chosen, queue.slots(chosen), node_id, now, now + self.context.lease_seconds)
+        rows = transitions.start_claimed(c, chosen, queue.slots(chosen), node_id=node_id, now=now,
+                                         lease_expires_at=now + self.context.lease_seconds,
+                                         queued=S.QUEUED.value, executing=S.EXECUTING.value)
         started_ids = {r.id for r in rows}
         if len(started_ids) < len(chosen):
             queue.release(c, [(r.env_id, r.queue, r.concurrency_key) for r in chosen if r.run_id not in started_ids])
@@ -139,7 +139,8 @@ class Attempts:
         with self.context.db.begin() as c:
             if env_ids is not None:
                 report = _own_runs(c, report, env_ids)
-            refuse_stale(c, report)  # a node cut off past its lease reports about attempts it lost
+            locked = lock_reported(c, report)
+            refuse_stale(report, locked)  # a node cut off past its lease reports about attempts it lost
             if report.logs:
                 c.execute(run_events.insert(), [
                     timeline_event(r.run_id, r.time.timestamp(), "log", message=r.message, attempt=r.attempt,
@@ -147,15 +148,17 @@ class Attempts:
             for update in report.metadata:
                 _apply_metadata(c, update.run_id, update.ops, now)
             if report.completions:
-                self._complete(c, report.completions, now)
+                self._complete(c, report.completions, locked, now)
                 self.context.notify_in(c)  # a finished attempt frees a concurrency slot
         if report.completions:
             self.context.wake(notified=True)
 
-    def _complete(self, c: sa.Connection, completions: Sequence[AttemptCompletion], now: float) -> None:
-        """End attempts: success, retry with backoff, or a final failure. Stale completions are ignored."""
+    def _complete(self, c: sa.Connection, completions: Sequence[AttemptCompletion], locked: dict[str, sa.Row],
+                  now: float) -> None:
+        """End attempts: success, retry with backoff, or a final failure. Stale completions are ignored.
+        `locked`: the runs' rows, locked (fencing.lock_reported)."""
         by_id = {done.run_id: done for done in completions}
-        rows = c.execute(_LOCK_RUNS, {"ids": list(by_id)}).all()
+        rows = [locked[run_id] for run_id in by_id if run_id in locked]
         updates, events, retries, released = [], [], [], []
         finished = []
         for row in rows:
@@ -191,8 +194,8 @@ class Attempts:
             queue.release(c, released)
             c.execute(_COMPLETE_ATTEMPT, updates)
             c.execute(run_events.insert(), events)
-        else:  # the same three writes, one statement (engine/finishing.py)
-            finish_attempts(c, updates, events, released)
+        else:  # the same three writes, one statement (store/transitions.py)
+            transitions.finish_attempts(c, updates, events, released)
         self.context.enqueue(c, retries)
         if finished:
             self.waits.runs_finished(c, finished, now)
@@ -296,8 +299,7 @@ def to_assignment(row: sa.Row, resume: ResumeInfo | None = None) -> Assignment:
 
 
 # Statements of the hot paths, built once (SQLAlchemy then only binds values). _COMPLETE_ATTEMPT's writes are
-# also engine/finishing.py's on PostgreSQL: a column it sets from a constant must be in finishing._CLEARED.
-_LOCK_RUNS = sa.select(runs).where(runs.c.id.in_(sa.bindparam("ids", expanding=True))).with_for_update()
+# also store/transitions.py's on PostgreSQL: a column it sets from a constant must be in transitions.CLEARED.
 _START_ATTEMPTS = runs.update().where(runs.c.id.in_(sa.bindparam("ids", expanding=True)),
                                       runs.c.status == S.QUEUED.value).values(
     status=S.EXECUTING.value, attempts=runs.c.attempts + 1, node_id=sa.bindparam("b_node"),

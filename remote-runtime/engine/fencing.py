@@ -11,7 +11,7 @@ and sends the rest again (`without_stale`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,8 +40,25 @@ class StaleAttempts(Conflict):
         return cls((str(d["run_id"]), int(d["attempt"])) for d in details)
 
 
-def refuse_stale(c: sa.Connection, report: WorkerReport) -> None:
-    """Raise StaleAttempts if any entry of `report` is about an attempt its node no longer holds.
+def lock_reported(c: sa.Connection, report: WorkerReport) -> dict[str, sa.Row]:
+    """The rows of the runs `report` is about, locked until the transaction ends: one read serves the
+    fencing check (`refuse_stale`) and the completions (`Attempts._complete`), and no other node can take
+    a run over between the check and the writes.
+
+    Completions' runs are always read; logs' and metadata's only for a worker's report (one naming its
+    node), as only those are checked. Rows are locked in id order, so two reports never deadlock.
+    """
+    ids = {done.run_id for done in report.completions}
+    if report.node_id is not None:
+        ids.update(e.run_id for e in (*report.logs, *report.metadata))
+    if not ids:
+        return {}
+    return {row.id: row for row in c.execute(_LOCK_RUNS, {"ids": sorted(ids)})}
+
+
+def refuse_stale(report: WorkerReport, rows: Mapping[str, Any]) -> None:
+    """Raise StaleAttempts if any entry of `report` is about an attempt its node no longer holds;
+    `rows`: the runs' rows (`lock_reported`).
 
     Only worker reports name a node and are checked. A completion is stale unless the run is at its
     attempt and no other node holds it. A log is stale once the run is at a later attempt or another
@@ -49,11 +66,8 @@ def refuse_stale(c: sa.Connection, report: WorkerReport) -> None:
     merely ended (canceled, say) is not another holder: its late logs are kept, and `_complete`
     ignores its late completion as before.
     """
-    ids = {e.run_id for e in (*report.logs, *report.metadata, *report.completions)}
-    if report.node_id is None or not ids:  # the engine's own reports (lost leases crashed) hold nothing
+    if report.node_id is None:  # the engine's own reports (lost leases crashed) hold nothing
         return
-    rows = {r.id: r for r in c.execute(sa.select(runs.c.id, runs.c.status, runs.c.attempts, runs.c.node_id)
-                                       .where(runs.c.id.in_(list(ids))))}
     node = report.node_id
 
     def other_holder(row: Any) -> bool:
@@ -86,3 +100,7 @@ def without_stale(report: WorkerReport, refused: StaleAttempts) -> WorkerReport:
         metadata=[m for m in report.metadata if m.run_id not in stale_runs],
         completions=[d for d in report.completions if (d.run_id, d.attempt) not in stale],
     )
+
+
+_LOCK_RUNS = (sa.select(runs).where(runs.c.id.in_(sa.bindparam("ids", expanding=True)))
+              .order_by(runs.c.id).with_for_update())
