@@ -2,8 +2,8 @@
 
 A pack is zstd-1 frames of up to 256 pages each, followed by the pages' hashes (sha256 cut to 16
 bytes), the frames' offsets and a footer with a checksum over both. Pages are named by their
-place: (pack id, page number). `PackWriter` writes a new pack, `PackIndex` remembers in memory which
-pages the packs on disk hold, `PageFiller` writes pages files back from runs of pages.
+place: (pack id, page number). `PackWriter` writes a new pack, `PageFiller` writes pages files back
+from runs of pages (`pageindex` says which pages the packs on disk hold).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import re
 import struct
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +33,6 @@ PACK_ID = re.compile(r"[0-9a-f]{32}")
 _MAGIC = b"OLPAGES1"
 _FOOTER = struct.Struct("<QQQ16s8s")  # pages, blocks, index offset, index checksum, magic
 
-Place = tuple[str, int]  # (pack id, page number)
 
 
 def page_hash(page: bytes | memoryview) -> bytes:
@@ -134,53 +133,6 @@ def read_index(f: IO[bytes]) -> tuple[list[bytes], list[int]]:
     if offsets[0] != 0 or offsets[-1] != index_at or any(a >= b for a, b in itertools.pairwise(offsets)):
         raise CheckpointStoreError("its frame offsets are inconsistent")
     return hashes, offsets
-
-
-class PackIndex:
-    """Which pages the packs in one directory hold, in memory. Packs never change once in place, so a
-    sync reads only the packs that came since; `generation` says which state of the directory this is.
-    Not thread-safe: the pool uses it under its lock."""
-
-    def __init__(self) -> None:
-        self.generation = -1  # of the packs directory when last synced
-        self._hashes: dict[str, list[bytes]] = {}  # pack id -> its page hashes
-        self._places: dict[bytes, Place] = {}  # page hash -> where a pack holds it
-
-    @property
-    def places(self) -> Mapping[bytes, Place]:
-        return self._places
-
-    def add(self, pack: str, hashes: list[bytes]) -> None:
-        self._hashes[pack] = hashes
-        for number, digest in enumerate(hashes):
-            self._places.setdefault(digest, (pack, number))
-
-    def forget(self, pack: str) -> None:
-        for digest in self._hashes.pop(pack, []):
-            if self._places.get(digest, ("",))[0] == pack:
-                del self._places[digest]
-
-    def sync(self, packs_dir: Path, generation: int) -> None:
-        """Learn packs other processes (or earlier puts) wrote; forget deleted ones."""
-        if generation == self.generation:
-            return
-        self.generation = generation
-        on_disk = {p.stem for p in packs_dir.glob("*.pack") if PACK_ID.fullmatch(p.stem)}
-        gone = self._hashes.keys() - on_disk
-        for pack in gone:
-            del self._hashes[pack]
-        if gone:
-            self._places = {}
-            for pack, hashes in self._hashes.items():
-                for number, digest in enumerate(hashes):
-                    self._places.setdefault(digest, (pack, number))
-        for pack in sorted(on_disk - self._hashes.keys()):
-            try:
-                with (packs_dir / f"{pack}.pack").open("rb") as f:
-                    hashes, _ = read_index(f)
-            except (OSError, CheckpointStoreError):
-                hashes = []  # a damaged pack: new puts do not build on it
-            self.add(pack, hashes)
 
 
 class PageFiller:

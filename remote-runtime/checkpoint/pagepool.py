@@ -6,12 +6,12 @@ and writes only the pages the pool does not hold yet, into one new *pack* (see `
 checkpoint then records its pages files as runs of (pack, first page, count). A pack no key uses
 any more is deleted.
 
-Layout under `<store>/.pages/`: `lock` (flock: several runtime processes may share a store; its
-first 8 bytes count changes to `packs/`), `packs/<32 hex>.pack`, `users/<pack>/<key hash>` (an
+Layout under `<store>/.pages/`: `lock` (flock: several runtime processes may share a store),
+`index.sqlite` (which pages the packs hold, see `pageindex`), `packs/<32 hex>.pack`, `users/<pack>/<key hash>` (an
 empty file per key using the pack) and `keys/<key hash>` (the packs a key uses): a put or delete
 touches only its own key's files, however many keys the store holds. Pack files never change once
-renamed into place, so the index of the pages they hold is cached in memory; puts and deletes
-hold the lock exclusively, gets shared (so no pack they read disappears meanwhile).
+renamed into place; puts and deletes hold the lock exclusively, gets shared (so no pack they read
+disappears meanwhile).
 
 A pooled file's digest in the archive listing is the sha256 of its pages' hashes in order, not of
 its bytes: put hashes each page anyway, and get checks every page it writes back against it, so
@@ -38,7 +38,8 @@ from ..objects import atomic_write
 from .archive import CheckpointStoreError
 from .basepages import Piece, segments
 from .pagecache import MappedFile, PageCache, same
-from .pagepacks import BLOCK_PAGES, HASH_BYTES, PACK_ID, PAGE, PackIndex, PackWriter, PageFiller, page_hash
+from .pageindex import PackIndex, Place
+from .pagepacks import BLOCK_PAGES, HASH_BYTES, PACK_ID, PAGE, PackWriter, PageFiller, page_hash
 
 Run = list[Any]  # [pack id, first page, page count]
 BASE_PREFIX = "@version/"  # pool-only keys (no object): the pages kept for a code version, see `keep_base`
@@ -68,7 +69,7 @@ class PagePool:
         self.cache = root / "cache"  # uncompressed copies of the kept versions' packs (see `pagecache`)
         self.base_maps = root / "base-maps"  # <base key hash>.json: which kept page held each address
         self.has_object = has_object
-        self.index = PackIndex()  # guarded by the mutex
+        self.index = PackIndex(root / "index.sqlite")  # used under the mutex and the lock
         self._mutex = threading.Lock()
         self._reconciled = False
 
@@ -99,8 +100,8 @@ class PagePool:
     @contextlib.contextmanager
     def writing(self) -> Iterator[PoolWrite]:
         """Exclusive access for a put or a delete."""
-        with self._mutex, self._flock(exclusive=True) as fd:
-            write = PoolWrite(self, fd, reconcile=not self._reconciled)
+        with self._mutex, self._flock(exclusive=True):
+            write = PoolWrite(self, reconcile=not self._reconciled)
             self._reconciled = True
             try:
                 yield write
@@ -149,15 +150,13 @@ class PagePool:
 
 
 class PoolWrite:
-    """One put's (or delete's) changes to the pool, made under the exclusive lock (`lock_fd`, which
-    also holds the generation). The first write of a process reconciles what crashes left behind."""
+    """One put's (or delete's) changes to the pool, made under the exclusive lock. The first write of
+    a process reconciles what crashes left behind."""
 
-    def __init__(self, pool: PagePool, lock_fd: int, *, reconcile: bool) -> None:
+    def __init__(self, pool: PagePool, *, reconcile: bool) -> None:
         self.pool = pool
-        self._lock_fd = lock_fd
         if reconcile:
             self._reconcile()
-        pool.index.sync(pool.packs, self._read_generation())
         self.new_id = uuid.uuid4().hex
         self._pack = PackWriter(pool.packs / f"{self.new_id}.pack")
         self.new_bytes = 0  # size of the pack this put wrote
@@ -173,16 +172,13 @@ class PoolWrite:
         runs: list[Run] = []
         last: Run = ["", -2, 0]
         size = 0
-        places, new_id = self.pool.index.places, self.new_id
         with path.open("rb") as f:
             while chunk := f.read(BLOCK_PAGES * PAGE):
                 size += len(chunk)
                 view = memoryview(chunk)
-                for offset in range(0, len(chunk), PAGE):
-                    page = view[offset:offset + PAGE]
-                    digest = page_hash(page)
+                block = [view[offset:offset + PAGE] for offset in range(0, len(chunk), PAGE)]
+                for digest, where in self._places(block):
                     listed.update(digest)
-                    where = places.get(digest) or (new_id, self._pack.add(digest, page))
                     last = _extend(runs, last, where[0], where[1], 1)
         if size % PAGE:
             raise CheckpointStoreError(f"{path}: {size} bytes is not a whole number of pages")
@@ -195,7 +191,6 @@ class PoolWrite:
         listed = hashlib.sha256()
         runs: list[Run] = []
         last: Run = ["", -2, 0]
-        places, new_id = self.pool.index.places, self.new_id
         kept_packs = PageFiller(self.pool.packs, PageCache(self.pool.cache), {piece[2] for piece in base})
         with path.open("rb") as f, contextlib.closing(kept_packs):
             size = os.fstat(f.fileno()).st_size
@@ -215,15 +210,20 @@ class PoolWrite:
                         listed.update(kept[1])
                         last = _extend(runs, last, candidate[0], candidate[1], count)
                     else:
+                        assert mapped.map is not None
+                        differ = [i for i in range(count)
+                                  if kept is None or not same(here + i * PAGE, kept[0] + i * PAGE, PAGE)]
+                        start = position
+                        hashed = iter(self._places([memoryview(mapped.map[start + i * PAGE:start + (i + 1) * PAGE])
+                                                    for i in differ]))
+                        differing = set(differ)
                         for i in range(count):
-                            if kept is not None and same(here + i * PAGE, kept[0] + i * PAGE, PAGE):
+                            if i in differing:
+                                digest, where = next(hashed)
+                            else:
+                                assert kept is not None and candidate is not None
                                 digest, where = kept[1][i * HASH_BYTES:(i + 1) * HASH_BYTES], (candidate[0],
                                                                                               candidate[1] + i)
-                            else:
-                                assert mapped.map is not None
-                                page = memoryview(mapped.map[position + i * PAGE:position + (i + 1) * PAGE])
-                                digest = page_hash(page)
-                                where = places.get(digest) or (new_id, self._pack.add(digest, page))
                             listed.update(digest)
                             last = _extend(runs, last, where[0], where[1], 1)
                     position += count * PAGE
@@ -231,12 +231,19 @@ class PoolWrite:
                 mapped.close()
         return size, listed.hexdigest(), runs
 
+    def _places(self, block: list[memoryview]) -> Iterator[tuple[bytes, Place]]:
+        """Each page's hash and where the pool holds it, adding the pages it does not hold to the new
+        pack; one index query for the whole block."""
+        digests = [page_hash(page) for page in block]
+        known = self.pool.index.lookup(digests)
+        for digest, page in zip(digests, block, strict=True):
+            yield digest, known.get(digest) or (self.new_id, self._pack.add(digest, page))
+
     def commit_pack(self) -> str | None:
         """Write the new pages (if any) as a pack; return its id."""
         self.new_bytes = self._pack.commit()
         if not self.new_bytes:
             return None
-        self._bump_generation()
         self.pool.index.add(self.new_id, self._pack.hashes)
         return self.new_id
 
@@ -287,20 +294,6 @@ class PoolWrite:
     def abandon(self) -> None:
         self._pack.abandon()
 
-    # -- generation: bumped whenever packs come or go, so that syncing the index is one pread -----
-
-    def _read_generation(self) -> int:
-        data = os.pread(self._lock_fd, 8, 0)
-        return int.from_bytes(data, "little") if len(data) == 8 else 0
-
-    def _bump_generation(self) -> None:
-        """Say that packs came or went. Our own changes are already in our index, so if it was up to
-        date it stays so. Not fsynced: after a crash every process starts with an empty index."""
-        generation = self._read_generation() + 1
-        os.pwrite(self._lock_fd, generation.to_bytes(8, "little"), 0)
-        if self.pool.index.generation == generation - 1:
-            self.pool.index.generation = generation
-
     # -- references: per-key and per-pack files, so a put or delete costs the same with 10 or 10,000 keys --
 
     def _record(self, key: str, packs: set[str], durable: bool) -> None:
@@ -326,10 +319,9 @@ class PoolWrite:
         with contextlib.suppress(FileNotFoundError, OSError):
             folder.rmdir()  # fails while other keys use the pack
         if not folder.exists():
+            self.pool.index.forget(pack)  # first: the index must never name a pack that is gone
             PageCache(self.pool.cache).forget(pack)
             (self.pool.packs / f"{pack}.pack").unlink(missing_ok=True)
-            self.pool.index.forget(pack)
-            self._bump_generation()
 
     def _reconcile(self) -> None:
         """Once per process, under the lock: undo what crashes left behind. Looks at every key, so
@@ -367,13 +359,14 @@ class PoolWrite:
                 folder.rmdir()
         for path in pool.packs.iterdir():
             if path.name.startswith(".") or not (pool.users / path.stem).is_dir():
+                pool.index.forget(path.stem)  # before the file, as in `_drop_user`
                 path.unlink(missing_ok=True)
         PageCache(pool.cache).prune({path.stem for path in pool.packs.iterdir()})
         if pool.base_maps.is_dir():
             for path in pool.base_maps.iterdir():
                 if path.stem not in {_key_name(key) for key in bases}:
                     path.unlink(missing_ok=True)
-        self._bump_generation()
+        pool.index.sync(pool.packs)
 
 
 def _extend(runs: list[Run], last: Run, pack: str, first: int, count: int) -> Run:

@@ -135,7 +135,9 @@ def test_deletes_keep_other_images_restorable_and_the_last_one_frees_the_pool(
     store.delete("run_2/1")  # idempotent
     assert packs(store) == []
     assert [p.name for p in store.root.iterdir()] == [".pages"], "key folders dropped"
-    assert disk(store.root) < 100, "only the lock file and an empty reference list are left"
+    assert store.pool.index.packs() == set() and not store.pool.index.lookup([b"x" * 16]), "nothing indexed"
+    index = sum(p.stat().st_size for p in store.pool.root.glob("index.sqlite*"))
+    assert disk(store.root) - index < 100, "only the lock file, the (empty) index and empty folders are left"
 
 
 def test_replacing_an_image_frees_the_pages_only_the_old_one_used(store: LocalCheckpointStore, tmp_path: Path) -> None:
@@ -239,6 +241,48 @@ def test_the_pool_holds_the_pages_it_is_given_in_bounded_memory(store: LocalChec
         tracemalloc.stop()
     assert peak < 12 * MB, f"peak Python allocation {peak / MB:.1f} MB for 46 MB of images"
     assert digests(tmp_path / "back") == digests(images)
+
+
+def test_waiting_images_cost_the_process_no_memory_each(store: LocalCheckpointStore, tmp_path: Path) -> None:
+    """The page index is on disk (`pageindex`): 40 more stored images, each with 100 pages of its own,
+    leave the process's Python heap where it was (an index in memory grew by ~19 KB per image)."""
+    import gc
+    import tracemalloc
+
+    def own(n: int) -> Path:
+        return image(tmp_path / f"images-{n}", n, shared=SHARED[:PAGE * 100] + pages(5000 + n, 100))
+
+    store.put("run_m_0/1", own(0))
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.take_snapshot()
+        for n in range(1, 41):
+            store.put(f"run_m_{n}/1", own(n))
+        gc.collect()
+        grown = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+    assert grown < 40 * 2048, f"{grown / 40:.0f} bytes of Python heap per stored image"
+    store.get("run_m_40/1", tmp_path / "back")
+    assert digests(tmp_path / "back") == digests(tmp_path / "images-40")
+
+
+def _put_one_in_process(root: str, key: str, images: str) -> int:
+    return LocalCheckpointStore(Path(root)).put(key, Path(images)).stored_bytes
+
+
+def test_a_damaged_index_is_rebuilt_from_the_packs(store: LocalCheckpointStore, tmp_path: Path) -> None:
+    store.put("run_i/1", image(tmp_path / "a", 1))
+    for path in store.pool.root.glob("index.sqlite*"):
+        path.write_bytes(b"not a database")
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as executor:
+        second = image(tmp_path / "b", 2)
+        stored = executor.submit(_put_one_in_process, str(store.root), "run_i/2", str(second)).result()
+    assert stored < 30 * PAGE + 4096, "the next process found the shared pages again"
+    for key, source in (("run_i/1", "a"), ("run_i/2", "b")):
+        store.get(key, tmp_path / f"back-{source}")
+        assert digests(tmp_path / f"back-{source}") == digests(tmp_path / source)
 
 
 def test_threads_put_and_delete_at_once(store: LocalCheckpointStore, tmp_path: Path) -> None:
