@@ -23,25 +23,22 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import itertools
 import json
 import os
 import threading
-import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from pathlib import Path
-from typing import Any
 
 from ..objects import atomic_write
 from .archive import CheckpointStoreError
-from .basepages import Piece, segments
-from .pagecache import MappedFile, PageCache, same
-from .pageindex import PackIndex, Place
-from .pagepacks import BLOCK_PAGES, HASH_BYTES, PACK_ID, PAGE, PackWriter, PageFiller, page_hash
+from .basepages import Piece
+from .pagebuild import PackBuilder, Run
+from .pagecache import PageCache
+from .pageindex import PackIndex
+from .pagepacks import PACK_ID, PAGE, PageFiller
 
-Run = list[Any]  # [pack id, first page, page count]
 BASE_PREFIX = "@version/"  # pool-only keys (no object): the pages kept for a code version, see `keep_base`
 BASES_KEPT = int(os.environ.get("OUTLAST_CHECKPOINT_BASES_KEPT", "4"))
 _POOLS: weakref.WeakValueDictionary[Path, PagePool] = weakref.WeakValueDictionary()
@@ -157,95 +154,21 @@ class PoolWrite:
         self.pool = pool
         if reconcile:
             self._reconcile()
-        self.new_id = uuid.uuid4().hex
-        self._pack = PackWriter(pool.packs / f"{self.new_id}.pack")
-        self.new_bytes = 0  # size of the pack this put wrote
+        self._pack = PackBuilder(pool.index, pool.packs, pool.cache)
 
     def add_file(self, path: Path, addresses: list[tuple[int, int]] | None = None,
                  base: list[Piece] | None = None) -> tuple[int, str, list[Run]]:
-        """Pool the pages of `path`; return its size, digest (sha256 of its pages' hashes) and runs of pages.
-        With its pages' `addresses` and a kept version's `base` map, pages equal to the kept ones at
-        their address are not hashed (see `basepages`)."""
-        if addresses and base:
-            return self._add_matching(path, addresses, base)
-        listed = hashlib.sha256()
-        runs: list[Run] = []
-        last: Run = ["", -2, 0]
-        size = 0
-        with path.open("rb") as f:
-            while chunk := f.read(BLOCK_PAGES * PAGE):
-                size += len(chunk)
-                view = memoryview(chunk)
-                block = [view[offset:offset + PAGE] for offset in range(0, len(chunk), PAGE)]
-                for digest, where in self._places(block):
-                    listed.update(digest)
-                    last = _extend(runs, last, where[0], where[1], 1)
-        if size % PAGE:
-            raise CheckpointStoreError(f"{path}: {size} bytes is not a whole number of pages")
-        return size, listed.hexdigest(), runs
-
-    def _add_matching(self, path: Path, addresses: list[tuple[int, int]], base: list[Piece],
-                      ) -> tuple[int, str, list[Run]]:
-        """`add_file` comparing each segment with the kept pages at its addresses (memcmp of two mapped
-        files, no copies), hashing only the pages that differ."""
-        listed = hashlib.sha256()
-        runs: list[Run] = []
-        last: Run = ["", -2, 0]
-        kept_packs = PageFiller(self.pool.packs, PageCache(self.pool.cache), {piece[2] for piece in base})
-        with path.open("rb") as f, contextlib.closing(kept_packs):
-            size = os.fstat(f.fileno()).st_size
-            if size % PAGE:
-                raise CheckpointStoreError(f"{path}: {size} bytes is not a whole number of pages")
-            mapped = MappedFile(f.fileno())
-            try:
-                position = 0
-                for count, candidate in itertools.chain(segments(addresses, base, BLOCK_PAGES),
-                                                        itertools.repeat((BLOCK_PAGES, None))):
-                    if position >= size:
-                        break
-                    count = min(count, (size - position) // PAGE)
-                    here = mapped.address + position
-                    kept = kept_packs.kept_pages(*candidate, count) if candidate else None
-                    if kept is not None and same(here, kept[0], count * PAGE):  # as kept: one run, no hashing
-                        listed.update(kept[1])
-                        last = _extend(runs, last, candidate[0], candidate[1], count)
-                    else:
-                        assert mapped.map is not None
-                        differ = [i for i in range(count)
-                                  if kept is None or not same(here + i * PAGE, kept[0] + i * PAGE, PAGE)]
-                        start = position
-                        hashed = iter(self._places([memoryview(mapped.map[start + i * PAGE:start + (i + 1) * PAGE])
-                                                    for i in differ]))
-                        differing = set(differ)
-                        for i in range(count):
-                            if i in differing:
-                                digest, where = next(hashed)
-                            else:
-                                assert kept is not None and candidate is not None
-                                digest, where = kept[1][i * HASH_BYTES:(i + 1) * HASH_BYTES], (candidate[0],
-                                                                                              candidate[1] + i)
-                            listed.update(digest)
-                            last = _extend(runs, last, where[0], where[1], 1)
-                    position += count * PAGE
-            finally:
-                mapped.close()
-        return size, listed.hexdigest(), runs
-
-    def _places(self, block: list[memoryview]) -> Iterator[tuple[bytes, Place]]:
-        """Each page's hash and where the pool holds it, adding the pages it does not hold to the new
-        pack; one index query for the whole block."""
-        digests = [page_hash(page) for page in block]
-        known = self.pool.index.lookup(digests)
-        for digest, page in zip(digests, block, strict=True):
-            yield digest, known.get(digest) or (self.new_id, self._pack.add(digest, page))
+        """Pool the pages of `path` (see `PackBuilder.add_file`)."""
+        return self._pack.add_file(path, addresses, base)
 
     def commit_pack(self) -> str | None:
         """Write the new pages (if any) as a pack; return its id."""
-        self.new_bytes = self._pack.commit()
-        if not self.new_bytes:
-            return None
-        self.pool.index.add(self.new_id, self._pack.hashes)
-        return self.new_id
+        return self._pack.commit()
+
+    @property
+    def new_bytes(self) -> int:
+        """Size of the pack this put wrote."""
+        return self._pack.new_bytes
 
     def reference(self, key: str, packs: set[str]) -> set[str]:
         """Add `key` to the users of `packs` (durably); return the packs it was not using before."""
@@ -367,15 +290,6 @@ class PoolWrite:
                 if path.stem not in {_key_name(key) for key in bases}:
                     path.unlink(missing_ok=True)
         pool.index.sync(pool.packs)
-
-
-def _extend(runs: list[Run], last: Run, pack: str, first: int, count: int) -> Run:
-    """Add `count` pages from `first` of `pack` to `runs`, growing the `last` run where they follow it."""
-    if last[0] == pack and last[1] + last[2] == first:
-        last[2] += count
-        return last
-    runs.append([pack, first, count])
-    return runs[-1]
 
 
 def _key_name(key: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from outlast.runtime.checkpoint import LocalCheckpointStore, dump, pagepool
+from outlast.runtime.checkpoint import LocalCheckpointStore, dump, pagebuild
 from outlast.runtime.checkpoint.pagepacks import page_hash
 from outlast.runtime.checkpoint.pagepool import BASES_KEPT, _key_name
 from tests.criu.fork_parent import fork_children
@@ -101,7 +101,7 @@ def test_pages_as_kept_at_their_address_are_not_hashed_and_come_back_byte_for_by
     first's by address, and only the few that differ are hashed."""
     require_criu()
     hashed = []
-    monkeypatch.setattr(pagepool, "page_hash", lambda page: hashed.append(1) or page_hash(page))
+    monkeypatch.setattr(pagebuild, "page_hash", lambda page: hashed.append(1) or page_hash(page))
     store = LocalCheckpointStore(tmp_path / "store")
     server, children = fork_children(3, tmp_path)
     try:
