@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from outlast.runtime.access.environments import Environments
 from outlast.runtime.checkpoint.retention import ImageDeleter
 from outlast.runtime.engine import RunEngine
 from outlast.runtime.engine.fencing import StaleAttempts
+from outlast.runtime.errors import UnknownTask
 from outlast.runtime.store import queue
 from outlast.runtime.store.db import Database
 from outlast.wire import (
@@ -148,6 +150,30 @@ def test_a_report_from_a_node_that_lost_the_attempt_is_refused_whole(engine, clo
         run_id=run_id, attempt=2, outcome=AttemptOutcome.OK, output="b")]))
     run = engine.retrieve("dev", run_id)
     assert (run.status, run.output) == (RunStatus.COMPLETED, "b")
+
+
+def test_concurrent_single_triggers_each_get_their_own_run_or_their_own_refusal(engine):
+    """Group commit (engine/trigger_groups.py) on a real store: 16 threads of single triggers, some with
+    one idempotency key, some of an unknown task."""
+    items = ([BatchItem(task="work", payload=n) for n in range(40)]
+             + [BatchItem(task="work", payload="keyed", options=TriggerOptions(idempotency_key="k"))] * 10
+             + [BatchItem(task="missing")] * 2)
+
+    def answer(item: BatchItem):
+        try:
+            return engine.trigger("dev", [item])[0]
+        except UnknownTask as exc:
+            return exc
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(answer, items))
+    plain, keyed, missing = answers[:40], answers[40:50], answers[50:]
+    assert len({h.id for h in plain}) == 40 and not any(h.is_cached for h in plain)
+    assert [engine.retrieve("dev", h.id).payload for h in plain] == list(range(40))
+    assert len({h.id for h in keyed}) == 1 and sum(not h.is_cached for h in keyed) == 1
+    assert all(isinstance(exc, UnknownTask) for exc in missing)
+    assert engine.triggering.groups.calls == len(items)  # every call went through the groups
+    assert len(engine.list_runs("dev", limit=100).data) == 41
 
 
 def test_canceling_a_checkpointed_run_deletes_its_image_and_a_failed_delete_is_only_logged(engine, clock, images,

@@ -16,13 +16,14 @@ import sqlalchemy as sa
 
 from outlast.wire import BatchItem, RunHandle, RunStatus, TaskManifest
 
-from ..errors import InvalidPayload, UnknownTask
+from ..errors import EngineError, InvalidPayload, UnknownTask
 from ..store import queue
 from ..store.ids import new_run_id
 from ..store.multirow import insert_rows
 from ..store.schema import run_events, run_tags, runs, tasks
 from .context import EngineContext, ready_run, timeline_event
 from .debounce import Debounces
+from .trigger_groups import TriggerCall, TriggerGroups
 
 DEFAULT_IDEMPOTENCY_TTL = 30 * 86400
 S = RunStatus
@@ -46,9 +47,17 @@ class Triggering:
         self.context = context
         self.version_manifests = version_manifests
         self._validators: dict[tuple[str, str, str], jsonschema.protocols.Validator] = {}
+        self.groups = TriggerGroups(self._write_group)
 
     def trigger(self, env_id: str, items: Sequence[BatchItem], *, replayed_from: str | None = None) -> list[RunHandle]:
-        """Create one run per item, all or none: any unknown task or invalid payload refuses the batch."""
+        """Create one run per item, all or none: any unknown task or invalid payload refuses the batch.
+
+        A single item (not a replay, not debounced) shares its transaction with concurrent ones: trigger_groups.py."""
+        if len(items) == 1 and replayed_from is None and items[0].options.debounce is None:
+            return [self.groups.trigger(env_id, items[0])]
+        return self._trigger_alone(env_id, items, replayed_from)
+
+    def _trigger_alone(self, env_id: str, items: Sequence[BatchItem], replayed_from: str | None) -> list[RunHandle]:
         now = self.context.clock()
         try:
             handles = self._trigger(env_id, items, now, replayed_from)
@@ -57,6 +66,26 @@ class Triggering:
             handles = self._trigger(env_id, items, now, replayed_from)
         self.context.wake(notified=True)  # NewRuns.write notified other runtimes in the transaction
         return handles
+
+    def _write_group(self, calls: Sequence[TriggerCall]) -> None:
+        """The runs of single trigger calls of one environment, as one batch in one transaction."""
+        env_id = calls[0].env_id
+        try:
+            handles = self._trigger(env_id, [call.item for call in calls], self.context.clock(), None)
+        except (EngineError, sa.exc.IntegrityError) as exc:
+            if len(calls) == 1 and isinstance(exc, EngineError):
+                raise
+            # A call is refused, or another runtime took an idempotency key meanwhile: each call on its own,
+            # for its own answer (a batch is all or none).
+            for call in calls:
+                try:
+                    call.handle = self._trigger_alone(env_id, [call.item], None)[0]
+                except Exception as refused:
+                    call.error = refused
+            return
+        for call, handle in zip(calls, handles, strict=True):
+            call.handle = handle
+        self.context.wake(notified=True)
 
     def _trigger(self, env_id: str, items: Sequence[BatchItem], now: float,
                  replayed_from: str | None) -> list[RunHandle]:
