@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import signal
 from typing import Any
 
 import uvicorn
@@ -18,7 +17,7 @@ from .api.app import create_app
 from .settings import RuntimeSettings
 from .state import RuntimeState
 from .worker.backend import HttpBackend
-from .worker.drain import drain_unless_forced
+from .worker.drain import drain_unless_forced, stop_signals, until_stopped
 
 console = Console(stderr=True)
 
@@ -73,11 +72,9 @@ async def _worker(settings: RuntimeSettings, project: Project, api_url: str, sec
     console.print(f"[bold green]outlast worker[/bold green] {settings.node_id} serving {project.root} "
                   f"(version {working_copy.version}) for {api_url}")
     stop, forced = asyncio.Event(), asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):  # the first drains the node, a second stops it at once
-        loop.add_signal_handler(signum, lambda: forced.set() if stop.is_set() else stop.set())
+    stop_signals(stop, forced)
     background: list[Any] = [asyncio.create_task(reload_on_change(supervisor))] if reload else []
-    await stop.wait()
+    await until_stopped(stop, supervisor)
     for task in background:
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import typer
 
-from . import bulk, deploy, keys, runs, schedules
+from . import bulk, deploy, keys, runs, schedules, workers
 
 app = typer.Typer(no_args_is_help=True, help="outlast: durable background tasks for Python web apps.",
                   pretty_exceptions_enable=False)
@@ -102,10 +102,16 @@ def dev(
     serve(settings, loaded, reload=True)
 
 
-@app.command()
+worker_app = typer.Typer(invoke_without_command=True, pretty_exceptions_enable=False)
+app.add_typer(worker_app, name="worker")
+workers.register(worker_app)
+
+
+@worker_app.callback()
 def worker(
-    api_url: Annotated[str, typer.Option(envvar="OUTLAST_API_URL")],
-    secret_key: Annotated[str, typer.Option(envvar="OUTLAST_SECRET_KEY")],
+    ctx: typer.Context,
+    api_url: Annotated[str | None, typer.Option(envvar="OUTLAST_API_URL", show_default=False)] = None,
+    secret_key: Annotated[str | None, typer.Option(envvar="OUTLAST_SECRET_KEY", show_default=False)] = None,
     project: Annotated[Path | None, typer.Option(help="Project directory whose tasks this node runs.")] = None,
     deployments: Annotated[bool, typer.Option("--deployments", help="Run the environment's deployed versions "
                                               "(see `outlast deploy`) instead of a project directory.")] = False,
@@ -113,7 +119,14 @@ def worker(
     slots: SlotsOption = 2,
     node_id: Annotated[str | None, typer.Option(envvar="OUTLAST_NODE_ID")] = None,
 ) -> None:
-    """Run a worker node for the environment of the secret key, against a remote runtime."""
+    """Run a worker node for the environment of the secret key, against a remote runtime. SIGTERM or
+    SIGINT (or `outlast worker drain NODE`) drains it; a second signal stops it at once."""
+    if ctx.invoked_subcommand is not None:  # `outlast worker drain ...`: its own options
+        return
+    if not api_url or not secret_key:
+        typer.secho(f"error: give --{'api-url' if not api_url else 'secret-key'} (or OUTLAST_"
+                    f"{'API_URL' if not api_url else 'SECRET_KEY'})", fg="red", err=True)
+        raise typer.Exit(2)
     settings = runtime_settings(data_dir, None, "127.0.0.1", None, slots, node_id)
     if deployments == (project is not None):
         typer.secho("error: give --project DIR or --deployments (one of them)", fg="red", err=True)

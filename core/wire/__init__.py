@@ -125,6 +125,7 @@ from .worker import (
     ResumeRequest,
     SuspendRequest,
     WaitRequest,
+    WorkerNode,
     WorkerRegistration,
     WorkerReport,
 )
@@ -227,6 +228,7 @@ __all__ = [
     "WaitpointResult",
     "WaitpointState",
     "WorkerDeployments",
+    "WorkerNode",
     "WorkerRegistration",
     "WorkerReport",
     "parse_duration",

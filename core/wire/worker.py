@@ -100,11 +100,24 @@ class LeasedAttempt(StrictModel):
 class HeartbeatRequest(StrictModel):
     node_id: Identifier
     attempts: list[LeasedAttempt]
+    incarnation: str | None = Field(None, min_length=1, max_length=32,
+                                    description="the node process's own token: a drain asked of it is its own")
 
 
 class HeartbeatResponse(BaseModel):
     stop: list[str] = Field(default_factory=list, description="run ids the worker must terminate")
     completed: list[WaitpointResult] = Field(default_factory=list, description="waitpoints now complete")
+    drain: bool = Field(False, description="the node was asked to drain (`outlast worker drain`)")
+
+
+class WorkerNode(BaseModel):
+    """A worker node as the runtime last saw it (`GET /api/v1/worker/nodes/{node_id}`)."""
+
+    node_id: str
+    last_seen_at: Moment = Field(description="its last heartbeat")
+    drain_requested_at: Moment | None = Field(None, description="when a drain was asked of its current process")
+    draining: bool = Field(False, description="a heartbeat since then was told to drain: it claims nothing more")
+    attempts: int = Field(description="attempts the node holds now (executing, or waiting in its memory)")
 
 
 class AttemptOutcome(enum.StrEnum):

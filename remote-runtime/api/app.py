@@ -9,7 +9,7 @@ from outlast.wire import API_PREFIX
 from ..access.public_tokens import PublicTokens
 from ..dashboard import mount_dashboard
 from ..state import RuntimeState
-from . import bulk_actions, deployments, keys, queues, realtime, runs, schedules, streams, waitpoints, worker
+from . import bulk_actions, deployments, keys, nodes, queues, realtime, runs, schedules, streams, waitpoints, worker
 from .body_limit import BodyLimit
 from .errors import add_error_handlers
 
@@ -20,7 +20,8 @@ def create_app(runtime: RuntimeState) -> FastAPI:
     app.state.outlast = runtime
     app.state.public_tokens = PublicTokens(runtime.db)
     # realtime first: its /runs/subscribe must not be taken for a run id by runs' /runs/{run_id}
-    for module in (realtime, streams, runs, worker, schedules, waitpoints, deployments, keys, bulk_actions, queues):
+    for module in (realtime, streams, runs, worker, schedules, waitpoints, deployments, keys, bulk_actions, queues,
+                   nodes):
         app.include_router(module.router)
     mount_dashboard(app, runtime)
     add_error_handlers(app)

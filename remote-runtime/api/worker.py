@@ -55,7 +55,10 @@ async def claim(body: ClaimRequest, env: Env, rt: State) -> ClaimResponse:
 
 @router.post("/heartbeat", response_model=HeartbeatResponse)
 def heartbeat(body: HeartbeatRequest, env: Env, rt: State) -> HeartbeatResponse:
-    return rt.engine.heartbeat(body.node_id, body.attempts, env_ids=[env])
+    response = rt.engine.heartbeat(body.node_id, body.attempts, env_ids=[env])
+    if body.incarnation is not None:  # the node is known (`outlast worker drain`) and learns a drain asked of it
+        response.drain = rt.engine.nodes.seen(body.node_id, body.incarnation, [env])
+    return response
 
 
 @router.post("/report")

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import signal
 import tempfile
 import threading
 import uuid
@@ -26,6 +25,7 @@ from outlast.wire import API_PREFIX, WorkerDeployments
 
 from ..settings import RuntimeSettings
 from ..worker.backend import HttpBackend
+from ..worker.drain import drain_unless_forced, stop_signals, until_stopped
 from .bundles import unpack_bundle
 from .deployments import UNPACK_ID, BuildFailed, Served
 from .venvs import python_for
@@ -120,18 +120,21 @@ async def _serve(settings: RuntimeSettings, api_url: str, secret_key: str) -> No
     await supervisor.start()
     Console(stderr=True).print(f"[bold green]outlast worker[/bold green] {settings.node_id} serving deployed "
                                f"versions ({', '.join(backend.versions or []) or 'none yet'}) for {api_url}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop, forced = asyncio.Event(), asyncio.Event()
+    stop_signals(stop, forced)  # as `outlast worker --project`: the first signal drains, a second stops at once
+    stopped = asyncio.create_task(until_stopped(stop, supervisor))  # or `outlast worker drain`
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), REFRESH_SECONDS)
+        if stop.is_set():
+            break
         try:
             await supervisor.refresh()
             await asyncio.to_thread(deployments.collect)
         except Exception as exc:  # the runtime may be restarting
             log.warning("could not refresh the deployed versions: %s", exc)
+    await stopped
+    await drain_unless_forced(supervisor, settings.drain_grace, forced)
     await supervisor.stop()
     await backend.aclose()
     deployments.close()

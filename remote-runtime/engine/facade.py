@@ -35,6 +35,7 @@ from .bulk import BulkActions
 from .context import EngineContext
 from .control import RunControl
 from .debounce import DebounceUpkeep
+from .nodes import Nodes
 from .reads import RunReads
 from .registration import RegisterHook, Registration
 from .timers import Timers
@@ -64,6 +65,7 @@ class RunEngine:
         self.control = RunControl(self.context, self.triggering, self.waits, self.timers, images)
         self.bulk = BulkActions(self.context, self.control, self.triggering)
         self.debounce_upkeep = DebounceUpkeep(self.context)
+        self.nodes = Nodes(self.context)
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """`callback` runs (from any thread) whenever new work may be claimable."""

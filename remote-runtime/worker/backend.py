@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -122,6 +123,9 @@ class HttpBackend:
 
     def __init__(self, api_url: str, secret_key: str, node_id: str, timeout: float = 30.0) -> None:
         self.node_id = node_id
+        # This process's token in its heartbeats: the runtime knows the node by them (`outlast worker
+        # drain` names it) and a drain asked of it is this process's, not a later one's under the same id.
+        self.incarnation = uuid.uuid4().hex
         self.task_ids: list[str] = []
         self.versions: list[str] | None = None  # deployed versions this node runs (None: a working copy)
         self._http = httpx.AsyncClient(
@@ -146,7 +150,8 @@ class HttpBackend:
         return ClaimResponse.model_validate_json(response.content).assignments
 
     async def heartbeat(self, attempts: Sequence[LeasedAttempt]) -> HeartbeatResponse:
-        response = await self._post("/heartbeat", HeartbeatRequest(node_id=self.node_id, attempts=list(attempts)))
+        response = await self._post("/heartbeat", HeartbeatRequest(node_id=self.node_id, attempts=list(attempts),
+                                                                     incarnation=self.incarnation))
         return HeartbeatResponse.model_validate_json(response.content)
 
     async def report(self, report: WorkerReport) -> None:

@@ -1,4 +1,5 @@
-"""Draining a node (SIGTERM or SIGINT on `outlast worker`): hand its executing attempts to other nodes.
+"""Draining a node (SIGTERM or SIGINT on `outlast worker`, or `outlast worker drain NODE`, which the
+node learns from its heartbeat): hand its executing attempts to other nodes.
 
 The node stops claiming and gives back what it claimed ahead; attempts that end within the grace
 end here. Every attempt still executing then is checkpointed where it is, waiting or running (the
@@ -51,6 +52,25 @@ async def drain(dispatcher: Dispatcher, claim_loop: asyncio.Task[None], attempts
     log.info("drained: %d attempts handed over by checkpoint or ended, %d left to stop",
              len(handing) - left if handing else 0, left)
     return left
+
+
+def stop_signals(stop: asyncio.Event, forced: asyncio.Event) -> None:
+    """SIGINT or SIGTERM: the first sets `stop` (the node drains), the next `forced` (it stops at once)."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, lambda: forced.set() if stop.is_set() else stop.set())
+
+
+async def until_stopped(stop: asyncio.Event, supervisor: Any) -> None:
+    """Wait for a signal (`stop`) or for the runtime to ask the node to drain; either sets `stop`."""
+    asked = asyncio.create_task(supervisor.leases.drain_requested.wait())
+    signalled = asyncio.create_task(stop.wait())
+    await asyncio.wait({asked, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (asked, signalled):
+        task.cancel()
+    if asked.done() and not asked.cancelled():
+        log.info("draining: asked by the runtime (outlast worker drain)")
+    stop.set()
 
 
 async def drain_unless_forced(supervisor: Any, grace: float, forced: asyncio.Event) -> None:

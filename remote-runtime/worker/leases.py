@@ -27,16 +27,19 @@ class Leases:
     calls: WaitCalls
     background: Background
     settings: RuntimeSettings
+    # Set when the runtime answers that the node was asked to drain (`outlast worker drain`).
+    drain_requested: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     async def renew_loop(self) -> None:
         """Renew the leases of running attempts; stop those the runtime says are over (canceled); hand
-        in the waitpoints that completed (checked more often while some task waits in memory)."""
+        in the waitpoints that completed (checked more often while some task waits in memory). An idle
+        node heartbeats too: the runtime knows it, and a drain asked of it is learnt within `interval`."""
         interval = min(1.0, self.settings.lease_seconds / 3)
         last = time.monotonic()
         while True:
             await asyncio.sleep(WAIT_POLL_SECONDS)
             executions = list(self.attempts.executions.values())
-            if not executions or (time.monotonic() - last < interval and not any(e.waiting for e in executions)):
+            if time.monotonic() - last < interval and not any(e.waiting for e in executions):
                 continue
             last = time.monotonic()
             try:
@@ -44,6 +47,9 @@ class Leases:
             except Exception as exc:
                 log.warning("lease renewal failed: %s", exc)
                 continue
+            if response.drain and not self.drain_requested.is_set():
+                log.info("the runtime asks this node to drain")
+                self.drain_requested.set()
             if response.completed:
                 self.calls.deliver(response.completed)
             for run_id in response.stop:

@@ -50,6 +50,7 @@ class VictimData:
     schedule: str = ""
     batch_run: str = ""
     bulk_action: str = ""
+    node: str = ""  # a worker node of A's, known from its heartbeat
     env_var: str = f"A_ONLY_VAR_{uuid.uuid4().hex[:8].upper()}"
     markers: set[str] = field(default_factory=set)
 
@@ -98,7 +99,9 @@ def seed_victim(runtime: RuntimeProcess, tmp_path: Path) -> VictimData:
     if has_route(runtime, "/bulk-actions"):
         a.bulk_action = ok(call(runtime, a.key, "POST", "/bulk-actions",
                                 {"action": "cancel", "filter": {"tag": ["no-such-tag"]}}))["id"]
-    a.markers = {v for v in (a.version, a.done_run, a.waiting_run, a.token, a.token_secret, a.completed_token,
+    a.node = f"a-node-{uuid.uuid4().hex[:8]}"
+    ok(call(runtime, a.key, "POST", "/worker/heartbeat", {"node_id": a.node, "attempts": [], "incarnation": "a" * 32}))
+    a.markers = {v for v in (a.version, a.node, a.done_run, a.waiting_run, a.token, a.token_secret, a.completed_token,
                              a.schedule, a.batch_run,
                              a.bulk_action, a.env_var, A_SECRET, A_ONLY_TASK, A_QUEUE, "a-only-tenant", "a-only") if v}
     return a
@@ -112,7 +115,8 @@ def made_up_twin(a: VictimData) -> VictimData:
     twin = VictimData(key=a.key, version=fake(a.version), done_run=fake(a.done_run), waiting_run=fake(a.waiting_run),
                       token=fake(a.token), token_secret=fake(a.token_secret), completed_token=fake(a.completed_token),
                       schedule=fake(a.schedule),
-                      batch_run=fake(a.batch_run), bulk_action=fake(a.bulk_action), env_var=fake(a.env_var))
+                      batch_run=fake(a.batch_run), bulk_action=fake(a.bulk_action), env_var=fake(a.env_var),
+                      node=fake(a.node))
     return twin
 
 
@@ -180,6 +184,8 @@ ROUTES = {
     ("GET", "/worker/deployments"): (None, None, OWN),
     ("GET", "/worker/deployments/{version}/bundle"): (lambda a: {"version": a.version}, None, DENIED),
     ("GET", "/worker/env-vars"): (None, None, OWN),
+    ("GET", "/worker/nodes/{node_id}"): (lambda a: {"node_id": a.node}, None, DENIED),
+    ("POST", "/worker/nodes/{node_id}/drain"): (lambda a: {"node_id": a.node}, None, DENIED),
     ("POST", "/environments/{env_id}/keys/rotate"): (lambda a: {"env_id": "prod"}, None, DENIED),
     # Routes of features being built alongside (present when their modules are).
     ("GET", "/runs/subscribe"): (None, None, OWN),
@@ -266,6 +272,8 @@ def assert_victim_untouched(runtime: RuntimeProcess, a: VictimData) -> None:
     current = [d for d in ok(call(runtime, a.key, "GET", "/deployments")) if d.get("current")]
     assert [d["version"] for d in current] == [a.version], current
     assert call(runtime, a.key, "GET", "/runs").status_code == 200, "A's key was not rotated by B"
+    node = ok(call(runtime, a.key, "GET", f"/worker/nodes/{a.node}"))
+    assert node["drain_requested_at"] is None, "B asked A's node to drain"
 
 
 @pytest.fixture
