@@ -107,3 +107,12 @@ def test_migration_smoke():
     for key in ("pause_small", "pause_100mib", "recovery_after_sigkill"):
         assert all(math.isfinite(v) for v in numbers(result[key])), result
     assert result["drain_runs"] == 3 and result["drain_seconds"] > 0, result
+
+
+def test_history_smoke():
+    # Claim latency with finished runs in the store (bench/history.py), PostgreSQL.
+    result = json.loads(bench("-m", "bench.history", "--smoke", timeout=300).strip().splitlines()[-1])
+    for phase in ("empty", "with_history"):
+        for step in ("claim", "complete"):
+            assert result[phase][step]["samples"] == result["claims"] and math.isfinite(result[phase][step]["p50_ms"])
+    assert result["history"] == 1000 and math.isfinite(result["claim_p50_ratio"])
