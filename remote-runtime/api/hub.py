@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import signal
 import threading
@@ -36,6 +37,9 @@ from ..store.notify import PostgresListener
 
 EVENTS_CHANNEL = "outlast_events"
 CLOSING = Message(START, "", "", "", "", frozenset())  # queued to every subscriber when the server stops
+KEEPALIVE = Message(START, "", "", "", "", frozenset())  # queued to every subscriber every KEEPALIVE_SECONDS
+EXPIRED = Message(START, "", "", "", "", frozenset())  # queued to a subscriber when its public token expires
+KEEPALIVE_SECONDS = 15.0
 QUEUE_LIMIT = 10_000
 HELD_BACK_RETRY = 0.005
 log = logging.getLogger("outlast.realtime")
@@ -98,7 +102,8 @@ class Hub:
         self._notify_wanted = threading.Event()
         self._stopping = threading.Event()
         self._task: asyncio.Task[None] | None = None
-        self._threads: list[Any] = []
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._threads: list[threading.Thread] = []
         self._started = asyncio.Lock()
         self.closing = False  # the server shuts down: subscriptions end so that it can
 
@@ -112,6 +117,7 @@ class Hub:
             self._loop = asyncio.get_running_loop()
             self._poked = asyncio.Event()
             self.events_at, self.chunks_at = await self.read(self.feeds.positions)
+            sa.event.listen(self.db.engine, "commit", self._committing)
             sa.event.listen(self.db.engine, "checkin", self._local_commit)
             if self.postgres:
                 url = self.db.url.replace("postgresql+psycopg://", "postgresql://")
@@ -120,23 +126,37 @@ class Hub:
                                             daemon=True)
                 listener.start()
                 notifier.start()
-                self._threads = [listener]
+                self._threads = [listener, notifier]
             self._task = asyncio.create_task(self._follow())
+            self._keepalive_task = asyncio.create_task(self._keepalive())
             self._end_subscriptions_at_shutdown()
 
     async def stop(self) -> None:
         if self._task is None:
             return
+        sa.event.remove(self.db.engine, "commit", self._committing)
         sa.event.remove(self.db.engine, "checkin", self._local_commit)
-        for thread in self._threads:
-            thread.stop()
+        self.close_subscriptions()
         self._stopping.set()
         self._notify_wanted.set()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        for task in (self._task, self._keepalive_task):
+            if task is None:
+                continue
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._task = None
+        # The LISTEN and NOTIFY threads end within their waits' timeouts; joined off the loop.
+        await asyncio.to_thread(self._join_threads)
         self.engine.dispose()
+
+    def _join_threads(self) -> None:
+        for thread in self._threads:
+            if isinstance(thread, PostgresListener):
+                thread.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
 
     def _end_subscriptions_at_shutdown(self) -> None:
         """uvicorn waits for open responses before it stops, and an SSE response never ends by itself: on
@@ -174,7 +194,14 @@ class Hub:
         self._poke_pending.set()
         loop.call_soon_threadsafe(poked.set)
 
-    def _local_commit(self, _dbapi_connection: Any, _record: Any) -> None:
+    @staticmethod
+    def _committing(connection: sa.Connection) -> None:
+        connection.info["outlast_committed"] = True  # the pooled connection's info: read at its check-in
+
+    def _local_commit(self, _dbapi_connection: Any, record: Any) -> None:
+        """A connection back in the pool after a commit (one that only read pokes no one)."""
+        if not record.info.pop("outlast_committed", False):
+            return
         self.poke()
         if self.postgres:
             self._notify_wanted.set()
@@ -196,6 +223,15 @@ class Hub:
             except psycopg.Error as exc:  # the database went away: the backstop poll covers the gap
                 log.warning("NOTIFY connection lost (%s)", exc)
                 self._stopping.wait(1.0)
+
+    async def _keepalive(self) -> None:
+        """One timer for every subscriber (not one per subscriber and wait: that cost each delivery a
+        timer's scheduling and cancelling)."""
+        while True:
+            await asyncio.sleep(KEEPALIVE_SECONDS)
+            for filed in list(self.subscribers.values()):
+                for subscriber in filed:
+                    subscriber.offer(KEEPALIVE)
 
     # --- following ----------------------------------------------------------------------------
 
@@ -231,8 +267,8 @@ class Hub:
     async def _read_new(self) -> bool:
         held_back = False
         while True:
-            events = await self.read(lambda c: self.feeds.changes(c, self.events_at))
-            chunks = await self.read(lambda c: self.feeds.stream(c, self.chunks_at))
+            events, chunks = await self.read(functools.partial(self.feeds.new, events_at=self.events_at,
+                                                               chunks_at=self.chunks_at))
             # Chunks first: a stream's reader that sees its run end must already have its last chunks.
             self._dispatch(chunks.messages)
             self._dispatch(events.messages)

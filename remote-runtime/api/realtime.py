@@ -27,10 +27,9 @@ from ..engine.streams import Streams
 from ..errors import RunNotFound
 from .checked_input import CheckedRoute, InvalidInput
 from .deps import State, Unauthorized, environment
-from .hub import CLOSING, Hub, Subscriber
+from .hub import CLOSING, EXPIRED, KEEPALIVE, Hub, Subscriber
 
 router = APIRouter(prefix=API_PREFIX, route_class=CheckedRoute, tags=["realtime"])
-KEEPALIVE_SECONDS = 15.0
 DRAIN_RETRY_SECONDS = 0.005
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Pages of the app (another origin) read with a public token in the address, never with cookies.
@@ -147,37 +146,46 @@ class Follow:
                 return
 
     async def _live(self) -> AsyncIterator[bytes]:
-        """Live messages; what waits in the queue when it wakes goes out as one write."""
+        """Live messages; what waits in the queue when it wakes goes out as one write.
+
+        No timeout per wait: the hub queues a keep-alive to everyone every KEEPALIVE_SECONDS, and a token's
+        expiry is one timer per subscription (a timer per wait was a good part of each delivery's cost).
+        """
         queue = self.subscriber.queue
-        while not self.subscriber.overflowed and not self._expired():
-            timeout = KEEPALIVE_SECONDS
-            if self.expires_at is not None:
-                timeout = min(timeout, max(0.0, self.expires_at - time.time()))
-            try:
-                async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
-                    messages = [await queue.get()]
-            except TimeoutError:
-                yield b": keepalive\n\n"
-                continue
-            while not queue.empty():
-                messages.append(queue.get_nowait())
-            frames = []
-            for message in messages:
-                if message is CLOSING:
-                    break
-                if message.final and self.ends_with and await self._all_final():
-                    if frames:
-                        yield b"".join(frames)
-                    async for frame in self._to_the_end():
-                        yield frame
-                    self.finished = True
-                    return
-                if message.cursor <= self.cursor:
-                    continue  # it came in the catch-up already
-                self.cursor = message.cursor
-                frames.append(message.frame)
-            if frames:
-                yield b"".join(frames)
+        expiry = None
+        if self.expires_at is not None:
+            loop = asyncio.get_running_loop()
+            expiry = loop.call_at(loop.time() + max(0.0, self.expires_at - time.time()), self.subscriber.offer,
+                                  EXPIRED)
+        try:
+            while not self.subscriber.overflowed and not self._expired():
+                messages = [await queue.get()]
+                while not queue.empty():
+                    messages.append(queue.get_nowait())
+                frames = []
+                for message in messages:
+                    if message is CLOSING or message is EXPIRED:
+                        break
+                    if message is KEEPALIVE:
+                        if len(messages) == 1:
+                            frames.append(b": keepalive\n\n")
+                        continue
+                    if message.final and self.ends_with and await self._all_final():
+                        if frames:
+                            yield b"".join(frames)
+                        async for frame in self._to_the_end():
+                            yield frame
+                        self.finished = True
+                        return
+                    if message.cursor <= self.cursor:
+                        continue  # it came in the catch-up already
+                    self.cursor = message.cursor
+                    frames.append(message.frame)
+                if frames:
+                    yield b"".join(frames)
+        finally:
+            if expiry is not None:
+                expiry.cancel()
 
     async def _to_the_end(self) -> AsyncIterator[bytes]:
         """The run is final: what is left of it, then `end`."""

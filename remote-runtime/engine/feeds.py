@@ -16,7 +16,7 @@ from outlast.wire import CHUNK_EVENT, LOG_EVENT, RUN_EVENT, RunChange, RunStatus
 
 from ..store.schema import run_events, run_stream_chunks, run_tags, runs
 from .context import utc
-from .events import Cursor, EventLog
+from .events import UNREAD, Cursor, EventLog, Unread
 from .reads import to_run
 
 FINAL = frozenset(s.value for s in RunStatus if s.is_final)
@@ -53,7 +53,7 @@ class Feeds:
 
     def changes(self, c: sa.Connection, after: Cursor, *, env_id: str | None = None, run_id: str | None = None,
                 tag: str | None = None, run_ids: Sequence[str] | None = None, until: Cursor | None = None,
-                logs: bool = True, limit: int = 500) -> Batch:
+                logs: bool = True, limit: int = 500, horizon: int | Unread | None = UNREAD) -> Batch:
         """Run changes after `after` (of one run, of some runs, or of the runs with a tag), each with the run
         as it is now."""
         where: list[sa.ColumnElement[bool]] = []
@@ -69,7 +69,7 @@ class Feeds:
         if not logs:
             where.append(run_events.c.kind != "log")
         join = run_events.join(runs, runs.c.id == run_events.c.run_id)
-        page = self.events.read(c, after, where, until=until, limit=limit, join=join,
+        page = self.events.read(c, after, where, until=until, limit=limit, join=join, horizon=horizon,
                                 columns=[*run_events.c, runs.c.env_id, runs.c.tags])
         ids = {r.run_id for r in page.rows if r.kind != "log"}
         snapshots = {r.id: to_run(r) for r in c.execute(sa.select(runs).where(runs.c.id.in_(ids)))} if ids else {}
@@ -86,19 +86,25 @@ class Feeds:
         return Batch(messages, Cursor.of(page.rows[-1]) if page.rows else None, page.held_back)
 
     def stream(self, c: sa.Connection, after: Cursor, *, run_id: str | None = None, name: str | None = None,
-               until: Cursor | None = None, limit: int = 1000) -> Batch:
+               until: Cursor | None = None, limit: int = 1000, horizon: int | Unread | None = UNREAD) -> Batch:
         """Chunks after `after` (of one run's named stream, or all of them)."""
         where = [run_stream_chunks.c.run_id == run_id] if run_id is not None else []
         if name is not None:
             where.append(run_stream_chunks.c.name == name)
         join = run_stream_chunks.join(runs, runs.c.id == run_stream_chunks.c.run_id)
-        page = self.chunks.read(c, after, where, until=until, limit=limit, join=join,
+        page = self.chunks.read(c, after, where, until=until, limit=limit, join=join, horizon=horizon,
                                 columns=[*run_stream_chunks.c, runs.c.env_id])
         messages = [Message(Cursor.of(r), CHUNK_EVENT,
                             StreamChunk(cursor=str(Cursor.of(r)), run_id=r.run_id, name=r.name,
                                         data=r.data).model_dump_json(),
                             r.env_id, r.run_id, frozenset(), stream=r.name) for r in page.rows]
         return Batch(messages, Cursor.of(page.rows[-1]) if page.rows else None, page.held_back)
+
+    def new(self, c: sa.Connection, events_at: Cursor, chunks_at: Cursor) -> tuple[Batch, Batch]:
+        """What is new in both tables for the hub: one horizon for the two reads, in one connection (each
+        round trip from the hub's thread waits for the GIL behind the fan-out on the event loop)."""
+        horizon = self.events.horizon(c)
+        return (self.changes(c, events_at, horizon=horizon), self.stream(c, chunks_at, horizon=horizon))
 
     def run_position(self, c: sa.Connection, env_id: str, run_id: str) -> Cursor:
         """The cursor of the run's last final event (a start for what comes after it)."""
