@@ -97,6 +97,9 @@ runs = sa.Table(
              postgresql_where=sa.text("status = 'QUEUED' AND expires_at IS NOT NULL")),
     sa.Index("ix_runs_lease", "lease_expires_at", sqlite_where=sa.text("status IN ('EXECUTING', 'WAITING')"),
              postgresql_where=sa.text("status IN ('EXECUTING', 'WAITING')")),
+    # History by the time it finished, for the retention sweep (store/retention.py) alone.
+    sa.Index("ix_runs_finished", "completed_at", sqlite_where=sa.text("completed_at IS NOT NULL"),
+             postgresql_where=sa.text("completed_at IS NOT NULL")),
 )
 
 run_tags = sa.Table(
