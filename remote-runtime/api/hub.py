@@ -145,7 +145,7 @@ class Hub:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._task = None
+        self._task = self._keepalive_task = None
         # The LISTEN and NOTIFY threads end within their waits' timeouts; joined off the loop.
         await asyncio.to_thread(self._join_threads)
         self.engine.dispose()

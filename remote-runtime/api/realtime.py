@@ -9,6 +9,7 @@ the tag), as a Bearer header or, for EventSource (which cannot send headers), `?
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -29,7 +30,18 @@ from .checked_input import CheckedRoute, InvalidInput
 from .deps import State, Unauthorized, environment
 from .hub import CLOSING, EXPIRED, KEEPALIVE, Hub, Subscriber
 
-router = APIRouter(prefix=API_PREFIX, route_class=CheckedRoute, tags=["realtime"])
+
+@contextlib.asynccontextmanager
+async def stop_hub(app: FastAPI) -> AsyncIterator[None]:
+    """The hub starts on first use; its reader task and its LISTEN/NOTIFY threads end with the runtime (this
+    router's lifespan runs inside the runtime's: the hub stops before the store is disposed)."""
+    yield
+    holder = getattr(app.state, "outlast_realtime", None)
+    if holder is not None:
+        await holder.hub.stop()
+
+
+router = APIRouter(prefix=API_PREFIX, route_class=CheckedRoute, tags=["realtime"], lifespan=stop_hub)
 DRAIN_RETRY_SECONDS = 0.005
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Pages of the app (another origin) read with a public token in the address, never with cookies.
