@@ -7,14 +7,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from outlast.runtime.access.environments import Environments
 from outlast.runtime.checkpoint.retention import ImageDeleter
 from outlast.runtime.engine import RunEngine
 from outlast.runtime.engine.fencing import StaleAttempts
-from outlast.runtime.errors import UnknownTask
+from outlast.runtime.errors import RunNotFound, UnknownTask
 from outlast.runtime.store import queue
 from outlast.runtime.store.db import Database
+from outlast.runtime.store.schema import run_events
 from outlast.wire import (
     AttemptCompletion,
     AttemptOutcome,
@@ -174,6 +176,41 @@ def test_concurrent_single_triggers_each_get_their_own_run_or_their_own_refusal(
     assert all(isinstance(exc, UnknownTask) for exc in missing)
     assert engine.triggering.groups.calls == len(items)  # every call went through the groups
     assert len(engine.list_runs("dev", limit=100).data) == 41
+
+
+def test_finished_runs_past_their_retention_are_deleted_with_their_timeline(engine, clock):
+    """OUTLAST_RUN_RETENTION (store/retention.py), swept by the engine's tick: what finished long enough
+    ago goes, what is live, finished recently or holds a live idempotency key stays."""
+    retention = engine.timers.retention
+    assert retention.seconds == 0  # the default keeps every run
+    retention.seconds = 3600
+
+    def finished(**options) -> str:
+        run_id = engine.trigger("dev", [BatchItem(task="work", options=TriggerOptions(**options))])[0].id
+        [assignment] = engine.claim("node-a", ["dev"], ["work"], 1)
+        engine.report(WorkerReport(completions=[AttemptCompletion(run_id=run_id, attempt=assignment.context.attempt,
+                                                                  outcome=AttemptOutcome.OK)]))
+        return run_id
+
+    old = finished(tags=["old"])
+    keyed = finished(idempotency_key="still-live", idempotency_key_ttl=2 * 86400)
+    canceled = engine.trigger("dev", [BatchItem(task="work")])[0].id
+    engine.cancel("dev", canceled)
+    clock.now += 2 * 3600
+    recent = finished()
+    queued = engine.trigger("dev", [BatchItem(task="work")])[0].id  # never claimed
+    engine.tick()
+    assert retention.deleted == 2
+    for run_id in (old, canceled):
+        with pytest.raises(RunNotFound):
+            engine.retrieve("dev", run_id)
+    with engine.db.connect() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(run_events).where(
+            run_events.c.run_id.in_([old, canceled]))).scalar() == 0
+    assert [engine.retrieve("dev", r).status for r in (keyed, recent, queued)] == [
+        RunStatus.COMPLETED, RunStatus.COMPLETED, RunStatus.QUEUED]
+    assert engine.trigger("dev", [BatchItem(task="work", options=TriggerOptions(idempotency_key="still-live"))])[0].id \
+        == keyed
 
 
 def test_canceling_a_checkpointed_run_deletes_its_image_and_a_failed_delete_is_only_logged(engine, clock, images,

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from outlast.wire import RunStatus
 
 from ..store import queue
+from ..store.retention import RunRetention
 from ..store.schema import run_events, runs
 from .attempts import HELD, Attempts
 from .context import EngineContext, ready_run, timeline_event
@@ -25,9 +26,11 @@ class Timers:
         self.attempts = attempts
         self.waits = waits
         self.unrestored = unrestored
+        self.retention = RunRetention.from_env(context.db, context.clock)  # finished runs deleted (if set)
 
     def tick(self, batch: int = 500) -> None:
-        """Promote due delayed runs, expire runs past their TTL, and reclaim attempts whose lease ran out."""
+        """Promote due delayed runs, expire runs past their TTL, reclaim attempts whose lease ran out, complete
+        due waits, and delete finished runs past their retention."""
         now = self.context.clock()
         # Look first, on a read connection: most ticks find nothing, and need no write lock.
         with self.context.db.connect() as c:
@@ -44,6 +47,7 @@ class Timers:
         lost = self.unrestored.take_back(lost)  # claimed to be restored, and never restored: restore elsewhere
         self.attempts.crash(lost, "the worker stopped renewing its lease (node lost)")
         self.waits.complete_due(batch)
+        self.retention.sweep_if_due()
 
     def _promote_delayed(self, now: float, batch: int) -> int:
         with self.context.db.begin() as c:
