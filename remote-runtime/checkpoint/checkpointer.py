@@ -27,7 +27,7 @@ from outlast._channel import RESUME_FILE
 from ..settings import RuntimeSettings, env_whole_number
 from ..worker.processes import OUTPUT_FILE, process_home
 from . import criu
-from .store import CheckpointStore, LocalCheckpointStore, open_store
+from .store import CheckpointStore, LocalCheckpointStore, S3CheckpointStore, open_store
 
 log = logging.getLogger("outlast.checkpoint")
 STORE_TRIES = int(os.environ.get("OUTLAST_CHECKPOINT_STORE_TRIES", "3"))  # puts of one image before giving up
@@ -104,6 +104,8 @@ class Checkpointer:
         if not status.available:
             return None, f"CRIU is not usable here: {status.reason}"
         store = store or open_store(settings.checkpoint_store, settings.data_dir)
+        if isinstance(store, S3CheckpointStore):  # the local store clears its leftovers on its first write
+            threading.Thread(target=_sweep, args=(store,), name="outlast-checkpoint-sweep", daemon=True).start()
         return cls(store, settings.data_dir / "scratch", settings.process_dir), ""
 
     def describe(self) -> str:
@@ -285,3 +287,14 @@ class CheckpointSupport:
                                   f"{self.store_failures} times in a row ({error}); checkpointing paused")
             self.paused_until = time.monotonic() + STORE_PAUSE_SECONDS
             log.warning("waiting runs stay in memory on this node, NOT checkpointed: %s", self.store_problem)
+
+
+def _sweep(store: S3CheckpointStore) -> None:
+    """Once per runtime start: what puts and deletes killed mid-way left in the bucket (see `s3pages`)."""
+    try:
+        swept = store.sweep()
+    except Exception:
+        log.exception("could not sweep the leftovers of interrupted checkpoints in %s", store.describe())
+        return
+    if any(swept.values()):
+        log.info("swept the leftovers of interrupted checkpoints in %s: %s", store.describe(), swept)

@@ -2,13 +2,16 @@
 
 Each checkpoint is one object of the shared object layer (`outlast.runtime.objects`): a tar +
 zstd -1 archive with a listing that proves it complete (see `archive`), named `<key>.tar.zst` so
-that keys like "run_abc" and "run_abc/1" never clash. The local store also deduplicates memory pages
-across checkpoints (see `pagepool`); S3 stores each image whole.
+that keys like "run_abc" and "run_abc/1" never clash. Both stores also deduplicate memory pages
+across checkpoints: the local one in a page pool (`pagepool`), S3 in content-addressed page packs
+in the bucket (`s3pages`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from .archive import CheckpointMissing, CheckpointStoreError, pack, unpack
 from .basepages import base_pieces
 from .pagemaps import pages_file_runs
 from .pagepool import PagePool, poolable
+from .s3pages import S3Pages
 
 __all__ = [
     "CHECKPOINTS",
@@ -176,15 +180,49 @@ class LocalCheckpointStore(_ArchiveStore):
 
 
 class S3CheckpointStore(_ArchiveStore):
-    """One object per key under `s3://bucket/prefix` (see `objects.S3Objects`), each image whole."""
+    """One archive per key under `s3://bucket/prefix` (see `objects.S3Objects`). With `dedup` (default:
+    on unless OUTLAST_CHECKPOINT_DEDUP=0) the pages files of CRIU images are shared between keys as
+    content-addressed page packs in the bucket (see `s3pages`); this node keeps the packs it uses in
+    a folder per bucket and prefix under `cache_root` (default: the system's temp directory)."""
 
     objects: S3Objects
 
     def __init__(self, bucket: str, prefix: str = "checkpoints/", *, client: Any = None,
-                 endpoint_url: str | None = None, region: str | None = None) -> None:
+                 endpoint_url: str | None = None, region: str | None = None, cache_root: Path | None = None,
+                 dedup: bool | None = None) -> None:
         super().__init__(S3Objects(CHECKPOINTS, bucket, prefix, client=client, endpoint_url=endpoint_url,
                                    region=region))
         self.bucket, self.prefix, self.client = self.objects.bucket, self.objects.prefix, self.objects.client
+        self.dedup = dedup if dedup is not None else os.environ.get("OUTLAST_CHECKPOINT_DEDUP", "1") != "0"
+        if cache_root is None:
+            cache_root = Path(tempfile.gettempdir()) / f"outlast-checkpoint-pages-{os.getuid()}"
+        where = hashlib.sha256(f"{endpoint_url}|{bucket}|{self.prefix}".encode()).hexdigest()[:16]
+        self.pages = S3Pages(self.objects, cache_root / where)
+
+    def put(self, key: str, images_dir: Path, *, base: str | None = None) -> StoredCheckpoint:
+        CHECKPOINTS.validate(key)
+        images_dir = Path(images_dir)
+        if not (self.dedup and poolable(images_dir)):
+            stored = super().put(key, images_dir)
+            self.pages.delete(key)  # the pages a pooled image replaced here used
+            return stored
+        clock = _Clock()
+        raw, added = self.pages.put(key, images_dir, base, clock.lap)
+        return StoredCheckpoint(key, raw, added, clock.total(), clock.parts)
+
+    def get(self, key: str, dest_dir: Path) -> None:
+        with self.objects.reading(key) as source:
+            self.pages.get(key, source, Path(dest_dir), self._what(key))
+
+    def delete(self, key: str) -> None:
+        """The archive first: from then on nothing needs the key's pages, whatever happens next."""
+        CHECKPOINTS.validate(key)
+        self.objects.delete(key)
+        self.pages.delete(key)
+
+    def sweep(self) -> dict[str, int]:
+        """Clear what crashed puts and deletes left in the bucket (see `s3pages.S3Pages.sweep`)."""
+        return self.pages.sweep()
 
     def object_key(self, key: str) -> str:
         return self.objects.object_key(key)
@@ -211,5 +249,6 @@ def open_store(url: str | None, data_dir: Path) -> CheckpointStore:
     An s3://bucket URL without a path keeps the images at the bucket's root."""
     where = parse_store_url(url, "OUTLAST_CHECKPOINT_STORE", Path(data_dir) / "checkpoints")
     if isinstance(where, S3Location):
-        return S3CheckpointStore(where.bucket, where.prefix, endpoint_url=where.endpoint_url)
+        return S3CheckpointStore(where.bucket, where.prefix, endpoint_url=where.endpoint_url,
+                                 cache_root=Path(data_dir) / "checkpoint-pages")
     return LocalCheckpointStore(where)

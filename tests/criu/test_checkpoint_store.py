@@ -56,7 +56,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> CheckpointStore:
     if request.param == "local":
         return LocalCheckpointStore(tmp_path / "store")
     client = boto3.client("s3", endpoint_url=request.getfixturevalue("s3_endpoint"), **CREDENTIALS)
-    return S3CheckpointStore(BUCKET, f"tests/{uuid.uuid4().hex}/", client=client)
+    # The node's page cache beside tmp_path: tests compare tmp_path's listing.
+    return S3CheckpointStore(BUCKET, f"tests/{uuid.uuid4().hex}/", client=client,
+                             cache_root=tmp_path.parent / f"{tmp_path.name}-s3-cache")
 
 
 def raw_object(store: CheckpointStore, key: str) -> bytes:
