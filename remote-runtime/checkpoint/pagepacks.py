@@ -190,7 +190,8 @@ class PageFiller:
         if self.cache is None:
             return None
         count = reader.count(what)
-        return self.cache.open(reader.pack, count, lambda: (data for data, _ in reader.pages(0, count, what)))
+        return self.cache.open(reader.pack, count, lambda: (data for data, _ in reader.pages(0, count, what)),
+                               lambda: reader.hashes(0, count, what))
 
     def _reader(self, pack: str, what: str) -> _PackReader:
         if pack not in self._readers:

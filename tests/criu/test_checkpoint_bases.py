@@ -95,6 +95,26 @@ def test_restores_copy_a_kept_versions_pages_from_an_uncompressed_copy(
     assert not copy.exists()
 
 
+def _get_in_process(root: str, key: str, dest: str) -> None:
+    LocalCheckpointStore(Path(root)).get(key, Path(dest))
+
+
+def test_a_damaged_uncompressed_copy_is_caught_once_per_process_and_rebuilt(
+        store: LocalCheckpointStore, tmp_path: Path) -> None:
+    """Restores copy pages from the copy without hashing them: each process checks a copy it did
+    not build once, against the pack's page hashes, before using it."""
+    store.put("run_d/1", image(tmp_path / "a", 1), base="v1")
+    store.get("run_d/1", tmp_path / "first")
+    (copy,) = store.pool.cache.glob("*.pages")
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # bit rot: same size, other bytes
+    copy.write_bytes(bytes(data))
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as executor:
+        executor.submit(_get_in_process, str(store.root), "run_d/1", str(tmp_path / "back")).result()
+    assert digests(tmp_path / "back") == digests(tmp_path / "a")
+    assert copy.read_bytes() != bytes(data), "the copy was rebuilt from the pack"
+
+
 def test_pages_as_kept_at_their_address_are_not_hashed_and_come_back_byte_for_byte(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Real CRIU dumps of one fork server's children: the second one's pages are matched with the
