@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
 
 
 @functools.cache
@@ -22,12 +23,13 @@ def libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def fork_init(become: Callable[[int], None], *, new_namespace: bool = True) -> int:
+def fork_init(become: Callable[[int], None], *, new_namespace: bool = True, also: int = 0) -> int:
     """Fork a grandchild that runs `become(report_fd)` and never returns; return its PID as seen here.
 
     With `new_namespace` the grandchild is PID 1 of a new PID namespace. `report_fd` is a
     close-on-exec pipe: whatever the grandchild writes to it (prefixed "E") before it execs or
-    closes it is raised here as an OSError, after the grandchild has been waited for.
+    closes it is raised here as an OSError, after the grandchild has been waited for. `also` are more
+    CLONE_NEW* flags unshared with the PID namespace (CLONE_NEWNET: a network of its own).
     """
     unshare = libc().unshare  # resolved before forking
     r, w = os.pipe()  # close-on-exec: EOF once the middle child exited and the grandchild let go of it
@@ -36,8 +38,8 @@ def fork_init(become: Callable[[int], None], *, new_namespace: bool = True) -> i
         if middle == 0:  # never returns
             try:
                 os.close(r)
-                if new_namespace and unshare(CLONE_NEWPID) != 0:
-                    raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWPID) failed")
+                if new_namespace and unshare(CLONE_NEWPID | also) != 0:
+                    raise OSError(ctypes.get_errno(), f"unshare(CLONE_NEWPID | {also:#x}) failed")
                 init = os.fork()
                 if init == 0:
                     try:

@@ -3,8 +3,9 @@
 Started by a supervisor as `python -m outlast._zygote` with the environment every task process
 shares. Starting a Python process and importing a project costs around a second of CPU; forking
 one that already did costs milliseconds. Requests come one JSON line at a time on stdin:
-`{"process_id", "env", "output", "namespace"}`; each reply is one line on the original stdout:
-`{"pid": <host pid>}` or `{"error": "..."}`. The first line says whether the import worked.
+`{"process_id", "env", "output", "namespace", "network"}` (network false: loopback only); each
+reply is one line on the original stdout: `{"pid": <host pid>}` or `{"error": "..."}`. The first
+line says whether the import worked.
 
 Each task process is forked twice: the middle child (optionally after unshare(CLONE_NEWPID),
 making the task PID 1 of a new PID namespace) forks the task and exits, so the task is
@@ -31,9 +32,13 @@ import traceback
 from typing import Any
 
 from . import _process
-from ._pidns import fork_init
+from ._confine import confine, loopback_up
+from ._pidns import CLONE_NEWNET, fork_init
 
 WORKDIR_ROOT = os.environ.pop("OUTLAST_TASK_WORKDIR_ROOT", "")  # set under isolation; not the tasks' business
+TASK_UID = int(os.environ.pop("OUTLAST_TASK_UID", "0") or 0)  # under isolation: who the task runs as (0: root)
+LOOPBACK_ONLY = os.environ.pop("OUTLAST_TASK_NETWORK", "host") == "loopback"  # a request may say otherwise
+CHECKPOINTABLE = os.environ.pop("OUTLAST_TASK_CAPABILITIES", "checkpoint") == "checkpoint"
 
 
 def main() -> None:
@@ -94,7 +99,9 @@ def _fork_task(request: dict[str, Any], own: set[int]) -> int:
             os.close(fd)
         _become_task(request)
 
-    return fork_init(become, new_namespace=bool(request.get("namespace")))
+    offline = request.get("network", not LOOPBACK_ONLY) is False  # a network namespace of its own, loopback only
+    return fork_init(become, new_namespace=bool(request.get("namespace")) or offline,
+                     also=CLONE_NEWNET if offline else 0)
 
 
 def _become_task(request: dict[str, Any]) -> None:
@@ -109,7 +116,11 @@ def _become_task(request: dict[str, Any]) -> None:
             _replace_descriptor(2, out)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         os.environ.update(request.get("env", {}))
+        if request.get("network", not LOOPBACK_ONLY) is False:
+            loopback_up()
         _enter_workdir(request["process_id"])
+        if WORKDIR_ROOT:  # isolated: no capabilities, no way back to them (see _confine)
+            confine(TASK_UID, checkpointable=CHECKPOINTABLE)
         _process.serve()
     except SystemExit as exc:
         os._exit(exc.code if isinstance(exc.code, int) else 1)
@@ -127,6 +138,8 @@ def _enter_workdir(process_id: str) -> None:
         return
     workdir = os.path.join(WORKDIR_ROOT, process_id)
     os.mkdir(workdir, 0o700)
+    if TASK_UID:
+        os.chown(workdir, TASK_UID, TASK_UID)  # the task's once it is no longer root
     os.chdir(workdir)
     os.environ["TMPDIR"] = workdir
     tempfile.tempdir = None  # gettempdir() looks again

@@ -183,7 +183,9 @@ def dump(pid: int, images_dir: str | os.PathLike[str], *, leave_running: bool = 
     images.mkdir(parents=True, exist_ok=True)
     if any(images.glob("*.img")):
         raise CheckpointError(f"{images} already holds images; dump into an empty directory")
-    args = ["dump", "-t", str(pid), "-D", str(images), "-o", "dump.log", "-v1"]
+    # --network-lock skip: a task with a network namespace of its own (OUTLAST_TASK_NETWORK=loopback) has
+    # only `lo`, and criu's default lock needs iptables binaries hosts may lack; TCP is closed anyway.
+    args = ["dump", "-t", str(pid), "-D", str(images), "-o", "dump.log", "-v1", "--network-lock", "skip"]
     if leave_running:
         args.append("--leave-running")
     if tcp_close:
@@ -221,7 +223,7 @@ def restore(images_dir: str | os.PathLike[str], *, pidfile: str | os.PathLike[st
     # --root /: a task dumped in a mount namespace of its own (worker/isolation.py) has its mounts
     # rebuilt from the image; criu 4.2.1 needs a root to build them under (else BUG at mount.c:48).
     args = ["restore", "-D", str(images), "-d", "--pidfile", str(pid_path), "-o", "restore.log", "-v1",
-            "--tcp-close", "--root", "/"]
+            "--tcp-close", "--root", "/", "--network-lock", "skip"]
     if cgroup_roots:
         args.append("--manage-cgroups=soft")
         args += [f"--cgroup-root={names}:{path}" if names else f"--cgroup-root={path}"

@@ -21,7 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")  # cpuacct: v1 only; on v2, cpu.stat has the usage
+CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "devices")  # cpuacct: v1 only; on v2, cpu.stat has the usage
+# devices: v1 only (v2 filters devices with an eBPF program attached to the cgroup, not done here).
+# What a task may open once its cgroup denies the rest: runc's default devices (null, zero, full,
+# random, urandom, tty, ptmx and the ptys).
+ALLOWED_DEVICES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:2 rwm",
+                   "c 136:* rwm")
 PARENT = "outlast"
 CPU_PERIOD_US = 100_000
 
@@ -76,6 +81,9 @@ def detect(proc: Path = Path("/proc/self")) -> tuple[dict[str, Hierarchy], dict[
         if controller in v1:
             names = next((n for n in own_v1 if controller in n.split(",")), controller)
             found[controller] = Hierarchy(controller, 1, v1[controller], own_v1.get(names, "/"), names)
+        elif controller == "devices":
+            missing[controller] = ("not mounted as cgroup v1 (on cgroup v2 a device filter is an eBPF program, "
+                                   "which outlast does not attach: devices are not filtered)")
         elif v2 is not None and (controller if controller != "cpuacct" else "cpu") in v2_controllers:
             found[controller] = Hierarchy(controller, 2, v2, own_v2 or "/", "")
         else:
@@ -130,6 +138,10 @@ class TaskCgroup:
             hierarchy = self.hierarchies.get(controller)
             if hierarchy is not None and hierarchy.version == 2:
                 _enable_v2(hierarchy, self.paths[controller], controller)
+        if "devices" in self.hierarchies:  # before any process is in it: deny all, then the harmless ones
+            self._write("devices", "devices.deny", "a")
+            for rule in ALLOWED_DEVICES:
+                self._write("devices", "devices.allow", rule)
 
     def limit(self, cpus: float, memory_bytes: int, pids: int) -> None:
         """Set the limits; CgroupError if the kernel refuses one (memory below what the process uses)."""

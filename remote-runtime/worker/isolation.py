@@ -25,12 +25,19 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from outlast._pidns import libc
+from outlast._confine import confine, loopback_up
+from outlast._pidns import CLONE_NEWNET, libc
 
 MODES = ("namespaces", "process")
 DEFAULT_MODE = "process"  # see the README's Machines section for why this is not on by default yet
 WORKDIR_ROOT_ENV = "OUTLAST_TASK_WORKDIR_ROOT"  # the fork server makes each task's working directory in it
 WORKDIR_ROOT = "/tmp/outlast-tasks"
+TASK_UID_ENV = "OUTLAST_TASK_UID"  # the setting's name, and how the fork server learns it
+NETWORK_ENV = "OUTLAST_TASK_NETWORK"  # `host` (default: outbound network) or `loopback` (none)
+NETWORKS = ("host", "loopback")
+CAPABILITIES_ENV = "OUTLAST_TASK_CAPABILITIES"  # `checkpoint` (default: CAP_SYS_ADMIN for CRIU) or `none`
+CAPABILITY_CHOICES = ("checkpoint", "none")
+NOBODY = 65534
 # Supervisors' control sockets, under isolation: one host directory that every namespace binds, so a
 # task restored into its image's namespace finds a supervisor started since (a restart, another node).
 SOCKETS_DIR = "/tmp/outlast-sockets"
@@ -41,6 +48,16 @@ CLONE_NEWIPC = 0x08000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
 PR_SET_NO_NEW_PRIVS = 38
+# A bind remount sets a mount's flags to exactly those given: each one it had must be given again.
+KEPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": 8, "noatime": 1024, "nodiratime": 2048,
+              "relatime": 1 << 21, "strictatime": 1 << 24}
+# runc's default maskedPaths and readonlyPaths: what a process without capabilities but with uid 0 could
+# still read (the kernel's memory, keys, timers of other processes) or write (sysctls, sysrq).
+MASKED = ("/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+          "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware")
+READ_ONLY_PROC = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+# Mounts left writable: the private /tmp and /dev/shm, /proc (CRIU writes through a task's), ptys.
+WRITABLE_MOUNTS = ("/tmp", "/dev/shm", "/proc", "/dev/pts")
 
 
 class IsolationError(Exception):
@@ -64,6 +81,9 @@ class Plan:
     writable: list[str] = field(default_factory=list)  # kept visible and writable (socket, process dir)
     shared: list[str] = field(default_factory=list)  # host directories tasks may write (OUTLAST_ISOLATION_SHARE)
     hostname: str = "outlast-task"
+    uid: int = 0  # task processes' uid (0: root without capabilities), see task_uid()
+    network: bool = True  # False: each task process in a network namespace of its own, loopback only
+    checkpointable: bool = True  # False: no capability at all, and CRIU cannot dump the tasks (see _confine)
 
     def command(self, argv: Sequence[str]) -> list[str]:
         """`argv` started inside the plan's namespaces."""
@@ -74,7 +94,8 @@ def plan_for(*, data_dir: Path, stores: Sequence[str | None], code: Sequence[Pat
              writable: Sequence[Path], shared: str | None = None) -> Plan:
     """The plan for one version: `stores` are the checkpoint and bundle store settings (local paths
     or file:// URLs are hidden too; s3:// ones are not on this filesystem); `shared` is
-    OUTLAST_ISOLATION_SHARE, host directories separated by ':' that tasks may read and write."""
+    OUTLAST_ISOLATION_SHARE, host directories separated by ':' that tasks may read and write. The
+    task uid and network come from OUTLAST_TASK_UID and OUTLAST_TASK_NETWORK (ValueError if wrong)."""
     hidden = [data_dir]
     for store in stores:
         if store and "://" not in store:
@@ -83,7 +104,53 @@ def plan_for(*, data_dir: Path, stores: Sequence[str | None], code: Sequence[Pat
             hidden.append(Path(store.removeprefix("file://")))
     return Plan(hidden=[str(p.resolve()) for p in hidden], read_only=[str(p.resolve()) for p in code],
                 writable=[str(p.resolve()) for p in writable],
-                shared=[str(Path(p).resolve()) for p in (shared or "").split(":") if p])
+                shared=[str(Path(p).resolve()) for p in (shared or "").split(":") if p],
+                uid=task_uid(os.environ.get(TASK_UID_ENV))[0], network=network_from(os.environ.get(NETWORK_ENV)),
+                checkpointable=checkpointable_from(os.environ.get(CAPABILITIES_ENV)))
+
+
+def task_uid(value: str | None) -> tuple[int, str]:
+    """Task processes' uid for OUTLAST_TASK_UID (`auto`, the default, or a number), and why.
+
+    `auto` is nobody (65534) where CRIU can checkpoint a process of another uid, else 0 without
+    capabilities: criu reads a task's rlimits with prlimit(2), which on another uid needs
+    CAP_SYS_RESOURCE, and some hosts' root lacks it (this project's test VMs: the dump fails with
+    "Can't get rlimit 0: Operation not permitted")."""
+    text = (value or "auto").strip().lower()
+    if text != "auto":
+        if not text.isdigit() or int(text) >= 2**32 - 1:
+            raise ValueError(f"OUTLAST_TASK_UID must be auto or a uid (a whole number), not {value!r}")
+        return int(text), "set by OUTLAST_TASK_UID"
+    if _has_capability(CAP_SYS_RESOURCE):
+        return NOBODY, "auto: nobody"
+    return 0, ("auto: root, because this process lacks CAP_SYS_RESOURCE, which CRIU "
+               "needs to checkpoint a process of another uid")
+
+
+def network_from(value: str | None) -> bool:
+    """Whether task processes keep the host's network (OUTLAST_TASK_NETWORK); ValueError naming the choices."""
+    text = (value or "host").strip().lower()
+    if text not in NETWORKS:
+        raise ValueError(f"OUTLAST_TASK_NETWORK must be one of {', '.join(NETWORKS)}, not {value!r}")
+    return text == "host"
+
+
+def checkpointable_from(value: str | None) -> bool:
+    """OUTLAST_TASK_CAPABILITIES: `checkpoint` (CAP_SYS_ADMIN kept, seccomp-limited, so CRIU can dump the
+    task) or `none`; ValueError naming the choices."""
+    text = (value or "checkpoint").strip().lower()
+    if text not in CAPABILITY_CHOICES:
+        raise ValueError(f"OUTLAST_TASK_CAPABILITIES must be one of {', '.join(CAPABILITY_CHOICES)}, not {value!r}")
+    return text == "checkpoint"
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def _has_capability(cap: int) -> bool:
+    with open("/proc/self/status") as status:
+        effective = next(int(line.split()[1], 16) for line in status if line.startswith("CapEff:"))
+    return bool(effective >> cap & 1)
 
 
 def sockets_dir(mode: str | None) -> str | None:
@@ -125,10 +192,45 @@ def enter(plan: Plan) -> None:
     # The host's files: read, never written; the hidden ones' empty stand-ins too (not a scratch space).
     for path in ["/", *hidden, *(p for p in plan.read_only if p in kept)]:
         _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    _mask_proc()
+    _read_only_elsewhere([*plan.writable, *plan.shared])
     host = plan.hostname.encode()
     _check(lib.sethostname(host, len(host)), "sethostname")
     _check(lib.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     os.chdir(WORKDIR_ROOT)  # the fork server's own cwd: writable (CRIU mounts its /proc in a task's cwd)
+
+
+def _mask_proc() -> None:
+    """/dev/null over the masked files, an empty read-only tmpfs over the masked directories, and the
+    read-only paths bound onto themselves read-only (a task has uid 0 by default, capabilities or not)."""
+    for path in MASKED:
+        if os.path.isdir(path):
+            _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=0")
+        elif os.path.exists(path):
+            _mount("/dev/null", path, None, MS_BIND)
+    for path in READ_ONLY_PROC:
+        if os.path.exists(path):
+            _mount(path, path, None, MS_BIND | MS_REC)
+            _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | 8)
+
+
+def _read_only_elsewhere(writable: Sequence[str]) -> None:
+    """Every other mount read-only too (/sys and its cgroup hierarchies: a task's own limits are root's
+    files, /dev, /run...): a read-only root does not make the mounts below it read-only."""
+    keep = (*WRITABLE_MOUNTS, *writable)
+    for target, options in _mounts():
+        if "rw" not in options or any(target == k or target.startswith(k.rstrip("/") + "/") for k in keep):
+            continue
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | sum(KEPT_FLAGS.get(o, 0) for o in options)
+        _mount(None, target, None, flags)
+
+
+def _mounts() -> list[tuple[str, set[str]]]:
+    """(mount point, per-mount options) of this namespace, parents before children."""
+    with open("/proc/self/mountinfo") as mounts:
+        fields = [line.split() for line in mounts]
+    decoded = [(f[4].encode().decode("unicode_escape"), set(f[5].split(","))) for f in fields]
+    return sorted(decoded, key=lambda mount: len(mount[0]))
 
 
 def _open_dirs(paths: Sequence[str]) -> dict[str, int]:
@@ -185,15 +287,47 @@ def _check(result: int, what: str) -> None:
         raise IsolationError(f"{what} failed: {os.strerror(errno)}")
 
 
+def open_to_task_group(plan: Plan) -> None:
+    """A task with a uid of its own reaches the supervisor's control socket and reads its process
+    directory through its group (its gid is its uid): each writable directory and what it directly
+    holds get that group, with read and search (directories) or read-write (sockets) for it."""
+    if not plan.uid:
+        return
+    for top in map(Path, plan.writable):
+        for path in [top, *(top.iterdir() if top.is_dir() else ())]:
+            if path.is_dir() and not path.is_symlink():
+                _group_may(path, plan.uid, 0o050)
+                for socket in path.glob("*.sock"):
+                    _group_may(socket, plan.uid, 0o060)
+
+
+def _group_may(path: Path, gid: int, bits: int) -> None:
+    os.chown(path, -1, gid)
+    os.chmod(path, path.stat().st_mode & 0o7777 | bits)
+
+
 def main(args: Sequence[str]) -> None:
     plan = Plan(**json.loads(args[0]))
     try:
+        open_to_task_group(plan)
         enter(plan)
     except (IsolationError, OSError) as exc:
         print(f"isolation: {exc}", file=sys.stderr)
         os._exit(70)
     if "outlast._zygote" in args[1:]:  # a fork server makes its tasks' working directories there
         os.environ[WORKDIR_ROOT_ENV] = WORKDIR_ROOT
+        os.environ[TASK_UID_ENV] = str(plan.uid)  # each task drops to it after its fork (the server cannot)
+        os.environ[NETWORK_ENV] = "loopback" if not plan.network else "host"
+        os.environ[CAPABILITIES_ENV] = "checkpoint" if plan.checkpointable else "none"
+    else:  # a task process started from scratch: confined before it runs anything
+        try:
+            if not plan.network:
+                _check(libc().unshare(CLONE_NEWNET), "unshare(network)")
+                loopback_up()
+            confine(plan.uid, checkpointable=plan.checkpointable)
+        except OSError as exc:
+            print(f"isolation: {exc}", file=sys.stderr)
+            os._exit(70)
     os.execv(args[1], list(args[1:]))
 
 

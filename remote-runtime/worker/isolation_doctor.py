@@ -1,5 +1,6 @@
 """`outlast doctor`'s isolation section: what this host gives task processes (cgroups per controller,
-whether task cgroups can be made here, user namespaces, runc)."""
+whether task cgroups can be made here, user namespaces, runc, seccomp) and what the settings make of
+it (task uid, capabilities, network)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from outlast import _seccomp
 from outlast._pidns import libc
 
 from . import cgroups, isolation
@@ -39,6 +41,35 @@ def report() -> list[tuple[str, bool, str]]:
     rows.append(("user namespaces", True, user_namespaces()))
     rows.append(("runc", True, runc()))
     rows.append(isolation.doctor_row())
+    rows.extend(confinement())
+    return rows
+
+
+def confinement() -> list[tuple[str, bool, str]]:
+    """What a task process under OUTLAST_ISOLATION=namespaces runs as, from the settings and this host."""
+    rows: list[tuple[str, bool, str]] = []
+    seccomp = _seccomp.available()
+    rows.append(("seccomp", seccomp, "libseccomp found: task processes get a filter (mounts, namespaces, "
+                 "modules, keys, BPF, ptrace denied)" if seccomp else
+                 "libseccomp.so.2 NOT found (apt-get install libseccomp2): isolated task processes cannot start"))
+    try:
+        uid, why = isolation.task_uid(os.environ.get(isolation.TASK_UID_ENV))
+        rows.append(("task uid", True, f"{uid} ({why})"))
+    except ValueError as exc:
+        rows.append(("task uid", False, str(exc)))
+    try:
+        kept = isolation.checkpointable_from(os.environ.get(isolation.CAPABILITIES_ENV))
+        rows.append(("task capabilities", True, "CAP_SYS_ADMIN only, for CRIU's parasite (seccomp-limited); "
+                     "OUTLAST_TASK_CAPABILITIES=none drops it too, and such tasks are never checkpointed"
+                     if kept else "none (OUTLAST_TASK_CAPABILITIES=none): waiting tasks are not checkpointed"))
+    except ValueError as exc:
+        rows.append(("task capabilities", False, str(exc)))
+    try:
+        network = isolation.network_from(os.environ.get(isolation.NETWORK_ENV))
+        rows.append(("task network", True, "the host's (outbound allowed; OUTLAST_TASK_NETWORK=loopback takes it "
+                     "away)" if network else "loopback only: a network namespace per task process"))
+    except ValueError as exc:
+        rows.append(("task network", False, str(exc)))
     return rows
 
 

@@ -27,7 +27,7 @@ from outlast.wire import TaskRunError
 from outlast.wire.machines import OUT_OF_MEMORY_ERROR as OUT_OF_MEMORY
 from outlast.wire.machines import Machine
 
-from . import cgroups
+from . import cgroups, isolation
 from .cgroups import CgroupError, TaskCgroup, Usage
 
 log = logging.getLogger("outlast.supervisor")
@@ -84,7 +84,10 @@ class Measured:
 class Limits:
     """The node's task cgroups: created, sized, measured and removed; and the node's size."""
 
-    def __init__(self, mode: str = "auto", pids_max: int = 512, node: NodeSize | None = None) -> None:
+    def __init__(self, mode: str = "auto", pids_max: int = 512, node: NodeSize | None = None,
+                 devices: bool | None = None) -> None:
+        """`devices`: filter task processes' devices (cgroup v1); None: where task processes are isolated
+        (OUTLAST_ISOLATION), not in `process` mode, whose tasks have the host's devices as before."""
         self.node = node or NodeSize.of_host()
         self.pids_max = pids_max
         self.problem = ""  # why limits are not enforced here ("" where they are)
@@ -106,7 +109,12 @@ class Limits:
         elif problem := self._try_parent(found):
             self.problem = problem
         else:
-            self.hierarchies = found
+            if devices is None:
+                try:
+                    devices = isolation.mode_from(os.environ.get("OUTLAST_ISOLATION")) != "process"
+                except ValueError:  # said where the mode is read (startup, doctor); filtered meanwhile
+                    devices = True
+            self.hierarchies = {c: h for c, h in found.items() if c != "devices" or devices}
 
     @property
     def enforced(self) -> bool:
@@ -116,7 +124,9 @@ class Limits:
         if self.problem:
             return f"machine limits NOT enforced: {self.problem}"
         versions = ", ".join(f"{c} v{h.version}" for c, h in self.hierarchies.items())
-        return f"machine limits enforced with cgroups ({versions})"
+        devices = "devices deny-all but null, zero, full, random, urandom, tty, ptmx, ptys" \
+            if "devices" in self.hierarchies else "devices not filtered"
+        return f"machine limits enforced with cgroups ({versions}); {devices}"
 
     def _try_parent(self, found: dict[str, cgroups.Hierarchy]) -> str:
         """Make this supervisor's parent cgroup, clearing what dead supervisors left; a problem or ""."""

@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 from outlast import RunStatus
 from outlast.cli import app
 from outlast.runtime.checkpoint import criu
+from outlast.runtime.worker import cgroups
+from outlast.runtime.worker.isolation import checkpointable_from, network_from, task_uid
 from tests.conftest import RuntimeProcess, runtime_process, wait_for
 from tests.e2e._shared import process_gone
 
@@ -110,6 +112,43 @@ def test_a_shared_directory_is_writable_and_the_data_directory_inside_it_still_h
     assert output["data_listing"] == []
 
 
+NO_CAPABILITIES = "0000000000000000"
+SYS_ADMIN_ONLY = "0000000000200000"  # kept for CRIU's parasite; seccomp denies what it would allow
+CAPABILITIES = {"CapEff": SYS_ADMIN_ONLY, "CapPrm": SYS_ADMIN_ONLY, "CapBnd": SYS_ADMIN_ONLY,
+                "CapAmb": NO_CAPABILITIES, "CapInh": NO_CAPABILITIES}
+
+
+def escape_payload(runtime: RuntimeProcess) -> dict:
+    block = next((d for d in ("/dev/vda", "/dev/sda", "/dev/nvme0n1", "/dev/xvda") if Path(d).exists()), "/dev/vda")
+    memory = cgroups.detect()[0]["memory"]
+    return {"runtime_pid": runtime.process.pid, "block_device": block,
+            "cgroup_procs": str(memory.path(memory.own) / "cgroup.procs")}
+
+
+def test_a_task_has_no_capabilities_and_cannot_mount_ptrace_or_touch_the_kernel(runtime, client):
+    output = completed(client, "escape", escape_payload(runtime))
+    assert output["uid"] == task_uid("auto")[0]
+    assert output["capabilities"] == CAPABILITIES
+    assert output["no_new_privs"] == "1" and output["seccomp"] == "2"
+    assert output["mount"] == "Operation not permitted"
+    assert output["user_namespace"] == "Operation not permitted"
+    assert output["runtime_memory"] == "Permission denied", "ptrace access to the runtime"
+    assert output["kcore"] in ("ok: 0 bytes", "No such file or directory"), "masked (this VM's kernel has none)"
+    assert output["keys"] == "ok: 0 bytes", "masked"
+    assert output["sysctl"] == "Read-only file system"
+    assert output["sysrq"] in ("Read-only file system", "No such file or directory"), "(none on this VM)"
+    assert output["cgroup_escape"] == "Read-only file system", "its own limits are root's files"
+    assert output["sys"] == "Read-only file system"
+    assert output["null"] == "ok"
+
+
+@pytest.mark.skipif("devices" not in cgroups.detect()[0], reason="devices are filtered with cgroup v1 only")
+def test_a_task_cannot_open_a_block_device(runtime, client):
+    payload = escape_payload(runtime)
+    assert Path(payload["block_device"]).exists(), "the host has the disk (else the test proves nothing)"
+    assert completed(client, "escape", payload)["block_device"] == "Operation not permitted"
+
+
 class Hello(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = b"hello from the host"
@@ -122,14 +161,19 @@ class Hello(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_outbound_http_works(client):
+@pytest.fixture(scope="module")
+def local_server() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        output = completed(client, "fetch", {"url": f"http://127.0.0.1:{server.server_address[1]}/"})
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
     finally:
         server.shutdown()
+
+
+def test_outbound_http_works(client, local_server):
+    output = completed(client, "fetch", {"url": local_server})
     assert output == {"status": 200, "body": "hello from the host"}
 
 
@@ -160,6 +204,7 @@ def check_a_checkpointed_run(client, database: Path) -> None:
     assert output["write_code"] == "Read-only file system"
     assert output["write_cwd"] == "ok"
     assert output["no_new_privs"] == "1" and output["hostname"] == "outlast-task"
+    assert output["capabilities"] == CAPABILITIES and output["seccomp"] == "2", "restored as confined as it was"
     messages = [e.message for e in client.run_events(handle.id) if e.kind == "status"]
     assert any("resumes on" in m for m in messages), messages
     sandboxes = forkserver_roots()
@@ -215,3 +260,49 @@ def test_a_run_checkpointed_before_its_runtime_was_killed_resumes_in_the_next_on
         assert run.output["write_code"] == "Read-only file system"
     finally:
         runtime.close()
+
+
+def test_loopback_only_tasks_reach_nothing_outside_and_are_checkpointed_with_their_network(tmp_path, local_server):
+    """OUTLAST_TASK_NETWORK=loopback: each task process in a network namespace of its own with only `lo`."""
+    runtime = runtime_process(tmp_path, None, project="isolation", slots=1,
+                              extra_env={**ENV, "OUTLAST_TASK_NETWORK": "loopback"}).start()
+    try:
+        client = runtime.client()
+        run = finished(client, client.trigger("fetch", {"url": local_server}).id)
+        assert run.status is RunStatus.FAILED
+        assert "Connection refused" in run.error.message or "unreachable" in run.error.message, run.error
+        output = completed(client, "loopback", {})
+        assert output == {"interfaces": ["lo"], "echo": "own loopback"}
+        check_a_checkpointed_run(client, data_dir(runtime) / "outlast.db")
+    finally:
+        runtime.close()
+
+
+def test_without_capabilities_and_as_nobody_a_task_reads_no_process_of_the_host(tmp_path):
+    """OUTLAST_TASK_UID=65534 OUTLAST_TASK_CAPABILITIES=none: the strictest setting (its tasks cannot be
+    checkpointed: a wait keeps the process, and the run still completes)."""
+    runtime = runtime_process(tmp_path, None, project="isolation", slots=1, extra_env={
+        **ENV, "OUTLAST_TASK_UID": "65534", "OUTLAST_TASK_CAPABILITIES": "none"}).start()
+    try:
+        client = runtime.client()
+        output = completed(client, "escape", escape_payload(runtime))
+        assert output["uid"] == 65534
+        assert output["capabilities"] == dict.fromkeys(CAPABILITIES, NO_CAPABILITIES)
+        assert output["runtime_environment"] == "Permission denied", "the runtime's environment holds its keys"
+        assert output["runtime_memory"] == "Permission denied"
+        assert output["mount"] == "Operation not permitted"
+        assert output["write_cwd"] == "ok", "its working directory is its own"
+        waited = completed(client, "isolated-wait", {"text": "kept", "seconds": 2})
+        assert waited["counter"] == 42 and waited["tmp"] == "kept"
+    finally:
+        runtime.close()
+
+
+@pytest.mark.parametrize(("parse", "value", "said"), [
+    (task_uid, "nobody", "OUTLAST_TASK_UID must be auto or a uid (a whole number), not 'nobody'"),
+    (network_from, "none", "OUTLAST_TASK_NETWORK must be one of host, loopback, not 'none'"),
+    (checkpointable_from, "all", "OUTLAST_TASK_CAPABILITIES must be one of checkpoint, none, not 'all'")])
+def test_a_wrong_task_setting_is_refused_naming_it_and_its_choices(parse, value, said):
+    with pytest.raises(ValueError) as refused:
+        parse(value)
+    assert str(refused.value) == said

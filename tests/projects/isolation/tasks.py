@@ -3,6 +3,7 @@ and a wait across a checkpoint. Used by tests/machines/test_isolation.py."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import tempfile
@@ -45,6 +46,8 @@ def sandbox() -> dict:
     status = dict(line.split(":\t", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":\t" in line)
     return {
         "no_new_privs": status.get("NoNewPrivs", "").strip(),
+        "seccomp": status.get("Seccomp", "").strip(),
+        "capabilities": {key: status[key].strip() for key in ("CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh")},
         "hostname": socket.gethostname(),
         "cwd": os.getcwd(),
         "tmpdir": tempfile.gettempdir(),
@@ -59,6 +62,50 @@ def probe(payload: dict) -> dict:
     return {"read": {p: attempt(read, p) for p in payload.get("read", [])},
             "write": {p: attempt(write, p) for p in payload.get("write", [])},
             **sandbox()}
+
+
+def mount(path: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"tmpfs", path.encode(), b"tmpfs", 0, None) != 0:
+        raise OSError(ctypes.get_errno(), "mount")
+    libc.umount2(path.encode(), 2)
+
+
+def read_some(path: str) -> str:
+    """'ok: N bytes' for what a read gave (a masked file gives 0), else the error's name."""
+    try:
+        with open(path, "rb") as handle:
+            return f"ok: {len(handle.read(64))} bytes"
+    except OSError as exc:
+        return os.strerror(exc.errno) if exc.errno else type(exc).__name__
+
+
+def unshare_user(_: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER: allowed to anyone by default, and root inside
+        raise OSError(ctypes.get_errno(), "unshare")
+
+
+@task(id="escape")
+def escape(payload: dict) -> dict:
+    """What a task without privileges must not be able to do; each value 'ok' or the kernel's error."""
+    runtime = payload["runtime_pid"]
+    return {
+        "uid": os.getuid(),
+        "mount": attempt(mount, os.getcwd()),
+        "user_namespace": attempt(unshare_user, ""),
+        "runtime_memory": read_some(f"/proc/{runtime}/mem"),  # ptrace access: what ptrace(ATTACH) checks
+        "runtime_environment": read_some(f"/proc/{runtime}/environ"),
+        "kcore": read_some("/proc/kcore"),
+        "keys": read_some("/proc/keys"),
+        "sysctl": attempt(write, "/proc/sys/kernel/hostname"),
+        "sysrq": attempt(write, "/proc/sysrq-trigger"),
+        "block_device": read_some(payload["block_device"]),
+        "null": attempt(write, "/dev/null"),
+        "cgroup_escape": attempt(write, payload["cgroup_procs"]),
+        "sys": attempt(write, "/sys/kernel/mm/ksm/run"),
+        **sandbox(),
+    }
 
 
 @task(id="write-tmp")
@@ -78,6 +125,17 @@ def write_file(payload: dict) -> dict:
 def fetch(payload: dict) -> dict:
     with urllib.request.urlopen(payload["url"], timeout=10) as response:
         return {"status": response.status, "body": response.read().decode()}
+
+
+@task(id="loopback")
+def loopback(payload: dict) -> dict:
+    """Its network interfaces, and an echo through 127.0.0.1 within the task."""
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.create_connection(server.getsockname()) as client:
+        peer, _ = server.accept()
+        with peer:
+            client.sendall(b"own loopback")
+            echo = peer.recv(64).decode()
+    return {"interfaces": sorted(name for _, name in socket.if_nameindex()), "echo": echo}
 
 
 @task(id="isolated-wait")
