@@ -1,20 +1,21 @@
 """Following the runtime's Server-Sent Events: `runs.subscribe(id)`, `subscribe_to_tag(tag)`, `subscribe_to_batch`.
 
-A `Subscription` is both an iterator and an async iterator. It reads the SSE stream with httpx,
-remembers the id of the last message, and when the connection drops it reconnects with
+A `Subscription` is both an iterator and an async iterator. It reads the SSE stream with httpx and
+httpx-sse, remembers the id of the last message, and when the connection drops it reconnects with
 `Last-Event-ID`, so nothing is lost or repeated (the runtime's cursors, see docs/realtime.md). It
 ends at the runtime's `end` event (a run that is final, a stream whose run is final) or `close()`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
+from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 from ._client import AsyncClient, Client
 from ._config import ClientSettings, from_env
@@ -24,50 +25,22 @@ from .wire import API_PREFIX, CHUNK_EVENT, END_EVENT, RUN_EVENT, BatchHandle, Ru
 T = TypeVar("T")
 RECONNECT_SECONDS = 0.5
 RECONNECT_FOR_SECONDS = 60.0  # give up after this long without a connection
-
-
-@dataclass
-class SSEMessage:
-    event: str = "message"
-    data: str = ""
-    id: str | None = None
-
-
-@dataclass
-class SSEParser:
-    """Turns SSE lines into messages (the WHATWG rules this runtime's frames use: id, event, data)."""
-
-    pending: SSEMessage = field(default_factory=SSEMessage)
-    lines: list[str] = field(default_factory=list)
-
-    def feed(self, line: str) -> SSEMessage | None:
-        if line == "":
-            message, self.pending = self.pending, SSEMessage()
-            message.data = "\n".join(self.lines)
-            self.lines = []
-            return message if message.data or message.event != "message" else None
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self.lines.append(value)
-        elif name == "event":
-            self.pending.event = value
-        elif name == "id":
-            self.pending.id = value
-        return None
+LOST = (httpx.TransportError, httpx.RemoteProtocolError)  # the connection dropped: reconnect
 
 
 class Subscription(Generic[T]):
-    """Messages of one SSE endpoint, in order, across reconnects; `for x in sub` or `async for x in sub`."""
+    """Messages of one SSE endpoint, in order, across reconnects; `for x in sub` or `async for x in sub`.
 
-    def __init__(self, settings: ClientSettings, path: str, convert: Callable[[SSEMessage], T | None], *,
+    The two iterators are the same loop, one with blocking and one with awaited I/O; what they decide
+    (the request, a refusal, each event, whether to reconnect) is in the methods they share.
+    """
+
+    def __init__(self, settings: ClientSettings, path: str, convert: Callable[[ServerSentEvent], T | None], *,
                  token: str | None = None, after: str | None = None, params: dict[str, str] | None = None) -> None:
         credential = token or settings.require_secret_key()
         self.url = settings.api_url + API_PREFIX + path
         self.params = params or {}
-        self.headers = {"Authorization": f"Bearer {credential}", "Accept": "text/event-stream"}
+        self.headers = {"Authorization": f"Bearer {credential}"}
         self.last_event_id = after
         self._convert = convert
         self._closed = False
@@ -76,17 +49,21 @@ class Subscription(Generic[T]):
     def close(self) -> None:
         self._closed = True
 
-    def _request_headers(self) -> dict[str, str]:
+    def _request(self) -> dict[str, Any]:
         extra = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
-        return {**self.headers, **extra}
+        return {"params": self.params, "headers": {**self.headers, **extra}}
 
-    def _accept(self, message: SSEMessage) -> tuple[bool, T | None]:
-        """(ended, item): remembers the message's id before handing it on."""
-        if message.id:
-            self.last_event_id = message.id
-        if message.event == END_EVENT:
+    def _accept(self, event: ServerSentEvent) -> tuple[bool, T | None]:
+        """(ended, item): remembers the event's id before handing it on."""
+        if event.id:
+            self.last_event_id = event.id
+        if event.event == END_EVENT:
             return True, None
-        return False, self._convert(message)
+        return False, self._convert(event)
+
+    def _give_up_after(self, error: Exception, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            raise error
 
     # --- sync ---------------------------------------------------------------------------------
 
@@ -95,58 +72,45 @@ class Subscription(Generic[T]):
         with httpx.Client(timeout=self._timeout) as http:
             while not self._closed:
                 try:
-                    with http.stream("GET", self.url, params=self.params, headers=self._request_headers()) as response:
-                        if response.status_code != 200:
-                            response.read()
-                            raise api_error(response)
+                    with connect_sse(http, "GET", self.url, **self._request()) as source:
+                        if source.response.status_code != 200:
+                            source.response.read()
+                            raise api_error(source.response)
                         deadline = time.monotonic() + RECONNECT_FOR_SECONDS
-                        parser = SSEParser()
-                        for line in response.iter_lines():
-                            message = parser.feed(line)
-                            if message is None:
-                                continue
-                            ended, item = self._accept(message)
+                        for event in source.iter_sse():
+                            ended, item = self._accept(event)
                             if ended:
                                 return
                             if item is not None:
                                 yield item
                             if self._closed:
                                 return
-                except (httpx.TransportError, httpx.RemoteProtocolError):
-                    if time.monotonic() > deadline:
-                        raise
+                except LOST as exc:
+                    self._give_up_after(exc, deadline)
                 time.sleep(RECONNECT_SECONDS)
 
     # --- async --------------------------------------------------------------------------------
 
     async def __aiter__(self) -> AsyncIterator[T]:
-        import asyncio
-
         deadline = time.monotonic() + RECONNECT_FOR_SECONDS
         async with httpx.AsyncClient(timeout=self._timeout) as http:
             while not self._closed:
                 try:
-                    async with http.stream("GET", self.url, params=self.params,
-                                           headers=self._request_headers()) as response:
-                        if response.status_code != 200:
-                            await response.aread()
-                            raise api_error(response)
+                    async with aconnect_sse(http, "GET", self.url, **self._request()) as source:
+                        if source.response.status_code != 200:
+                            await source.response.aread()
+                            raise api_error(source.response)
                         deadline = time.monotonic() + RECONNECT_FOR_SECONDS
-                        parser = SSEParser()
-                        async for line in response.aiter_lines():
-                            message = parser.feed(line)
-                            if message is None:
-                                continue
-                            ended, item = self._accept(message)
+                        async for event in source.aiter_sse():
+                            ended, item = self._accept(event)
                             if ended:
                                 return
                             if item is not None:
                                 yield item
                             if self._closed:
                                 return
-                except (httpx.TransportError, httpx.RemoteProtocolError):
-                    if time.monotonic() > deadline:
-                        raise
+                except LOST as exc:
+                    self._give_up_after(exc, deadline)
                 await asyncio.sleep(RECONNECT_SECONDS)
 
 
@@ -154,12 +118,12 @@ def _settings(client: Client | AsyncClient | None) -> ClientSettings:
     return client.settings if client is not None else from_env()
 
 
-def _run_change(message: SSEMessage) -> RunChange | None:
-    return RunChange.model_validate_json(message.data) if message.event == RUN_EVENT else None
+def _run_change(event: ServerSentEvent) -> RunChange | None:
+    return RunChange.model_validate_json(event.data) if event.event == RUN_EVENT else None
 
 
-def _chunk(message: SSEMessage) -> StreamChunk | None:
-    return StreamChunk.model_validate_json(message.data) if message.event == CHUNK_EVENT else None
+def _chunk(event: ServerSentEvent) -> StreamChunk | None:
+    return StreamChunk.model_validate_json(event.data) if event.event == CHUNK_EVENT else None
 
 
 def subscribe(run_id: str, *, token: str | None = None, after: str | None = None,

@@ -7,7 +7,8 @@
 
 The browser's public access token (header or `?token=`) and its `Last-Event-ID` go to the runtime,
 which checks the token and resumes from the cursor; the app's secret key is never used for them.
-The runtime's refusal (401, 404, 422) comes back as it is, before any event is sent.
+The runtime's refusal (401, 404, 422) comes back as it is, before any event is sent. Every stream ends
+when the host server is told to stop (see _relay.py), so that it can.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import httpx
+from httpx_sse import EventSource
 
-from .._realtime import SSEParser
 from ..wire import API_PREFIX, END_EVENT, RUN_EVENT
 from ._http import AdapterRequest, AdapterResponse
+from ._relay import relayed
 from ._run_view import public_token
 
 __all__ = ["browser_module", "proxy_run_changes", "proxy_stream", "stream_run"]
@@ -47,7 +49,7 @@ async def _open(request: AdapterRequest, path: str, token: str,
     return http, response
 
 
-async def _relay(http: httpx.AsyncClient, response: httpx.Response) -> AsyncIterator[bytes]:
+async def _raw(http: httpx.AsyncClient, response: httpx.Response) -> AsyncIterator[bytes]:
     try:
         async for chunk in response.aiter_raw():
             yield chunk
@@ -64,7 +66,7 @@ async def _passthrough(request: AdapterRequest, path: str) -> AdapterResponse:
     opened = await _open(request, path, token, params)
     if isinstance(opened, AdapterResponse):
         return opened
-    return AdapterResponse(200, dict(SSE_HEADERS), stream=_relay(*opened))
+    return AdapterResponse(200, dict(SSE_HEADERS), stream=relayed(_raw(*opened), keepalive=False))
 
 
 async def proxy_run_changes(request: AdapterRequest) -> AdapterResponse:
@@ -87,26 +89,21 @@ async def stream_run(request: AdapterRequest) -> AdapterResponse:
     http, response = opened
 
     async def events() -> AsyncIterator[bytes]:
-        parser = SSEParser()
         try:
-            async for line in response.aiter_lines():
-                if line.startswith(":"):
-                    yield b": keep-alive\n\n"
-                message = parser.feed(line)
-                if message is None:
-                    continue
-                if message.event == END_EVENT:
+            async for event in EventSource(response).aiter_sse():
+                if event.event == END_EVENT:
                     return
-                if message.event == RUN_EVENT:
-                    run = json.loads(message.data)["run"]
-                    yield f"id: {message.id}\nevent: run\ndata: {json.dumps(run, separators=(',', ':'))}\n\n".encode()
+                if event.event == RUN_EVENT:
+                    run = json.loads(event.data)["run"]
+                    yield f"id: {event.id}\nevent: run\ndata: {json.dumps(run, separators=(',', ':'))}\n\n".encode()
         except httpx.HTTPError as exc:  # the runtime went away: tell the browser, then end
             yield f"event: error\ndata: {json.dumps({'message': str(exc), 'type': type(exc).__name__})}\n\n".encode()
         finally:
             await response.aclose()
             await http.aclose()
 
-    return AdapterResponse(200, dict(SSE_HEADERS), stream=events())
+    # httpx-sse does not show the runtime's keep-alive comments: this stream sends its own.
+    return AdapterResponse(200, dict(SSE_HEADERS), stream=relayed(events(), keepalive=True))
 
 
 async def browser_module(request: AdapterRequest) -> AdapterResponse:

@@ -23,12 +23,13 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import signal
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+
+from outlast._shutdown_signals import call_at_shutdown_signal
 
 from ..engine.events import START, Cursor
 from ..engine.feeds import Feeds, Message
@@ -129,7 +130,9 @@ class Hub:
                 self._threads = [listener, notifier]
             self._task = asyncio.create_task(self._follow())
             self._keepalive_task = asyncio.create_task(self._keepalive())
-            self._end_subscriptions_at_shutdown()
+            # uvicorn waits for open responses before it stops: every subscription ends at the signal,
+            # without `end`, so clients reconnect (to another replica, or to this one restarted).
+            call_at_shutdown_signal(self.close_subscriptions)
 
     async def stop(self) -> None:
         if self._task is None:
@@ -157,24 +160,6 @@ class Hub:
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = []
-
-    def _end_subscriptions_at_shutdown(self) -> None:
-        """uvicorn waits for open responses before it stops, and an SSE response never ends by itself: on
-        SIGTERM/SIGINT (its handlers stay, and are called after) every subscription ends without `end`,
-        so clients reconnect, to another replica or to this one restarted. (sse-starlette hooks uvicorn's
-        exit handler for the same reason.)"""
-        if threading.current_thread() is not threading.main_thread():
-            return  # signals reach the main thread only (a test client's portal thread, say)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous = signal.getsignal(signum)
-            if not callable(previous):
-                continue
-
-            def handler(number: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
-                loop.call_soon_threadsafe(self.close_subscriptions)
-                previous(number, frame)
-            signal.signal(signum, handler)
 
     def close_subscriptions(self) -> None:
         self.closing = True
