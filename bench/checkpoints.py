@@ -1,6 +1,8 @@
-"""Benchmark durable waits with CRIU checkpoints: `python -m bench.checkpoints [--quick | --smoke]`.
+"""Benchmark durable waits with CRIU checkpoints: `python -m bench.checkpoints [--quick | --smoke | --ten-thousand]
+[--store s3]`.
 
-Starts real `outlast runtime` subprocesses (SQLite, local checkpoint store) serving
+Starts real `outlast runtime` subprocesses (SQLite, the local checkpoint store or, with `--store s3`,
+S3 on moto's server) serving
 bench/waits_project, whose tasks wait for a token with `checkpoint_after=0`, and measures:
 suspend and resume latency (small task, 100 MiB task), image sizes, memory held per waiting run
 (checkpointed vs kept alive), and how many runs wait at once on this machine. Prints a table and
@@ -13,6 +15,7 @@ import argparse
 import atexit
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -57,6 +60,8 @@ QUIET_CORES = 0.25
 RESTORE_PARTS = {"fetch", "criu_restore", "reconnect"}
 LOW_MEMORY_MB = 4000  # the capacity phase stops restoring when the machine has less available
 MB = 1e6
+S3_BUCKET = "outlast-bench"
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 console = Console()
 if not console.is_terminal:
@@ -76,6 +81,11 @@ class Settings:
         return cls(samples=10, memory_runs=20, waiting=100, budget=60)
 
     @classmethod
+    def ten_thousand(cls) -> Settings:
+        """The issue's scale: 10,000 small runs waiting at once (hours on a small machine)."""
+        return cls(samples=10, memory_runs=20, waiting=10_000, budget=4 * 3600)
+
+    @classmethod
     def smoke(cls) -> Settings:
         """A few runs per phase (tests/test_benchmarks.py): proves each phase works, measures nothing."""
         return cls(samples=2, memory_runs=2, waiting=3, budget=60)
@@ -87,10 +97,11 @@ class Settings:
 class Runtime:
     """`outlast runtime` serving bench/waits_project on a fresh SQLite store and data directory."""
 
-    def __init__(self, name: str, slots: int, checkpoints: bool) -> None:
+    def __init__(self, name: str, slots: int, checkpoints: bool, s3: str | None = None) -> None:
         self.name = name
         self.slots = slots
         self.checkpoints = checkpoints
+        self.s3 = s3  # moto's endpoint: the checkpoint store is s3://S3_BUCKET/<name>/ there
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"outlast-ckpt-bench-{name}-"))
         self.service: Service | None = None
         self.client: Any = None
@@ -113,6 +124,9 @@ class Runtime:
                "OUTLAST_CHECKPOINT_AFTER": "0"}
         for name in ("OUTLAST_DATABASE_URL", "OUTLAST_CHECKPOINT_STORE", "OUTLAST_DATA_DIR"):
             env.pop(name, None)
+        if self.s3:
+            env.update(OUTLAST_CHECKPOINT_STORE=f"s3://{S3_BUCKET}/{self.name}/", OUTLAST_S3_ENDPOINT_URL=self.s3,
+                       **S3_CREDENTIALS)
         log = LOGS / f"checkpoints-{self.name}.log"
         log.unlink(missing_ok=True)
         self.service = Service(f"runtime ({self.name})", args, env, log).start()
@@ -222,8 +236,21 @@ class Runtime:
         return {"processes": len(processes), "rss_mb": sum(p["rss_mb"] for p in processes),
                 "pss_mb": sum(p["pss_mb"] for p in processes), "tree": processes}
 
+    def runtime_rss_mb(self) -> float:
+        """The runtime process alone (not its task processes)."""
+        assert self.service is not None
+        return _proc_kb(f"/proc/{self.service.pid}/status", "VmRSS:") * 1024 / MB
+
     def store_usage(self) -> dict[str, float]:
-        """Files in the checkpoint store: count, apparent size and blocks allocated on disk."""
+        """Files in the checkpoint store: count, apparent size and blocks allocated on disk (S3: the
+        objects' sizes)."""
+        if self.s3:
+            import boto3
+
+            client = boto3.client("s3", endpoint_url=self.s3, **_boto_credentials())
+            sizes = [item["Size"] for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=S3_BUCKET, Prefix=f"{self.name}/") for item in page.get("Contents", [])]
+            return {"files": len(sizes), "size_mb": sum(sizes) / MB, "disk_mb": sum(sizes) / MB}
         files = size = blocks = 0
         for folder, _dirs, names in os.walk(self.store_dir):
             for name in names:
@@ -386,7 +413,7 @@ def measure_capacity(runtime: Runtime, runs: int, budget: float, tree_limit_mb: 
     completed once their tokens were. Restores stop early (the remaining runs are canceled) if the
     runtime's processes grow past `tree_limit_mb`, so the benchmark never exhausts a shared machine."""
     runtime.settle()
-    idle = runtime.memory()
+    idle, idle_runtime = runtime.memory(), runtime.runtime_rss_mb()
     console.log(f"  creating {runs} tokens")
     tokens = _parallel(lambda _: runtime.token(), list(range(runs)))
     began = time.time()
@@ -406,7 +433,7 @@ def measure_capacity(runtime: Runtime, runs: int, budget: float, tree_limit_mb: 
     runtime.await_waiting(len(run_ids), timeout=120 + runs * 5)
     last_waiting = max(run.updated_at.timestamp() for run in runtime.client.iter_runs(status="WAITING", limit=500))
     runtime.settle()
-    held, disk = runtime.memory(), runtime.store_usage()
+    held, held_runtime, disk = runtime.memory(), runtime.runtime_rss_mb(), runtime.store_usage()
     modes = Counter(_parallel(lambda run_id: runtime.waiting_event(run_id).data.get("checkpoint", {}).get("mode"),
                               run_ids))
     n = len(run_ids)
@@ -439,6 +466,8 @@ def measure_capacity(runtime: Runtime, runs: int, budget: float, tree_limit_mb: 
         "disk_mb_per_run": disk["disk_mb"] / n,
         "idle": idle,
         "waiting": held,
+        "runtime_rss_mb": {"idle": idle_runtime, "waiting": held_runtime},
+        "store_kind": "s3 (moto)" if runtime.s3 else "local",
         "complete_calls_s": completed_calls - completing,
         "completed": completed,
         "completed_s": last_completed - completing,
@@ -532,9 +561,13 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
              f"from the first trigger; {n / capacity['all_waiting_s']:.2f} suspends/s"
              + (f" (asked for {capacity['asked']}; stopped at the {capacity['budget_s']:.0f} s budget)"
                 if n < capacity["asked"] else "")),
-            ("  store on disk", f"{capacity['store']['disk_mb']:.0f} MB ({capacity['disk_mb_per_run']:.2f} MB/run)",
-             f"all files of the store ({capacity['store']['files']}, shared pages included); runs "
-             f"{_modes(capacity['modes'])}"),
+            ("  store on disk" if capacity.get("store_kind", "local") == "local" else "  bucket",
+             f"{capacity['store']['disk_mb']:.0f} MB ({capacity['disk_mb_per_run']:.2f} MB/run)",
+             f"all {'files' if capacity.get('store_kind', 'local') == 'local' else 'objects'} of the store "
+             f"({capacity['store']['files']}, shared pages included); runs {_modes(capacity['modes'])}"),
+            *([("  runtime process RSS while they wait", f"{capacity['runtime_rss_mb']['waiting']:.0f} MB",
+                f"the runtime process alone; idle before: {capacity['runtime_rss_mb']['idle']:.0f} MB")]
+              if "runtime_rss_mb" in capacity else []),
             ("  runtime RSS while they wait", f"{capacity['waiting']['rss_mb']:.0f} MB",
              f"runtime + descendants ({capacity['waiting']['processes']} processes); before: "
              f"{capacity['idle']['rss_mb']:.0f} MB ({capacity['idle']['processes']})"),
@@ -584,6 +617,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
                       help="10 latency samples, 20 runs for memory, 100 waiting at once (about 3 minutes)")
+    size.add_argument("--ten-thousand", action="store_true",
+                      help="the capacity phase with 10,000 runs waiting at once (budget 4 h; hours on 2 cores)")
     size.add_argument("--smoke", action="store_true",
                       help="2 latency samples, 2 runs for memory, 3 waiting at once: checks that every phase works")
     parser.add_argument("--samples", type=int, help="latency samples per task size (default 30; quick 10)")
@@ -599,6 +634,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slots", type=int, default=2, help="the runtime's slots (default 2, its own default)")
     parser.add_argument("--wait-quiet", type=float, default=30, metavar="SECONDS",
                         help=f"first wait up to this long for other processes to use under {QUIET_CORES} cores")
+    parser.add_argument("--store", choices=["local", "s3"], default="local",
+                        help="the checkpoint store: local (default) or S3 on moto's server, started here")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for checkpoints.json/.md")
     return parser.parse_args(argv)
 
@@ -626,7 +663,8 @@ def _phase(report: dict[str, Any], runtime: Runtime, name: str, function: Any, *
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = Settings.smoke() if args.smoke else Settings.quick() if args.quick else Settings()
+    settings = (Settings.smoke() if args.smoke else Settings.quick() if args.quick
+                else Settings.ten_thousand() if args.ten_thousand else Settings())
     for name in ("samples", "memory_runs", "waiting", "budget"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
@@ -636,16 +674,19 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     load = wait_for_quiet(args.wait_quiet, QUIET_CORES, console.log)
     report: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick,
-                              "smoke": args.smoke, "settings": asdict(settings), "machine": machine_info(),
+                              "smoke": args.smoke, "store": args.store, "settings": asdict(settings),
+                              "machine": machine_info(),
                               "background_load_cores_at_start": round(load, 2), "errors": [], "notes": [],
                               "latency": {}, "memory": {}, "load": {}}
     args.out.mkdir(parents=True, exist_ok=True)
+    s3 = contextlib.ExitStack()
     try:
+        endpoint = s3.enter_context(_moto()) if args.store == "s3" else None
         # Memory first, on fresh runtimes: the idle figure is then the runtime plus its warm pool.
         with Runtime("kept-alive", settings.slots, checkpoints=False) as runtime:
             report["memory"]["kept_alive"] = _phase(report, runtime, "memory: kept alive", measure_memory, runtime,
                                                     settings.memory_runs)
-        with Runtime("checkpointed", settings.slots, checkpoints=True) as runtime:
+        with Runtime("checkpointed", settings.slots, checkpoints=True, s3=endpoint) as runtime:
             report["memory"]["checkpointed"] = _phase(report, runtime, "memory: checkpointed", measure_memory,
                                                       runtime, settings.memory_runs)
             _phase(report, runtime, "warm-up", warm_up, runtime)
@@ -662,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         stop_all_services()
+        s3.close()
         report["duration_s"] = round(time.monotonic() - began, 1)
         _notes(report)
         (args.out / "checkpoints.json").write_text(json.dumps(report, indent=2, default=str))
@@ -669,6 +711,30 @@ def main(argv: list[str] | None = None) -> int:
     print_report(report)
     console.print(f"wrote {args.out / 'checkpoints.json'} and checkpoints.md in {report['duration_s']:.0f}s")
     return 1 if report["errors"] else 0
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {"region_name": S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+            "aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
+
+
+@contextlib.contextmanager
+def _moto() -> Any:
+    """moto's S3 server in this process, with the benchmark's bucket; yields its endpoint."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        boto3.client("s3", endpoint_url=endpoint, **_boto_credentials()).create_bucket(Bucket=S3_BUCKET)
+        yield endpoint
+    finally:
+        server.stop()
 
 
 def _capacity_fits(report: dict[str, Any], runtime: Runtime, wanted: int) -> int:
