@@ -13,7 +13,7 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -44,6 +44,10 @@ async def stop_hub(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(prefix=API_PREFIX, route_class=CheckedRoute, tags=["realtime"], lifespan=stop_hub)
 DRAIN_RETRY_SECONDS = 0.005
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {200: {
+    "description": "Server-Sent Events: `run` (a RunChange; `log` with ?logs=true, `chunk` for a stream), then "
+                   "`end` when the subscription has one; each event's id is its cursor",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 # Pages of the app (another origin) read with a public token in the address, never with cookies.
 CORS = {"Access-Control-Allow-Origin": "*"}
 Token = Annotated[str | None, Query(max_length=4096, description="a public access token (for EventSource)")]
@@ -254,9 +258,9 @@ async def run_follow(live: Realtime, env_id: str, run_id: str, cursor: Cursor | 
 # --- endpoints --------------------------------------------------------------------------------------
 
 
-# Not in the OpenAPI document: a tag subscription never ends, which generated clients and fuzzers do
-# not expect (docs/realtime.md documents it).
-@router.get("/runs/subscribe", response_class=StreamingResponse, include_in_schema=False)
+# A tag subscription never ends (a batch's, once its runs are final): tests/e2e/test_fuzz.py checks the
+# status and type of an accepted one, not its body.
+@router.get("/runs/subscribe", response_class=StreamingResponse, responses=SSE_RESPONSES)
 async def subscribe_to_runs(request: Request, rt: State,
                             tag: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
                             batch: Annotated[list[str], Query(description="run ids (repeated or comma-separated)")] = [],  # noqa: B006, E501
@@ -301,7 +305,7 @@ def batch_ids(values: list[str]) -> list[str]:
     return ids
 
 
-@router.get("/runs/{run_id}/subscribe", response_class=StreamingResponse)
+@router.get("/runs/{run_id}/subscribe", response_class=StreamingResponse, responses=SSE_RESPONSES)
 async def subscribe_to_run(request: Request, run_id: str, rt: State,
                            authorization: Annotated[str | None, Header()] = None, token: Token = None,
                            after: After = None, last_event_id: LastEventId = None,

@@ -24,6 +24,7 @@ from .deps import Env, ReadEnv
 from .hub import Subscriber
 from .realtime import (
     CORS,
+    SSE_RESPONSES,
     After,
     Follow,
     LastEventId,
@@ -40,7 +41,7 @@ StreamName = Annotated[str, PathParam(pattern=STREAM_NAME_PATTERN)]
 BROWSER_MODULE = Path(__file__).with_name("realtime.js")
 
 
-@router.get("/runs/{run_id}/streams/{name}", response_class=StreamingResponse)
+@router.get("/runs/{run_id}/streams/{name}", response_class=StreamingResponse, responses=SSE_RESPONSES)
 async def read_stream(request: Request, run_id: str, name: StreamName,
                       authorization: Annotated[str | None, Header()] = None, token: Token = None,
                       after: After = None, last_event_id: LastEventId = None) -> StreamingResponse:

@@ -9,12 +9,15 @@ minute per store); no shrinking: a failure is reported as first found. Excluded,
   tasks, which would make the other operations' answers depend on the order hypothesis picks.
 - `POST /environments/{env_id}/keys/rotate`: an accepted one replaces the shared runtime's dev key (its
   input checks are tested in tests/e2e/test_keys.py).
+`GET /runs/subscribe` (tag or batch, ENDLESS) is fuzzed too, but an accepted one is closed once its status
+and content type are in: a tag subscription never ends.
 """
 
 from __future__ import annotations
 
 import os
 
+import httpx
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -26,6 +29,8 @@ from tests.e2e._shared import shared_runtime_fixture
 
 shared_runtime = shared_runtime_fixture()
 FUZZ_EXAMPLES = int(os.environ.get("OUTLAST_FUZZ_EXAMPLES", "100"))
+# Accepted, a tag subscription never ends: of this operation only the refusals are read whole.
+ENDLESS = {"GET /api/v1/runs/subscribe"}
 
 
 def _operations(url: str) -> list:
@@ -50,10 +55,28 @@ def _fuzzer(operation, url: str):
         wait = case.body.get("wait") if claim else None
         if isinstance(wait, (int, float)) and not isinstance(wait, bool) and wait > 0.5:
             case.body["wait"] = 0.5  # a valid long-poll of up to 60 s would make the run minutes long
-        response = case.call(base_url=url, headers=headers, timeout=30)
+        if operation.label in ENDLESS:
+            response = _status_of_a_stream(case, url, headers)
+            if response is None:
+                return  # an accepted subscription: its status and type were checked, it does not end
+        else:
+            response = case.call(base_url=url, headers=headers, timeout=30)
         case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
 
     return fuzz
+
+
+def _status_of_a_stream(case, url: str, headers: dict[str, str]) -> httpx.Response | None:
+    """Send the case; an accepted (200) Server-Sent-Events answer is closed once its headers are in (None),
+    any other answer is read whole and returned for validation."""
+    sent = case.as_transport_kwargs(base_url=url, headers=headers)
+    with httpx.stream(sent["method"], sent["url"], params=sent.get("params"), headers=sent.get("headers"),
+                      cookies=sent.get("cookies"), timeout=30) as response:
+        if response.status_code == 200:
+            assert response.headers["content-type"].startswith("text/event-stream"), response.headers
+            return None
+        response.read()
+    return response
 
 
 def test_no_input_causes_a_server_error(shared_runtime):
