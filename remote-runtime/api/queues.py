@@ -22,7 +22,7 @@ class QueueNotFound(EngineError):
 
 
 def _states(rt: RuntimeState, env: str, name: str | None) -> list[Queue]:
-    with rt.db.connect() as c:
+    with rt.engine.context.scope(env).connect() as c:
         return [Queue.model_validate(state) for state in queue_states(c, env, name, now=rt.engine.clock())]
 
 

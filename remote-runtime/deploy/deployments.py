@@ -39,6 +39,7 @@ from outlast._project import Project, load_project
 from outlast.wire import BatchItem, DeployedTask, Deployment, DeploymentStatus, RunStatus, TaskManifest
 
 from ..engine.facade import RunEngine
+from ..engine.scope import EnvScope
 from ..errors import Conflict, EngineError
 from ..store.schema import deployments, environments, runs, tasks
 from ..worker.host_environment import host_environment
@@ -231,19 +232,21 @@ class Deployments:
             raise Conflict(f"version {version} is {row.status}; only READY versions can be promoted", field="version")
         manifests = [TaskManifest.model_validate(m) for m in row.manifests]
         self.engine.register_tasks([env_id], version, manifests)
-        with self.db.begin() as c:
+        scope = EnvScope(self.db, env_id)
+        with scope.begin() as c:
             # The environment now has exactly this version's tasks.
-            c.execute(tasks.delete().where(tasks.c.env_id == env_id, tasks.c.version != version))
-            c.execute(deployments.update().where(deployments.c.version == version).values(promoted_at=time.time()))
+            c.execute(scope.delete(tasks).where(tasks.c.version != version))
+            c.execute(scope.update(deployments).where(deployments.c.version == version).values(promoted_at=time.time()))
         self.on_change()
         return self.get(env_id, version)
 
     def rollback(self, env_id: str) -> Deployment:
         """Promote the READY version that was current before the current one."""
         current = self._current(env_id)
-        with self.db.connect() as c:
-            rows = c.execute(sa.select(deployments.c.version).where(
-                deployments.c.env_id == env_id, deployments.c.status == D.READY.value,
+        scope = EnvScope(self.db, env_id)
+        with scope.connect() as c:
+            rows = c.execute(scope.select(deployments.c.version).where(
+                deployments.c.status == D.READY.value,
                 deployments.c.promoted_at.is_not(None), deployments.c.version != (current or ""))
                 .order_by(deployments.c.promoted_at.desc()).limit(1)).scalars().all()
         if not rows:
@@ -255,9 +258,10 @@ class Deployments:
         commit = commit.strip().lower()
         if len(commit) < 7:
             return None
-        with self.db.connect() as c:
-            rows = c.execute(sa.select(deployments.c.version, deployments.c.git_commit).where(
-                deployments.c.env_id == env_id, deployments.c.status == D.READY.value,
+        scope = EnvScope(self.db, env_id)
+        with scope.connect() as c:
+            rows = c.execute(scope.select(deployments.c.version, deployments.c.git_commit).where(
+                deployments.c.status == D.READY.value,
                 deployments.c.git_commit.is_not(None)).order_by(deployments.c.created_at.desc())).all()
         return next((r.version for r in rows if r.git_commit.lower().startswith(commit)
                      or commit.startswith(r.git_commit.lower())), None)
@@ -277,9 +281,9 @@ class Deployments:
         return self._public(self._row(version, env_id), self._current(env_id))
 
     def list(self, env_id: str, limit: int = 50) -> list[Deployment]:
-        with self.db.connect() as c:
-            rows = c.execute(sa.select(deployments).where(deployments.c.env_id == env_id)
-                             .order_by(deployments.c.created_at.desc()).limit(limit)).all()
+        scope = EnvScope(self.db, env_id)
+        with scope.connect() as c:
+            rows = c.execute(scope.select(deployments).order_by(deployments.c.created_at.desc()).limit(limit)).all()
         current = self._current(env_id)
         return [self._public(r, current) for r in rows]
 
@@ -288,9 +292,14 @@ class Deployments:
             return c.execute(sa.select(environments.c.current_version).where(environments.c.id == env_id)).scalar()
 
     def _row(self, version: str, env_id: str | None = None) -> Any:
-        with self.db.connect() as c:
-            stmt = sa.select(deployments).where(deployments.c.version == version)
-            row = c.execute(stmt if env_id is None else stmt.where(deployments.c.env_id == env_id)).first()
+        """A version's row: of environment `env_id` only (a caller's), or of any (the builder's)."""
+        if env_id is None:
+            with self.db.connect() as c:
+                row = c.execute(sa.select(deployments).where(deployments.c.version == version)).first()
+        else:
+            scope = EnvScope(self.db, env_id)
+            with scope.connect() as c:
+                row = c.execute(scope.select(deployments).where(deployments.c.version == version)).first()
         if row is None:
             raise DeploymentNotFound(f"no deployment {version!r}" + (f" in environment {env_id!r}" if env_id else ""),
                                      field="version")
@@ -347,11 +356,11 @@ class Deployments:
     def served_in(self, env_id: str) -> tuple[Served, list[str], dict[str, dict[str, Any]]]:
         """What a remote worker of the environment serves: versions, current ones, their configs."""
         served = self.served()
-        with self.db.connect() as c:
-            rows = c.execute(sa.select(deployments.c.version, deployments.c.config).where(
-                deployments.c.env_id == env_id, deployments.c.version.in_(served.versions))).all()
-            tasks_of = {r.version: r.manifests for r in c.execute(sa.select(
-                deployments.c.version, deployments.c.manifests).where(deployments.c.version.in_(served.versions)))}
+        scope = EnvScope(self.db, env_id)
+        with scope.connect() as c:
+            rows = c.execute(scope.select(deployments.c.version, deployments.c.config, deployments.c.manifests)
+                             .where(deployments.c.version.in_(served.versions))).all()
+            tasks_of = {r.version: r.manifests for r in rows}
         mine = sorted(r.version for r in rows)
         current = self._current(env_id)
         return (Served(versions=mine, task_ids=sorted({m["id"] for v in mine for m in tasks_of[v]}), env_ids=[env_id]),

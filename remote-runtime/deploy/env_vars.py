@@ -18,7 +18,9 @@ import sqlalchemy as sa
 
 from outlast.wire import EnvVar
 
+from ..engine.scope import EnvScope
 from ..errors import EngineError
+from ..store.db import Database
 from ..store.queue import upsert
 from ..store.schema import env_vars
 
@@ -58,7 +60,7 @@ def _hint(value: str) -> str:
 
 
 class EnvVars:
-    def __init__(self, db: object, key: bytes) -> None:
+    def __init__(self, db: Database, key: bytes) -> None:
         from cryptography.fernet import Fernet
 
         self.db = db
@@ -72,29 +74,33 @@ class EnvVars:
             raise InvalidEnvVar(f"{name} is the runtime's own setting and cannot be set for tasks", field="name")
         now = time.time()
         token = self._fernet.encrypt(value.encode()).decode()
-        with self.db.begin() as c:
+        scope = EnvScope(self.db, env_id)
+        with scope.begin() as c:
             stmt = upsert(c, env_vars).values(env_id=env_id, name=name, value=token, hint=_hint(value),
                                               created_at=now, updated_at=now)
             c.execute(stmt.on_conflict_do_update(index_elements=["env_id", "name"],
                                                  set_={"value": token, "hint": _hint(value), "updated_at": now}))
-            row = c.execute(sa.select(env_vars).where(env_vars.c.env_id == env_id, env_vars.c.name == name)).one()
+            row = c.execute(scope.select(env_vars).where(env_vars.c.name == name)).one()
         return _public(row)
 
     def list(self, env_id: str) -> list[EnvVar]:
-        with self.db.connect() as c:
-            rows = c.execute(sa.select(env_vars).where(env_vars.c.env_id == env_id).order_by(env_vars.c.name)).all()
+        scope = EnvScope(self.db, env_id)
+        with scope.connect() as c:
+            rows = c.execute(scope.select(env_vars).order_by(env_vars.c.name)).all()
         return [_public(r) for r in rows]
 
     def delete(self, env_id: str, name: str) -> None:
-        with self.db.begin() as c:
-            gone = c.execute(env_vars.delete().where(env_vars.c.env_id == env_id, env_vars.c.name == name)).rowcount
+        scope = EnvScope(self.db, env_id)
+        with scope.begin() as c:
+            gone = c.execute(scope.delete(env_vars).where(env_vars.c.name == name)).rowcount
         if not gone:
             raise EnvVarNotFound(f"no variable {name!r} in environment {env_id!r}", field="name")
 
     def values(self, env_id: str) -> dict[str, str]:
         """Decrypted, for a task process's environment only."""
-        with self.db.connect() as c:
-            rows = c.execute(sa.select(env_vars.c.name, env_vars.c.value).where(env_vars.c.env_id == env_id)).all()
+        scope = EnvScope(self.db, env_id)
+        with scope.connect() as c:
+            rows = c.execute(scope.select(env_vars.c.name, env_vars.c.value)).all()
         return {r.name: self._fernet.decrypt(r.value.encode()).decode() for r in rows}
 
 

@@ -12,6 +12,7 @@ next one resumes with the runs still listed: no run is cancelled or replayed twi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -61,11 +62,24 @@ class BulkActions:
 
     def create(self, env_id: str, request: BulkActionCreate) -> BulkAction:
         """Record a job for the runs of `env_id` matching the filter now; the maintenance loop does the rest."""
+        scope = self.context.scope(env_id)
+        return self._record(env_id, request, lambda job_id: matching_runs(scope, run_filter(request.filter))
+                            .order_by(None).with_only_columns(sa.literal(job_id), runs.c.id))
+
+    def create_for_runs(self, env_id: str, action: BulkActionKind, run_ids: list[str]) -> BulkAction:
+        """A job for these runs of `env_id` (a selection, as the dashboard's): each is handled when its chunk
+        comes, if it still can be (a run that ended meanwhile is skipped, as with a filter)."""
+        request = BulkActionCreate(action=action, filter=BulkFilter())
+        return self._record(env_id, request, lambda job_id: sa.select(sa.literal(job_id), runs.c.id).where(
+            runs.c.env_id == env_id, runs.c.id.in_(run_ids)))
+
+    def _record(self, env_id: str, request: BulkActionCreate, chosen: Callable[[str], sa.Select]) -> BulkAction:
+        """The job row and the ids of its runs (`chosen(job_id)` selects (job_id, run_id) pairs), in one transaction."""
         now = self.context.clock()
         job_id = "bulk_" + new_run_id(now).removeprefix("run_")
-        matching = matching_runs(env_id, run_filter(request.filter)).order_by(None).with_only_columns(
-            sa.literal(job_id), runs.c.id)
-        with self.context.db.begin() as c:
+        scope = self.context.scope(env_id)
+        matching = chosen(job_id)
+        with scope.begin() as c:
             c.execute(bulk_action_runs.insert().from_select(["job_id", "run_id"], matching))
             total = c.execute(sa.select(sa.func.count()).where(bulk_action_runs.c.job_id == job_id)).scalar_one()
             row = {"id": job_id, "env_id": env_id, "action": request.action.value,
@@ -77,9 +91,9 @@ class BulkActions:
         return to_bulk_action(SimpleNamespace(**row))
 
     def retrieve(self, env_id: str, job_id: str) -> BulkAction:
-        with self.context.db.connect() as c:
-            row = c.execute(sa.select(bulk_actions).where(bulk_actions.c.id == job_id,
-                                                          bulk_actions.c.env_id == env_id)).first()
+        scope = self.context.scope(env_id)
+        with scope.connect() as c:
+            row = c.execute(scope.select(bulk_actions).where(bulk_actions.c.id == job_id)).first()
         if row is None:
             raise BulkActionNotFound(f"bulk action {job_id!r} not found", field="bulk_action_id")
         return to_bulk_action(row)
@@ -99,10 +113,10 @@ class BulkActions:
             ids = c.execute(sa.select(bulk_action_runs.c.run_id).where(bulk_action_runs.c.job_id == job.id)
                             .order_by(bulk_action_runs.c.run_id.desc()).limit(self.chunk)).scalars().all()
             # Those that still match (a QUEUED run that started meanwhile is not cancelled as one).
-            where = run_filter(BulkFilter.model_validate(job.filter))
-            rows = c.execute(matching_runs(job.env_id, where).where(runs.c.id.in_(ids))).all() if ids else []
+            where, scope = run_filter(BulkFilter.model_validate(job.filter)), self.context.scope(job.env_id)
+            rows = c.execute(matching_runs(scope, where).where(runs.c.id.in_(ids))).all() if ids else []
             if job.action == BulkActionKind.CANCEL:
-                cancelled, images = self.control.cancel_live(c, job.env_id, [row.id for row in rows], now)
+                cancelled, images = self.control.cancel_live(c, scope, [row.id for row in rows], now)
                 succeeded, error = len(cancelled), None
             else:
                 succeeded, error = self._replay(c, job.env_id, rows, now)

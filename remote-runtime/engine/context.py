@@ -21,6 +21,7 @@ from ..store.db import Database
 from ..store.notify import WORK_CHANNEL
 from ..store.queue import ReadyRun
 from ..store.statistics import GrowthAnalyser
+from .scope import EnvScope, install_guard
 
 _NOTIFY_WORK = sa.text(f"SELECT pg_notify('{WORK_CHANNEL}', '')")
 
@@ -33,6 +34,11 @@ class EngineContext:
         self._listeners: list[Callable[[], None]] = []
         self._floors = queue.SequenceFloors()
         self.statistics = GrowthAnalyser(db.engine)  # ANALYZE of the hot tables as they grow
+        install_guard(db.engine)
+
+    def scope(self, env_id: str) -> EnvScope:
+        """Environment `env_id`'s view of the store: what every caller-facing read and write goes through."""
+        return EnvScope(self.db, env_id)
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """`callback` runs (from any thread) whenever new work may be claimable."""

@@ -15,6 +15,7 @@ from ..store import queue
 from ..store.schema import run_events, runs
 from .context import EngineContext, slot, timeline_event, utc
 from .reads import find_run, to_run
+from .scope import EnvScope
 from .timers import Timers
 from .triggering import Triggering, to_timestamp
 from .waits import Waits
@@ -37,33 +38,37 @@ class RunControl:
     def cancel(self, env_id: str, run_id: str) -> Run:
         """Cancel a run that has not finished; a finished run is returned unchanged."""
         now = self.context.clock()
-        with self.context.db.begin() as c:
-            find_run(c, env_id, run_id)  # the run must be this environment's before anything changes
-            _, images = self.cancel_live(c, env_id, [run_id], now)
-            row = find_run(c, env_id, run_id)
+        scope = self.context.scope(env_id)
+        with scope.begin() as c:
+            find_run(c, scope, run_id)  # the run must be this environment's before anything changes
+            _, images = self.cancel_live(c, scope, [run_id], now)
+            row = find_run(c, scope, run_id)
         self.images.delete(images)
         self.context.wake()
         return to_run(row)
 
-    def cancel_live(self, c: sa.Connection, env_id: str, run_ids: Sequence[str],
+    def cancel_live(self, c: sa.Connection, scope: EnvScope, run_ids: Sequence[str],
                     now: float) -> tuple[list[str], list[str]]:
-        """Cancel those of `run_ids` (runs of `env_id`) that have not finished, in `c`'s transaction.
+        """Cancel those of `run_ids` (runs the caller found in `scope`) that have not finished, in `c`'s
+        transaction.
 
         Returns the ids cancelled, and the checkpoint images to delete once the transaction commits."""
-        queue.remove(c, run_ids)  # before locking the runs: the order in which a claim takes locks
-        rows = c.execute(sa.select(runs).where(runs.c.id.in_(run_ids), runs.c.env_id == env_id)
-                         .order_by(runs.c.id).with_for_update()).all()
+        with scope.following_ids(c):  # store/queue.py keys ready rows by run id alone
+            queue.remove(c, run_ids)  # before locking the runs: the order in which a claim takes locks
+        rows = c.execute(scope.select(runs).where(runs.c.id.in_(run_ids)).order_by(runs.c.id).with_for_update()).all()
         live = [row for row in rows if not S(row.status).is_final]
         if not live:
             return [], []
         queue.release(c, [slot(row) for row in live if row.status == S.EXECUTING])
         ids = [row.id for row in live]
-        c.execute(runs.update().where(runs.c.id.in_(ids)).values(
+        c.execute(scope.update(runs).where(runs.c.id.in_(ids)).values(
             status=S.CANCELED.value, completed_at=now, updated_at=now, node_id=None, lease_expires_at=None))
         c.execute(run_events.insert(), [timeline_event(run_id, now, "status", S.CANCELED, message="canceled")
                                         for run_id in ids])
         images = self.waits.drop_checkpoints(c, ids)
-        self.waits.runs_finished(c, c.execute(sa.select(runs).where(runs.c.id.in_(ids))).all(), now)
+        finished = c.execute(scope.select(runs).where(runs.c.id.in_(ids))).all()
+        with scope.following_ids(c):  # the waits of these runs' parents, found by child run id
+            self.waits.runs_finished(c, finished, now)
         return ids, images
 
     def delete_images(self, images: Sequence[str]) -> None:
@@ -72,23 +77,25 @@ class RunControl:
 
     def replay(self, env_id: str, run_id: str) -> RunHandle:
         """A new run of the same task with the same payload and options (no delay, no idempotency key)."""
-        with self.context.db.connect() as c:
-            row = find_run(c, env_id, run_id)
+        scope = self.context.scope(env_id)
+        with scope.connect() as c:
+            row = find_run(c, scope, run_id)
         return self.triggering.trigger(env_id, [replay_item(row)], replayed_from=run_id)[0]
 
     def reschedule(self, env_id: str, run_id: str, delay: float | datetime) -> Run:
         now = self.context.clock()
         until = to_timestamp(delay, now)
-        with self.context.db.begin() as c:
-            row = find_run(c, env_id, run_id, lock=True)
+        scope = self.context.scope(env_id)
+        with scope.begin() as c:
+            row = find_run(c, scope, run_id, lock=True)
             if row.status != S.DELAYED:
                 raise Conflict(f"run {run_id} is {row.status}; only DELAYED runs can be rescheduled", field="run_id")
-            c.execute(runs.update().where(runs.c.id == run_id).values(delay_until=until, updated_at=now))
+            c.execute(scope.update(runs).where(runs.c.id == run_id).values(delay_until=until, updated_at=now))
             c.execute(run_events.insert(), [timeline_event(run_id, now, "rescheduled",
                                                            message=f"delayed until {utc(until).isoformat()}")])
         self.timers.tick()
-        with self.context.db.connect() as c:
-            return to_run(find_run(c, env_id, run_id))
+        with scope.connect() as c:
+            return to_run(find_run(c, scope, run_id))
 
 
 def replay_item(row: sa.Row) -> BatchItem:

@@ -27,6 +27,7 @@ from outlast.wire import BatchItem, DebounceMode, DebounceOptions, RunHandle, Ru
 from ..store import queue
 from ..store.schema import debounce_keys, run_events, run_tags, runs
 from .context import EngineContext, timeline_event, utc
+from .scope import EnvScope
 
 PRUNE_EVERY = 60.0  # seconds between deletions of closed windows' rows
 KEEP_CLOSED = 3600.0  # how long a closed window's row stays (for support: which run a key last had)
@@ -39,6 +40,7 @@ class RunBatch(Protocol):
     c: sa.Connection
     env_id: str
     now: float
+    scope: EnvScope
 
     def add(self, item: BatchItem, manifest: TaskManifest, version: str, *, replayed_from: str | None = None,
             event_data: dict[str, Any] | None = None) -> str: ...
@@ -57,7 +59,7 @@ class Debounces:
 
     def __init__(self, batch: RunBatch, items: Sequence[BatchItem]) -> None:
         self.batch = batch
-        self.c, self.env_id, self.now = batch.c, batch.env_id, batch.now
+        self.c, self.env_id, self.now, self.scope = batch.c, batch.env_id, batch.now, batch.scope
         self._placed: dict[Group, str] = {}
         self._later: list[tuple[BatchItem, DebounceOptions]] = []
         groups = sorted({(item.task, item.options.debounce.key) for item in items if item.options.debounce})
@@ -90,9 +92,8 @@ class Debounces:
 
     def _window(self, group: Group) -> sa.Row | None:
         task_id, key = group
-        return self.c.execute(sa.select(debounce_keys).where(
-            debounce_keys.c.env_id == self.env_id, debounce_keys.c.task_id == task_id,
-            debounce_keys.c.key == key)).first()
+        return self.c.execute(self.scope.select(debounce_keys).where(
+            debounce_keys.c.task_id == task_id, debounce_keys.c.key == key)).first()
 
     def _join(self, row: sa.Row, item: BatchItem, options: DebounceOptions) -> str | None:
         """Add the trigger to the open window of `row`; None when its run can no longer take it."""
@@ -102,8 +103,8 @@ class Debounces:
         if until <= self.now:
             return None
         if row.mode == DebounceMode.TRAILING:
-            moved = self.c.execute(runs.update().where(
-                runs.c.id == row.run_id, runs.c.env_id == self.env_id, runs.c.status == RunStatus.DELAYED.value,
+            moved = self.c.execute(self.scope.update(runs).where(
+                runs.c.id == row.run_id, runs.c.status == RunStatus.DELAYED.value,
                 runs.c.delay_until > self.now,
             ).values(payload=item.payload, metadata=item.options.metadata, tags=item.options.tags,
                      delay_until=until, updated_at=self.now))
@@ -112,12 +113,13 @@ class Debounces:
             self._retag(row.run_id, item.options.tags)
             message = f"debounced: a trigger with key {options.key!r} moved the start to {utc(until).isoformat()}"
         else:
-            status = self.c.execute(sa.select(runs.c.status).where(runs.c.id == row.run_id,
-                                                                   runs.c.env_id == self.env_id)).scalar()
+            status = self.c.execute(self.scope.select(runs.c.status).where(runs.c.id == row.run_id)).scalar()
             if status is None or status == RunStatus.CANCELED.value:  # cancelled: the key starts afresh
                 return None
             message = f"debounced: a trigger with key {options.key!r} returned this run"
-        self.c.execute(debounce_keys.update().where(*self._matches(row)).values(window_until=until))
+        window = self.scope.update(debounce_keys).where(debounce_keys.c.task_id == row.task_id,
+                                                        debounce_keys.c.key == row.key)
+        self.c.execute(window.values(window_until=until))
         self.c.execute(run_events.insert(), [timeline_event(row.run_id, self.now, "debounced", message=message,
                                                             data={"debounce_key": options.key})])
         return row.run_id
@@ -140,13 +142,9 @@ class Debounces:
         return run_id
 
     def _retag(self, run_id: str, tags: Sequence[str]) -> None:
-        self.c.execute(run_tags.delete().where(run_tags.c.run_id == run_id))
+        self.c.execute(self.scope.delete(run_tags).where(run_tags.c.run_id == run_id))
         if tags:
             self.c.execute(run_tags.insert(), [{"run_id": run_id, "tag": tag, "env_id": self.env_id} for tag in tags])
-
-    def _matches(self, row: sa.Row) -> tuple[sa.ColumnElement[bool], ...]:
-        return (debounce_keys.c.env_id == row.env_id, debounce_keys.c.task_id == row.task_id,
-                debounce_keys.c.key == row.key)
 
 
 class DebounceUpkeep:

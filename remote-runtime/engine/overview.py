@@ -16,6 +16,7 @@ from outlast.wire import Waitpoint
 from ..store.db import Database
 from ..store.schema import queue_keys, queues, run_checkpoints, run_waits, runs, tasks, waitpoints
 from .context import utc
+from .scope import EnvScope
 from .waits import to_waitpoint
 
 
@@ -43,20 +44,21 @@ class Overview:
 
     def run_waitpoints(self, env_id: str, run_id: str) -> list[Waitpoint]:
         """What the run waits for now (its links are removed once it resumes)."""
-        stmt = (sa.select(waitpoints).join(run_waits, run_waits.c.waitpoint_id == waitpoints.c.id)
-                .where(run_waits.c.run_id == run_id, waitpoints.c.env_id == env_id).order_by(waitpoints.c.id))
-        with self.db.connect() as c:
+        scope = EnvScope(self.db, env_id)
+        stmt = scope.where(sa.select(waitpoints).join(run_waits, run_waits.c.waitpoint_id == waitpoints.c.id)
+                           .where(run_waits.c.run_id == run_id).order_by(waitpoints.c.id))
+        with scope.connect() as c:
             return [to_waitpoint(r) for r in c.execute(stmt).all()]
 
     def pending_tokens(self, env_id: str, *, limit: int = 50, cursor: str | None = None
                        ) -> list[tuple[Waitpoint, list[str]]]:
         """Pending tokens, newest first, each with the runs waiting on it."""
-        stmt = (sa.select(waitpoints).where(waitpoints.c.env_id == env_id, waitpoints.c.kind == "token",
-                                            waitpoints.c.status == "PENDING")
+        scope = EnvScope(self.db, env_id)
+        stmt = (scope.select(waitpoints).where(waitpoints.c.kind == "token", waitpoints.c.status == "PENDING")
                 .order_by(waitpoints.c.id.desc()).limit(limit))
         if cursor:
             stmt = stmt.where(waitpoints.c.id < cursor)
-        with self.db.connect() as c:
+        with scope.connect() as c:
             rows = c.execute(stmt).all()
             waiting: dict[str, list[str]] = {r.id: [] for r in rows}
             if rows:
@@ -66,9 +68,10 @@ class Overview:
 
     def checkpoint(self, env_id: str, run_id: str) -> dict[str, Any] | None:
         """Where a waiting run's process image is (mode, node, image key, sizes and durations), if it has one."""
-        stmt = (sa.select(run_checkpoints).join(runs, runs.c.id == run_checkpoints.c.run_id)
-                .where(run_checkpoints.c.run_id == run_id, runs.c.env_id == env_id))
-        with self.db.connect() as c:
+        scope = EnvScope(self.db, env_id)
+        stmt = scope.where(sa.select(run_checkpoints).join(runs, runs.c.id == run_checkpoints.c.run_id)
+                           .where(run_checkpoints.c.run_id == run_id))
+        with scope.connect() as c:
             row = c.execute(stmt).first()
         if row is None:
             return None
@@ -77,36 +80,38 @@ class Overview:
 
     def queues(self, env_id: str) -> list[QueueUse]:
         """Every queue of the environment's tasks: its limit, the runs executing and (up to a cap) queued."""
-        with self.db.connect() as c:
-            names = set(c.execute(sa.select(tasks.c.queue).where(tasks.c.env_id == env_id)).scalars())
-            limits = dict(c.execute(sa.select(queues.c.name, queues.c.concurrency_limit)
-                                    .where(queues.c.env_id == env_id)).all())
-            running = dict(c.execute(sa.select(queue_keys.c.queue, sa.func.sum(queue_keys.c.running))
-                                     .where(queue_keys.c.env_id == env_id).group_by(queue_keys.c.queue)).all())
+        scope = EnvScope(self.db, env_id)
+        with scope.connect() as c:
+            names = set(c.execute(scope.select(tasks.c.queue)).scalars())
+            limits = dict(c.execute(scope.select(queues.c.name, queues.c.concurrency_limit)).all())
+            running = dict(c.execute(scope.select(queue_keys.c.queue, sa.func.sum(queue_keys.c.running))
+                                     .group_by(queue_keys.c.queue)).all())
             result = []
             for name in sorted(names | set(limits) | set(running)):
-                capped = (sa.select(runs.c.id).where(runs.c.env_id == env_id, runs.c.status == "QUEUED",
-                                                     runs.c.queue == name).limit(QUEUED_CAP).subquery())
+                capped = (scope.select(runs.c.id).where(runs.c.status == "QUEUED", runs.c.queue == name)
+                          .limit(QUEUED_CAP).subquery())
                 queued = c.execute(sa.select(sa.func.count()).select_from(capped)).scalar_one()
                 result.append(QueueUse(name, limits.get(name), int(running.get(name) or 0), queued))
         return result
 
     def nodes(self, env_id: str) -> list[NodeUse]:
         """The nodes running this environment's attempts now (live runs only: the lease index covers them)."""
-        live = sa.select(runs.c.node_id, runs.c.status, sa.func.count().label("n")).where(
-            runs.c.env_id == env_id, runs.c.status.in_(("EXECUTING", "WAITING")), runs.c.node_id.is_not(None),
+        scope = EnvScope(self.db, env_id)
+        live = scope.select(runs.c.node_id, runs.c.status, sa.func.count().label("n")).where(
+            runs.c.status.in_(("EXECUTING", "WAITING")), runs.c.node_id.is_not(None),
         ).group_by(runs.c.node_id, runs.c.status)
         by_node: dict[str, dict[str, int]] = {}
-        with self.db.connect() as c:
+        with scope.connect() as c:
             for row in c.execute(live):
                 by_node.setdefault(row.node_id, {})[row.status] = row.n
         return [NodeUse(node, use.get("EXECUTING", 0), use.get("WAITING", 0)) for node, use in sorted(by_node.items())]
 
     def recent_checkpoint_failures(self, env_id: str, limit: int = 10) -> list[dict[str, Any]]:
         """Waiting runs kept in memory instead of checkpointed, newest first, with the reason."""
-        stmt = (sa.select(run_checkpoints).join(runs, runs.c.id == run_checkpoints.c.run_id)
-                .where(runs.c.env_id == env_id, run_checkpoints.c.mode != "criu")
+        scope = EnvScope(self.db, env_id)
+        stmt = (scope.where(sa.select(run_checkpoints).join(runs, runs.c.id == run_checkpoints.c.run_id)
+                            .where(run_checkpoints.c.mode != "criu"))
                 .order_by(run_checkpoints.c.created_at.desc()).limit(limit))
-        with self.db.connect() as c:
+        with scope.connect() as c:
             return [{"run_id": r.run_id, "node_id": r.node_id, "reason": (r.detail or {}).get("reason", ""),
                      "created_at": utc(r.created_at)} for r in c.execute(stmt)]

@@ -13,11 +13,12 @@ from outlast.wire import Run, RunEvent, RunList, RunStatus, TaskRunError
 from ..errors import RunNotFound
 from ..store.schema import run_events, run_tags, runs
 from .context import EngineContext, utc
+from .scope import EnvScope
 
 
-def find_run(c: sa.Connection, env_id: str, run_id: str, *, lock: bool = False) -> sa.Row:
-    """The run's row, if it is this environment's (RunNotFound otherwise); `lock` locks it for the transaction."""
-    stmt = sa.select(runs).where(runs.c.id == run_id, runs.c.env_id == env_id)
+def find_run(c: sa.Connection, scope: EnvScope, run_id: str, *, lock: bool = False) -> sa.Row:
+    """The run's row, if it is the scope's environment's (RunNotFound otherwise); `lock` locks it."""
+    stmt = scope.select(runs).where(runs.c.id == run_id)
     row = c.execute(stmt.with_for_update() if lock else stmt).first()
     if row is None:
         raise RunNotFound(f"run {run_id!r} not found", field="run_id")
@@ -39,9 +40,11 @@ class RunFilter:
 
 class RunReads:
     def __init__(self, context: EngineContext) -> None:
+        self.context = context
         self.db = context.db
 
     def run_env(self, run_id: str) -> str:
+        """Which environment a run is in (a task's own calls, which name their run and nothing else)."""
         with self.db.connect() as c:
             env_id = c.execute(sa.select(runs.c.env_id).where(runs.c.id == run_id)).scalar()
         if env_id is None:
@@ -49,8 +52,9 @@ class RunReads:
         return env_id
 
     def retrieve(self, env_id: str, run_id: str) -> Run:
-        with self.db.connect() as c:
-            return to_run(find_run(c, env_id, run_id))
+        scope = self.context.scope(env_id)
+        with scope.connect() as c:
+            return to_run(find_run(c, scope, run_id))
 
     def list_runs(self, env_id: str, *, status: Sequence[str] = (), task: Sequence[str] = (),
                   tag: Sequence[str] = (), created_after: datetime | None = None,
@@ -60,23 +64,25 @@ class RunReads:
 
     def search(self, env_id: str, where: RunFilter, *, limit: int = 50, cursor: str | None = None) -> RunList:
         """A page of runs, newest first; `cursor` is the last id of the previous page."""
-        with self.db.connect() as c:
-            rows = c.execute(matching_runs(env_id, where, cursor=cursor).limit(limit + 1)).all()
+        scope = self.context.scope(env_id)
+        with scope.connect() as c:
+            rows = c.execute(matching_runs(scope, where, cursor=cursor).limit(limit + 1)).all()
         page = [to_run(row) for row in rows[:limit]]
         return RunList(data=page, next_cursor=page[-1].id if len(rows) > limit else None)
 
     def events(self, env_id: str, run_id: str, *, after: int = 0) -> list[RunEvent]:
-        with self.db.connect() as c:
-            find_run(c, env_id, run_id)
+        scope = self.context.scope(env_id)
+        with scope.connect() as c:
+            find_run(c, scope, run_id)  # run_events has no env_id: the run found here is its parent
             rows = c.execute(sa.select(run_events).where(run_events.c.run_id == run_id, run_events.c.id > after)
                              .order_by(run_events.c.id)).all()
         return [RunEvent(id=r.id, run_id=r.run_id, time=utc(r.time), kind=r.kind, attempt=r.attempt,
                          level=r.level, message=r.message, data=r.data or {}) for r in rows]
 
 
-def matching_runs(env_id: str, where: RunFilter, *, cursor: str | None = None) -> sa.Select:
-    """The runs of `env_id` that `where` matches, newest first; `cursor`: only those with a lower id."""
-    stmt = sa.select(runs).where(runs.c.env_id == env_id).order_by(runs.c.id.desc())
+def matching_runs(scope: EnvScope, where: RunFilter, *, cursor: str | None = None) -> sa.Select:
+    """The scope's runs that `where` matches, newest first; `cursor`: only those with a lower id."""
+    stmt = scope.select(runs).order_by(runs.c.id.desc())
     conditions = [
         runs.c.status.in_(where.status) if where.status else None,
         runs.c.task_id.in_(where.task) if where.task else None,
@@ -85,7 +91,7 @@ def matching_runs(env_id: str, where: RunFilter, *, cursor: str | None = None) -
         runs.c.created_at < where.created_before.timestamp() if where.created_before else None,
         runs.c.id < cursor if cursor else None,
     ]
-    tagged = sa.select(run_tags.c.run_id).where(run_tags.c.env_id == env_id)
+    tagged = scope.select(run_tags.c.run_id)
     if where.every_tag:
         conditions += [runs.c.id.in_(tagged.where(run_tags.c.tag == tag)) for tag in where.tag]
     elif where.tag:

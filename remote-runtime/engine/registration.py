@@ -40,5 +40,6 @@ class Registration:
         self.context.wake()
 
     def list(self, env_id: str) -> list[sa.Row]:
-        with self.context.db.connect() as c:
-            return c.execute(sa.select(tasks).where(tasks.c.env_id == env_id).order_by(tasks.c.id)).all()
+        scope = self.context.scope(env_id)
+        with scope.connect() as c:
+            return c.execute(scope.select(tasks).order_by(tasks.c.id)).all()

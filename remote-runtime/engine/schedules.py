@@ -38,6 +38,7 @@ from ..store.schema import schedules, tasks
 from .context import utc
 from .cron import InvalidSchedule, check, iso, latest_tick, next_tick, ticks_after, upcoming
 from .facade import RunEngine
+from .scope import EnvScope
 
 log = logging.getLogger("outlast.runtime.scheduler")
 
@@ -68,9 +69,8 @@ class Scheduler:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def _row(self, c: sa.Connection, env_id: str, schedule_id: str) -> sa.Row:
-        row = c.execute(sa.select(schedules).where(schedules.c.id == schedule_id,
-                                                   schedules.c.env_id == env_id)).first()
+    def _row(self, c: sa.Connection, scope: EnvScope, schedule_id: str) -> sa.Row:
+        row = c.execute(scope.select(schedules).where(schedules.c.id == schedule_id)).first()
         if row is None:
             raise ScheduleNotFound(f"schedule {schedule_id!r} not found", field="schedule_id")
         return row
@@ -88,13 +88,15 @@ class Scheduler:
         )
 
     def retrieve(self, env_id: str, schedule_id: str) -> Schedule:
-        with self.db.connect() as c:
-            return self.to_schedule(self._row(c, env_id, schedule_id))
+        scope = self.engine.context.scope(env_id)
+        with scope.connect() as c:
+            return self.to_schedule(self._row(c, scope, schedule_id))
 
     def list(self, env_id: str, *, task: str | None = None, external_id: str | None = None,
              type: ScheduleType | None = None, active: bool | None = None, limit: int = 50,
              cursor: str | None = None) -> ScheduleList:
-        stmt = sa.select(schedules).where(schedules.c.env_id == env_id).order_by(schedules.c.id.desc())
+        scope = self.engine.context.scope(env_id)
+        stmt = scope.select(schedules).order_by(schedules.c.id.desc())
         if task is not None:
             stmt = stmt.where(schedules.c.task_id == task)
         if external_id is not None:
@@ -105,7 +107,7 @@ class Scheduler:
             stmt = stmt.where(schedules.c.active == active)
         if cursor:
             stmt = stmt.where(schedules.c.id < cursor)
-        with self.db.connect() as c:
+        with scope.connect() as c:
             rows = c.execute(stmt.limit(limit + 1)).all()
         now = self.clock()
         page = [self.to_schedule(row, now) for row in rows[:limit]]
@@ -113,10 +115,10 @@ class Scheduler:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def _require_task(self, c: sa.Connection, env_id: str, task_id: str) -> None:
-        found = c.execute(sa.select(tasks.c.id).where(tasks.c.env_id == env_id, tasks.c.id == task_id)).first()
+    def _require_task(self, c: sa.Connection, scope: EnvScope, task_id: str) -> None:
+        found = c.execute(scope.select(tasks.c.id).where(tasks.c.id == task_id)).first()
         if found is None:
-            raise UnknownTask(f"task {task_id!r} is not registered in environment {env_id!r}", field="task")
+            raise UnknownTask(f"task {task_id!r} is not registered in environment {scope.env_id!r}", field="task")
 
     def create(self, env_id: str, body: ScheduleCreate) -> Schedule:
         """Create, or with a deduplication key already in use, update that schedule (its active flag stays)."""
@@ -128,16 +130,17 @@ class Scheduler:
     def _create(self, env_id: str, body: ScheduleCreate) -> Schedule:
         now = self.clock()
         first = check(body.cron, body.timezone, now)
-        with self.db.begin() as c:
-            self._require_task(c, env_id, body.task)
+        scope = self.engine.context.scope(env_id)
+        with scope.begin() as c:
+            self._require_task(c, scope, body.task)
             existing = None
             if body.deduplication_key:
-                existing = c.execute(sa.select(schedules).where(
-                    schedules.c.env_id == env_id, schedules.c.type == ScheduleType.IMPERATIVE.value,
+                existing = c.execute(scope.select(schedules).where(
+                    schedules.c.type == ScheduleType.IMPERATIVE.value,
                     schedules.c.deduplication_key == body.deduplication_key).with_for_update()).first()
             if existing is not None:
                 changes = body.model_dump(include={"task", "cron", "timezone", "external_id", "catch_up"})
-                row = self._apply(c, existing, ScheduleUpdate(**changes), now)
+                row = self._apply(c, scope, existing, ScheduleUpdate(**changes), now)
                 return self.to_schedule(row, now)
             values = {"id": new_run_id(now).replace("run_", "sched_", 1), "env_id": env_id,
                       "type": ScheduleType.IMPERATIVE.value, "task_id": body.task, "cron": body.cron,
@@ -146,12 +149,12 @@ class Scheduler:
                       "active": body.active, "next_run_at": first if body.active else None,
                       "last_tick_at": None, "created_at": now, "updated_at": now}
             c.execute(schedules.insert().values(**values))
-            return self.to_schedule(c.execute(sa.select(schedules).where(schedules.c.id == values["id"])).one(), now)
+            return self.to_schedule(self._row(c, scope, values["id"]), now)
 
-    def _apply(self, c: sa.Connection, row: sa.Row, body: ScheduleUpdate, now: float) -> sa.Row:
+    def _apply(self, c: sa.Connection, scope: EnvScope, row: sa.Row, body: ScheduleUpdate, now: float) -> sa.Row:
         values: dict[str, Any] = {"updated_at": now}
         if body.task is not None and body.task != row.task_id:
-            self._require_task(c, row.env_id, body.task)
+            self._require_task(c, scope, body.task)
             values["task_id"] = body.task
         if body.external_id is not None:
             values["external_id"] = body.external_id
@@ -162,34 +165,37 @@ class Scheduler:
         if (cron, timezone) != (row.cron, row.timezone):
             first = check(cron, timezone, now)
             values.update(cron=cron, timezone=timezone, next_run_at=first if row.active else None)
-        c.execute(schedules.update().where(schedules.c.id == row.id).values(**values))
-        return c.execute(sa.select(schedules).where(schedules.c.id == row.id)).one()
+        c.execute(scope.update(schedules).where(schedules.c.id == row.id).values(**values))
+        return self._row(c, scope, row.id)
 
     def update(self, env_id: str, schedule_id: str, body: ScheduleUpdate) -> Schedule:
         now = self.clock()
-        with self.db.begin() as c:
-            row = self._row(c, env_id, schedule_id)
+        scope = self.engine.context.scope(env_id)
+        with scope.begin() as c:
+            row = self._row(c, scope, schedule_id)
             self._imperative(row, "updated")
-            return self.to_schedule(self._apply(c, row, body, now), now)
+            return self.to_schedule(self._apply(c, scope, row, body, now), now)
 
     def set_active(self, env_id: str, schedule_id: str, active: bool) -> Schedule:
         """(De)activate; an activated schedule resumes at its next tick, without catching up."""
         now = self.clock()
-        with self.db.begin() as c:
-            row = self._row(c, env_id, schedule_id)
+        scope = self.engine.context.scope(env_id)
+        with scope.begin() as c:
+            row = self._row(c, scope, schedule_id)
             if row.active != active:
                 next_at = next_tick(row.cron, row.timezone, now) if active else None
-                c.execute(schedules.update().where(schedules.c.id == row.id).values(
+                c.execute(scope.update(schedules).where(schedules.c.id == row.id).values(
                     active=active, next_run_at=next_at, updated_at=now))
-                row = self._row(c, env_id, schedule_id)
+                row = self._row(c, scope, schedule_id)
             return self.to_schedule(row, now)
 
     def delete(self, env_id: str, schedule_id: str) -> Schedule:
         now = self.clock()
-        with self.db.begin() as c:
-            row = self._row(c, env_id, schedule_id)
+        scope = self.engine.context.scope(env_id)
+        with scope.begin() as c:
+            row = self._row(c, scope, schedule_id)
             self._imperative(row, "deleted")
-            c.execute(schedules.delete().where(schedules.c.id == row.id))
+            c.execute(scope.delete(schedules).where(schedules.c.id == row.id))
             return self.to_schedule(row, now).model_copy(update={"active": False, "next_run": None, "upcoming": []})
 
     @staticmethod

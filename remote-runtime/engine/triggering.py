@@ -90,7 +90,7 @@ class Triggering:
     def _trigger(self, env_id: str, items: Sequence[BatchItem], now: float,
                  replayed_from: str | None) -> list[RunHandle]:
         prefix = "items.{}." if len(items) > 1 else ""
-        with self.context.db.begin() as c:
+        with self.context.scope(env_id).begin() as c:
             manifests = self.manifests(c, env_id, items)
             for index, item in enumerate(items):
                 if item.task not in manifests:
@@ -117,8 +117,8 @@ class Triggering:
     def manifests(self, c: sa.Connection, env_id: str, items: Sequence[BatchItem]) -> Manifests:
         """The manifests of the tasks `items` name: registered ones, and those of the versions they are locked to."""
         task_ids = {item.task for item in items}
-        rows = c.execute(sa.select(tasks.c.id, tasks.c.version, tasks.c.manifest)
-                         .where(tasks.c.env_id == env_id, tasks.c.id.in_(task_ids))).all()
+        rows = c.execute(self.context.scope(env_id).select(tasks.c.id, tasks.c.version, tasks.c.manifest)
+                         .where(tasks.c.id.in_(task_ids))).all()
         found = {row.id: (TaskManifest.model_validate(row.manifest), row.version) for row in rows}
         if self.version_manifests is not None:
             for version in {item.options.version for item in items if item.options.version}:
@@ -160,6 +160,7 @@ class NewRuns:
     def __init__(self, context: EngineContext, c: sa.Connection, env_id: str, items: Sequence[BatchItem],
                  now: float) -> None:
         self.context, self.c, self.env_id, self.now = context, c, env_id, now
+        self.scope = context.scope(env_id)
         self.rows: list[dict[str, Any]] = []
         self._tags: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []
@@ -170,9 +171,9 @@ class NewRuns:
         wanted = {(item.task, item.options.idempotency_key) for item in items if item.options.idempotency_key}
         if not wanted:
             return {}
-        rows = self.c.execute(sa.select(runs.c.id, runs.c.task_id, runs.c.idempotency_key,
-                                        runs.c.idempotency_expires_at).where(
-            runs.c.env_id == self.env_id, runs.c.task_id.in_({task for task, _ in wanted}),
+        rows = self.c.execute(self.scope.select(runs.c.id, runs.c.task_id, runs.c.idempotency_key,
+                                                runs.c.idempotency_expires_at).where(
+            runs.c.task_id.in_({task for task, _ in wanted}),
             runs.c.idempotency_key.in_({key for _, key in wanted}))).all()
         found, expired = {}, []
         for row in rows:
@@ -183,7 +184,7 @@ class NewRuns:
             else:
                 expired.append(row.id)
         if expired:
-            self.c.execute(runs.update().where(runs.c.id.in_(expired)).values(idempotency_key=None))
+            self.c.execute(self.scope.update(runs).where(runs.c.id.in_(expired)).values(idempotency_key=None))
         return found
 
     def cached(self, item: BatchItem) -> str | None:

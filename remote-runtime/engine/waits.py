@@ -39,6 +39,7 @@ from ..store import queue
 from ..store.ids import new_run_id
 from ..store.schema import run_checkpoints, run_events, run_waits, runs, waitpoints
 from .context import EngineContext, ready_run, slot, timeline_event, utc
+from .scope import EnvScope
 from .triggering import Triggering
 from .unrestored import CLAIMS, count_claims, forget_waits_and_checkpoints
 
@@ -102,16 +103,15 @@ class Waits:
             items = [self._child(item, run, f"{base}/{index}") for index, item in enumerate(spec.items)]
             children = [handle.id for handle in self.triggering.trigger(run.env_id, items)]
         now = self.context.clock()
-        with self.db.begin() as c:
+        with (scope := self.context.scope(run.env_id)).begin() as c:  # the run's own tokens and children only
             if spec.kind is K.TOKEN:
-                token = c.execute(sa.select(waitpoints).where(
-                    waitpoints.c.id == (spec.token_id or ""), waitpoints.c.env_id == run.env_id,
-                    waitpoints.c.kind == K.TOKEN.value)).first()
+                token = c.execute(scope.select(waitpoints).where(
+                    waitpoints.c.id == (spec.token_id or ""), waitpoints.c.kind == K.TOKEN.value)).first()
                 if token is None:
                     raise WaitpointNotFound(f"token {spec.token_id!r} not found", field="spec.token_id")
                 rows = [token]
             else:
-                rows = self._create(c, run.env_id, spec.kind, base, spec.until, children, now)
+                rows = self._create(c, scope, spec.kind, base, spec.until, children, now)
             self._block(c, request.run_id, [row.id for row in rows])
         return [WaitpointState(id=row.id, result=to_result(row) if row.status == COMPLETED else None) for row in rows]
 
@@ -131,23 +131,23 @@ class Waits:
         })
         return item.model_copy(update={"options": options})
 
-    def _create(self, c: sa.Connection, env_id: str, kind: K, base: str, until: datetime | None,
+    def _create(self, c: sa.Connection, scope: EnvScope, kind: K, base: str, until: datetime | None,
                 children: Sequence[str], now: float) -> list[Any]:
         keys = [f"{base}/{i}" for i in range(max(1, len(children)))]
-        found = {r.idempotency_key: r for r in c.execute(sa.select(waitpoints).where(
-            waitpoints.c.env_id == env_id, waitpoints.c.idempotency_key.in_(keys)))}
+        mine = scope.select(waitpoints).where(waitpoints.c.idempotency_key.in_(keys))
+        found = {r.idempotency_key: r for r in c.execute(mine)}
         if len(found) == len(keys):
             return [found[k] for k in keys]
         finished = {}
         if children:  # locked: a child finishing now either sees this waitpoint or is seen finished here
-            finished = {r.id: r for r in c.execute(sa.select(runs.c.id, runs.c.status, runs.c.output, runs.c.error)
+            finished = {r.id: r for r in c.execute(scope.select(runs.c.id, runs.c.status, runs.c.output, runs.c.error)
                                                    .where(runs.c.id.in_(children)).with_for_update())
                         if S(r.status).is_final}
         rows = []
         for index, key in enumerate(keys):
             if key in found:
                 continue
-            row = {"id": "wp_" + new_run_id(now)[4:], "env_id": env_id, "kind": kind.value, "status": PENDING,
+            row = {"id": "wp_" + new_run_id(now)[4:], "env_id": scope.env_id, "kind": kind.value, "status": PENDING,
                    "complete_after": None, "child_run_id": None, "output": None, "timed_out": False, "tags": [],
                    "idempotency_key": key, "callback_secret": None, "created_at": now, "completed_at": None}
             if kind is K.DATETIME:
@@ -162,8 +162,7 @@ class Waits:
             rows.append(row)
         if rows:
             c.execute(waitpoints.insert(), rows)
-        by_key = {r.idempotency_key: r for r in c.execute(sa.select(waitpoints).where(
-            waitpoints.c.env_id == env_id, waitpoints.c.idempotency_key.in_(keys)))}
+        by_key = {r.idempotency_key: r for r in c.execute(mine)}
         return [by_key[key] for key in keys]  # in the order of the items
 
     @staticmethod
@@ -311,10 +310,9 @@ class Waits:
         key = f"token:{request.idempotency_key}" if request.idempotency_key else None
         timeout = request.timeout
         timeout_at = (timeout.timestamp() if isinstance(timeout, datetime) else now + timeout) if timeout else None
-        with self.db.begin() as c:
+        with (scope := self.context.scope(env_id)).begin() as c:
             if key:
-                existing = c.execute(sa.select(waitpoints).where(waitpoints.c.env_id == env_id,
-                                                                 waitpoints.c.idempotency_key == key)).first()
+                existing = c.execute(scope.select(waitpoints).where(waitpoints.c.idempotency_key == key)).first()
                 if existing is not None:
                     return self._token(existing.id, existing.callback_secret, existing.complete_after,
                                        existing.tags, cached=True)
@@ -336,19 +334,21 @@ class Waits:
         Completing a token that is already complete changes nothing and returns it as it is.
         """
         now = self.context.clock()
-        with self.db.begin() as c:
-            stmt = sa.select(waitpoints).where(waitpoints.c.id == token_id, waitpoints.c.kind == K.TOKEN.value)
-            if env_id is not None:
-                stmt = stmt.where(waitpoints.c.env_id == env_id)
-            row = c.execute(stmt.with_for_update()).first()
+        if env_id is None:  # by its callback URL, whose secret names the token and so its environment
+            with self.db.connect() as c:
+                env_id = c.execute(sa.select(waitpoints.c.env_id).where(waitpoints.c.id == token_id)).scalar() or ""
+        with (scope := self.context.scope(env_id)).begin() as c:
+            token = scope.select(waitpoints).where(waitpoints.c.id == token_id, waitpoints.c.kind == K.TOKEN.value)
+            row = c.execute(token.with_for_update()).first()
             if row is None or (secret is not None and not hmac.compare_digest(row.callback_secret or "", secret)):
                 raise WaitpointNotFound(f"token {token_id!r} not found", field="token_id")
             requeued = 0
             if row.status == PENDING:
-                c.execute(_COMPLETE_WAITPOINT, [{"b_id": token_id, "b_output": data, "b_timed_out": False,
-                                                 "b_now": now}])
-                requeued = self._unblock(c, [token_id], now)
-            row = c.execute(sa.select(waitpoints).where(waitpoints.c.id == token_id)).first()
+                with scope.following_ids(c):  # the token found above, and the runs it blocked (run_waits)
+                    c.execute(_COMPLETE_WAITPOINT, [{"b_id": token_id, "b_output": data, "b_timed_out": False,
+                                                     "b_now": now}])
+                    requeued = self._unblock(c, [token_id], now)
+            row = c.execute(scope.select(waitpoints).where(waitpoints.c.id == token_id)).first()
         if requeued:
             self.context.wake()
         return to_waitpoint(row)
@@ -364,9 +364,9 @@ class Waits:
         return None
 
     def retrieve(self, env_id: str, waitpoint_id: str) -> Waitpoint:
-        with self.db.connect() as c:
-            row = c.execute(sa.select(waitpoints).where(waitpoints.c.id == waitpoint_id,
-                                                        waitpoints.c.env_id == env_id)).first()
+        scope = self.context.scope(env_id)
+        with scope.connect() as c:
+            row = c.execute(scope.select(waitpoints).where(waitpoints.c.id == waitpoint_id)).first()
         if row is None:
             raise WaitpointNotFound(f"waitpoint {waitpoint_id!r} not found", field="waitpoint_id")
         return to_waitpoint(row)
