@@ -36,10 +36,15 @@ def database_url() -> Iterator[str]:
     _drop_pg_database(name)
 
 
-def stored_images(endpoint: str) -> list[str]:
+def stored_objects(endpoint: str) -> list[str]:
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
                       aws_secret_access_key="testing")
     return [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+
+
+def stored_images(endpoint: str) -> list[str]:
+    """The images' archives (their pages are in shared packs beside them, see checkpoint/s3pages.py)."""
+    return [key for key in stored_objects(endpoint) if key.endswith(".tar.zst")]
 
 
 def test_a_run_checkpointed_on_one_node_is_restored_by_another(tmp_path, s3_endpoint, database_url):
@@ -75,6 +80,12 @@ def test_a_run_checkpointed_on_one_node_is_restored_by_another(tmp_path, s3_endp
         assert any("started on node-a" in m for m in events)
         assert any("resumes on node-b" in m for m in events), events
         wait_for(lambda: not stored_images(s3_endpoint), timeout=10, message="the used image to be deleted")
+        # Its own pages went with it; the version's stay for its next runs, referenced by the version alone.
+        pages = [key for key in stored_objects(s3_endpoint) if "/.pages/" in key]
+        packs = [key for key in pages if "/.pages/packs/" in key]
+        refs = [key for key in pages if "/.pages/refs/" in key]
+        assert packs and len(refs) == len(packs) and all("/@version/" in key for key in refs), pages
+        assert not [key for key in pages if "/.pages/keys/" in key or "/.pages/condemned/" in key], pages
     finally:
         node_a.close()
         node_b.close()
