@@ -30,6 +30,11 @@ from tests.conftest import (
     wait_for,
 )
 
+CHECKPOINTS = {"OUTLAST_CHECKPOINT_MIN_FREE_MB": "0"}  # checkpoint on a nearly full disk too
+# How many runs the drain test and the upgrade drill move: small by default, so that the suite stays
+# fast; the issue's sizes are OUTLAST_CLUSTER_DRAIN_RUNS=20 OUTLAST_CLUSTER_DRILL_RUNS=50 (docs/cluster.md).
+DRAIN_RUNS = int(os.environ.get("OUTLAST_CLUSTER_DRAIN_RUNS", "3"))
+DRILL_RUNS = int(os.environ.get("OUTLAST_CLUSTER_DRILL_RUNS", "4"))
 LEASE_SECONDS = 3.0  # short, so a lost node's attempts come back soon
 BUCKET = "outlast-cluster"
 NODE_ENV = {"OUTLAST_LEASE_SECONDS": str(LEASE_SECONDS), "OUTLAST_HEARTBEAT_INTERVAL": "0.5",
@@ -67,7 +72,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, database_url: str, bridge: Net
     (it knows the checkpoint store: it deletes the images of runs that will never resume)."""
     where = tmp_path_factory.mktemp("api")
     runtime = runtime_process(where, database_url, project=None, node_id="api", log_name="api.log",
-                              extra_env={**NODE_ENV, **s3_env(s3_endpoint)},
+                              extra_env={**NODE_ENV, **s3_env(s3_endpoint), "OUTLAST_SERVE_DEPLOYMENTS": "0"},
                               extra_args=["--host", bridge.host_address])
     port = runtime.args[runtime.args.index("--port") + 1]
     runtime = dataclasses.replace(runtime, url=f"http://{bridge.host_address}:{port}")
@@ -150,21 +155,35 @@ class Cluster:
     def client(self) -> Client:
         return self.api.client()
 
-    def start_node(self, node_id: str, *, project: str = "cluster", slots: int = 2,
-                   extra_env: dict[str, str] | None = None) -> WorkerNode:
+    def progress(self, run_id: str) -> list[tuple[int, int]]:
+        """The (attempt, step) marks a `count` run wrote so far (tests/projects/cluster)."""
+        path = self.scratch / f"{run_id}.progress"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [(int(attempt), int(step)) for attempt, step in (line.split() for line in lines)]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`outlast ARGS` against the cluster's runtime, with the environment's key."""
+        env = {**os.environ, "OUTLAST_API_URL": self.api.url, "OUTLAST_SECRET_KEY": SECRET_KEY, "COLUMNS": "200"}
+        return subprocess.run([sys.executable, "-m", "outlast.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    def start_node(self, node_id: str, *, project: str | None = "cluster", slots: int = 2,
+                   extra_env: dict[str, str] | None = None, data_dir: Path | None = None,
+                   log_name: str | None = None) -> WorkerNode:
+        """`outlast worker` on `project`, or on the deployed versions (`--deployments`) with `project=None`."""
         namespace = self.bridge.add_namespace()
-        data = self.root / node_id
-        data.mkdir()
+        data_dir = data_dir or self.root / node_id / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        code = ["--project", str(PROJECTS / project)] if project is not None else ["--deployments"]
         args = [sys.executable, "-m", "outlast.cli", "worker", "--api-url", self.api.url, "--secret-key", SECRET_KEY,
-                "--project", str(PROJECTS / project), "--data-dir", str(data / "data"), "--slots", str(slots),
-                "--node-id", node_id]
+                *code, "--data-dir", str(data_dir), "--slots", str(slots), "--node-id", node_id]
         env = {**os.environ, **NODE_ENV, "OUTLAST_TEST_SCRATCH": str(self.scratch),
                # the same path on every node, as the runtime requires (a restore finds its resume file there)
                "OUTLAST_PROCESS_DIR": str(self.root / "processes"), **(extra_env or {})}
         for name in ("OUTLAST_DATABASE_URL", "OUTLAST_SECRET_KEY"):
             env.pop(name, None)
         node = WorkerNode(node_id=node_id, namespace=namespace, args=args, env=env,
-                          log_path=self.root / f"{node_id}.log")
+                          log_path=self.root / f"{log_name or node_id}.log")
         self.nodes.append(node)
         return node.start()
 

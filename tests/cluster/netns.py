@@ -4,6 +4,10 @@ all pairs on one bridge in the root namespace that holds the API runtime's addre
 A partition is a real cut: the node's host-side veth is set down, so its packets go nowhere (its
 TCP connections stall and retransmit, as across a failed switch) until the link is set up again.
 Nothing leaves the /24: the bridge has no route out and no forwarding is enabled.
+
+A node enters its namespace's network only (`nsenter --net`), not `ip netns exec`: that one also
+makes a mount namespace with a fresh /sys of the network namespace's own, without /sys/fs/cgroup,
+so the node could not put its task processes in cgroups (machine limits would not be enforced).
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ class Namespace:
     address: str
 
     def command(self, args: list[str]) -> list[str]:
-        """`args` run inside this namespace."""
-        return ["ip", "netns", "exec", self.name, *args]
+        """`args` run inside this namespace's network, with the host's mounts (its cgroup hierarchies)."""
+        return ["nsenter", f"--net=/run/netns/{self.name}", *args]
 
     def partition(self) -> None:
         _ip("link", "set", self.host_link, "down")

@@ -1,24 +1,18 @@
-"""Draining a node (SIGTERM on `outlast worker`): its executing runs, caught mid-computation (not at
-a wait), are checkpointed by CRIU and carry on on another node, same attempt, same memory. Real
-processes, real CRIU, real S3 (moto), each node in its own network namespace."""
+"""Draining a node (`outlast worker drain NODE`, or SIGTERM on `outlast worker`): its executing runs,
+caught mid-computation (not at a wait), are checkpointed by CRIU and carry on on another node, same
+attempt, same memory. Real processes, real CRIU, real S3 (moto), each node in its own network namespace."""
 
 from __future__ import annotations
 
 from outlast import RunStatus
+from tests.cluster.conftest import CHECKPOINTS, DRAIN_RUNS, DRILL_RUNS
 from tests.conftest import runtime_process, wait_for
 
-CHECKPOINTS = {"OUTLAST_CHECKPOINT_MIN_FREE_MB": "0"}
-RUNS = 3
+RUNS = DRAIN_RUNS
 TO, EVERY = 200_000, 1_000  # 200 progress marks per run
 
 
-def _progress(cluster, run_id: str) -> list[tuple[int, int]]:
-    path = cluster.scratch / f"{run_id}.progress"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [(int(attempt), int(step)) for attempt, step in (line.split() for line in lines)]
-
-
-def test_a_draining_node_hands_its_running_attempts_to_another_by_checkpoint(cluster):
+def test_outlast_worker_drain_hands_a_nodes_running_attempts_to_another_by_checkpoint(cluster):
     node_a = cluster.start_node("node-a", slots=RUNS, extra_env={
         **cluster.s3_env(), **CHECKPOINTS, "OUTLAST_DRAIN_GRACE": "0.5"})
     client = cluster.client()
@@ -26,30 +20,40 @@ def test_a_draining_node_hands_its_running_attempts_to_another_by_checkpoint(clu
     gate.touch()  # each run counts to its 5th mark, then holds there (running) until the gate is gone
     run_ids = [client.trigger("count", {"to": TO, "every": EVERY, "pause": 0.05, "gate_at": 5 * EVERY}).id
                for _ in range(RUNS)]
-    wait_for(lambda: all(len(_progress(cluster, r)) >= 5 for r in run_ids), timeout=60,
+    wait_for(lambda: all(len(cluster.progress(r)) >= 5 for r in run_ids), timeout=60 + 3 * RUNS,
              message="every run to be counting on node-a")
     cluster.start_node("node-b", slots=RUNS, extra_env={**cluster.s3_env(), **CHECKPOINTS})
 
+    unknown = cluster.cli("worker", "drain", "node-z")
+    assert unknown.returncode == 1 and "no worker node 'node-z'" in unknown.stderr, unknown.stderr
+    assert "node-a" in unknown.stderr, "the message names the nodes it knows"
+
     gate.unlink()
-    node_a.drain()
-    assert node_a.process is not None and node_a.process.returncode == 0, node_a.log()
-    before = {r: len(_progress(cluster, r)) for r in run_ids}
+    drained = cluster.cli("worker", "drain", "node-a", "--wait")
+    assert drained.returncode == 0, drained.stdout + drained.stderr + node_a.log()
+    assert "node-a: drained (holds no attempts)" in drained.stdout
+    assert node_a.process is not None and node_a.process.wait(60) == 0, node_a.log()
+    assert "asked by the runtime" in node_a.log()
+    before = {r: len(cluster.progress(r)) for r in run_ids}
     assert all(count < TO // EVERY for count in before.values()), "caught mid-computation"
 
     for run_id in run_ids:
-        run = client.poll(run_id, interval=0.2, timeout=120)
+        run = client.poll(run_id, interval=0.2, timeout=120 + 3 * RUNS)
         messages = [e.message for e in client.run_events(run_id)]
         assert run.status is RunStatus.COMPLETED, messages
         assert run.attempts == 1, "the same attempt carried on"
         assert run.output == {"total": TO * (TO + 1) // 2, "attempt": 1}
         assert any("started on node-a" in m for m in messages) and any("resumes on node-b" in m for m in messages), \
             messages
-        progress = _progress(cluster, run_id)
+        progress = cluster.progress(run_id)
         steps = [step for _, step in progress]
         assert steps == list(range(EVERY, TO + 1, EVERY)), "progress never went back, nor was any step repeated"
         assert {attempt for attempt, _ in progress} == {1}
         assert (cluster.scratch / f"{run_id}.done").read_text() == "1\n", "its end was marked once"
     assert "drained" in node_a.log(), node_a.log()
+    # Its task processes were in cgroups (the namespace keeps the host's /sys/fs/cgroup): limits enforced.
+    assert "machine limits NOT enforced" not in node_a.log(), node_a.log()
+    assert all(client.retrieve_run(r).cpu_ms is not None for r in run_ids), "CPU time measured by its cgroup"
 
 
 def test_a_runtime_stopped_with_a_running_attempt_drains_it_and_restores_it_when_it_starts_again(tmp_path):
@@ -90,7 +94,7 @@ def test_a_run_a_draining_node_cannot_checkpoint_is_stopped_and_retried_and_its_
     gate = cluster.scratch / "gate"
     gate.touch()
     run_id = client.trigger("count", {"to": 10 * EVERY, "every": EVERY, "pause": 0.5, "gate_at": 5 * EVERY}).id
-    wait_for(lambda: len(_progress(cluster, run_id)) >= 5, timeout=60, message="the run to be counting")
+    wait_for(lambda: len(cluster.progress(run_id)) >= 5, timeout=60, message="the run to be counting")
     cluster.start_node("node-b", slots=1)
     gate.unlink()
     node_a.drain()
@@ -104,28 +108,52 @@ def test_a_run_a_draining_node_cannot_checkpoint_is_stopped_and_retried_and_its_
 
 
 def test_an_upgrade_drill_drains_every_node_in_turn_and_no_run_loses_or_repeats_work(cluster):
-    """Nodes a and b run four counting runs; c and d come up, then a drains, then b: every run ends
-    in its first attempt wherever it ended up, its progress never went back."""
+    """Nodes a and b run DRILL_RUNS counting runs; c and d come up, then a drains, then b: every run
+    ends in its first attempt wherever it ended up, its progress never went back."""
     env = {**cluster.s3_env(), **CHECKPOINTS, "OUTLAST_DRAIN_GRACE": "0.2"}
     client = cluster.client()
     gate = cluster.scratch / "gate"
     gate.touch()
-    first = [cluster.start_node("node-a", slots=2, extra_env=env), cluster.start_node("node-b", slots=2, extra_env=env)]
+    slots = (DRILL_RUNS + 1) // 2  # every run executes at once on a and b, and then on c and d
+    first = [cluster.start_node(node, slots=slots, extra_env=env) for node in ("node-a", "node-b")]
     run_ids = [client.trigger("count", {"to": 300 * EVERY, "every": EVERY, "pause": 0.05, "gate_at": 5 * EVERY}).id
-               for _ in range(4)]
-    wait_for(lambda: all(len(_progress(cluster, r)) >= 5 for r in run_ids), timeout=60, message="all four counting")
+               for _ in range(DRILL_RUNS)]
+    wait_for(lambda: all(len(cluster.progress(r)) >= 5 for r in run_ids), timeout=60 + 3 * DRILL_RUNS,
+             message="every run counting")
     for new in ("node-c", "node-d"):
-        cluster.start_node(new, slots=2, extra_env=env)
+        cluster.start_node(new, slots=slots, extra_env=env)
     gate.unlink()
     for old in first:
         old.drain()
         assert "drained" in old.log(), old.log()
 
     for run_id in run_ids:
-        run = client.poll(run_id, interval=0.2, timeout=180)
+        run = client.poll(run_id, interval=0.2, timeout=180 + 3 * DRILL_RUNS)
         messages = [e.message for e in client.run_events(run_id)]
         assert run.status is RunStatus.COMPLETED and run.attempts == 1, messages
-        assert [step for _, step in _progress(cluster, run_id)] == list(range(EVERY, 300 * EVERY + 1, EVERY))
+        assert [step for _, step in cluster.progress(run_id)] == list(range(EVERY, 300 * EVERY + 1, EVERY))
         assert (cluster.scratch / f"{run_id}.done").read_text() == "1\n"
     moved = [m for r in run_ids for m in (e.message for e in client.run_events(r)) if "its node is draining" in m]
-    assert len(moved) >= 4, "every run was moved at least once (a run on b could move twice)"
+    assert len(moved) >= DRILL_RUNS, "every run was moved at least once (a run on b could move twice)"
+
+
+def test_frozen_time_does_not_count_against_max_duration_and_running_time_does_across_a_checkpoint(tmp_path):
+    """max_duration 4 s: a run that waits 6 s (checkpointed) between two short stretches completes; one
+    that runs 2 s, is checkpointed, and runs 2.5 s more is timed out in its second stretch."""
+    runtime = runtime_process(tmp_path, None, project="cluster", slots=2, extra_env=CHECKPOINTS)
+    try:
+        client = runtime.start().client()
+        waits = client.trigger("paced", {"before": 0.2, "wait": 6, "after": 0.2}).id
+        runs = client.trigger("paced", {"before": 2, "wait": 3, "after": 2.5}).id
+        done = client.poll(waits, interval=0.2, timeout=120)
+        messages = [e.message for e in client.run_events(waits)]
+        assert done.status is RunStatus.COMPLETED, messages
+        assert any("; checkpointed" in m for m in messages), messages
+        timed_out = client.poll(runs, interval=0.2, timeout=120)
+        messages = [e.message for e in client.run_events(runs)]
+        assert timed_out.status is RunStatus.TIMED_OUT, messages
+        assert any("; checkpointed" in m for m in messages), messages
+        assert "max_duration" in timed_out.error.message
+        assert (runtime.scratch / f"{runs}.resumed").exists(), "it ran out of time after its restore, not before"
+    finally:
+        runtime.close()

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from outlast import logger, metadata, task
+from outlast import logger, metadata, task, wait
 
 SCRATCH = Path(os.environ.get("OUTLAST_TEST_SCRATCH", "/tmp"))
 RETRIES = {"max_attempts": 3, "min_delay": 0.1, "factor": 1, "randomize": False}
@@ -61,3 +61,15 @@ def ticker(payload, ctx):
         _mark(f"{ctx.run_id}.ticks", repr(time.time()))
         time.sleep(payload["interval"])
     return {"ballast": len(ballast), "attempt": ctx.attempt}
+
+
+@task(id="paced", max_duration=4, checkpoint_after=1, retry={"max_attempts": 1})
+def paced(payload, ctx):
+    """Runs `before` seconds, waits `wait` seconds (a timer longer than its checkpoint_after: checkpointed
+    at once, frozen), then runs `after` seconds. Its max_duration (4 s) counts the running only: time
+    frozen does not count, time run before the checkpoint does (sleeping is running: it is not frozen)."""
+    time.sleep(payload["before"])
+    wait.for_(seconds=payload["wait"])
+    _mark(f"{ctx.run_id}.resumed", str(os.getpid()))
+    time.sleep(payload["after"])
+    return {"attempt": ctx.attempt}
