@@ -155,19 +155,25 @@ class S3Pages:
         return raw, added
 
     def get(self, key: str, source: IO[bytes], dest_dir: Path, what: str) -> None:
-        with self._locked():
-            kept = {p for path in self._local_versions() for p in json.loads(path.read_bytes())["packs"]}
-            filler = PageFiller(self.packs_dir, PageCache(self.copies_dir), kept)
-            try:
-                def fill(target: Path, runs: Any, what: str) -> tuple[int, str]:
-                    for run in runs if isinstance(runs, list) else []:
-                        if isinstance(run, list) and run and isinstance(run[0], str) and PACK_ID.fullmatch(run[0]):
-                            self._fetch(run[0], what)
-                    return filler.fill(target, runs, what)
+        """Unpack the archive read from `source`, fetching the packs it names that this node lacks.
+        Restores run side by side: only fetching a missing pack takes the lock (cached packs never
+        change, being named by content, and the pack of a key being restored is not collected)."""
+        self.versions_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        kept = {p for path in self._local_versions() for p in json.loads(path.read_bytes())["packs"]}
+        filler = PageFiller(self.packs_dir, PageCache(self.copies_dir), kept)
 
-                unpack(source, dest_dir, what, fill)
-            finally:
-                filler.close()
+        def fill(target: Path, runs: Any, what: str) -> tuple[int, str]:
+            for run in runs if isinstance(runs, list) else []:
+                if isinstance(run, list) and run and isinstance(run[0], str) and PACK_ID.fullmatch(run[0]) \
+                        and not (self.packs_dir / f"{run[0]}.pack").exists():
+                    with self._locked():
+                        self._fetch(run[0], what)
+            return filler.fill(target, runs, what)
+
+        try:
+            unpack(source, dest_dir, what, fill)
+        finally:
+            filler.close()
 
     def delete(self, key: str) -> None:
         """After the archive is gone: drop the key's references, collect the packs left unused."""

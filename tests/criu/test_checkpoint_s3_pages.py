@@ -8,7 +8,7 @@ import datetime
 import os
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,18 @@ def test_runs_of_a_version_store_only_their_own_pages_and_restore_on_another_nod
     assert len(packs) == 4 and all(len(Path(name).stem) == 32 for name in packs)
     for n, path in enumerate(images):
         restorable(endpoint, prefix, f"run_{n}/1", path, tmp_path)
+
+
+def test_restores_on_a_fresh_node_run_side_by_side(store: S3CheckpointStore, endpoint: str, prefix: str,
+                                                   tmp_path: Path) -> None:
+    images = [image(tmp_path / f"images-{n}", n) for n in range(4)]
+    for n, path in enumerate(images):
+        store.put(f"run_{n}/1", path, base="v1")
+    other = open_s3(endpoint, prefix, tmp_path / "node-b")
+    with ThreadPoolExecutor(4) as threads:  # all need the version's pack, which node B does not have yet
+        list(threads.map(lambda n: other.get(f"run_{n}/1", tmp_path / f"back-{n}"), range(4)))
+    for n, path in enumerate(images):
+        assert digests(tmp_path / f"back-{n}") == digests(path)
 
 
 def test_deletes_free_a_runs_own_pages_and_keep_the_versions(store: S3CheckpointStore, tmp_path: Path) -> None:
