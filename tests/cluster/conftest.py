@@ -152,8 +152,8 @@ class Cluster:
     s3_endpoint: str
     nodes: list[WorkerNode] = field(default_factory=list)
 
-    def client(self) -> Client:
-        return self.api.client()
+    def client(self, secret_key: str = SECRET_KEY) -> Client:
+        return self.api.client(secret_key)
 
     def progress(self, run_id: str) -> list[tuple[int, int]]:
         """The (attempt, step) marks a `count` run wrote so far (tests/projects/cluster)."""
@@ -161,21 +161,21 @@ class Cluster:
         lines = path.read_text().splitlines() if path.exists() else []
         return [(int(attempt), int(step)) for attempt, step in (line.split() for line in lines)]
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """`outlast ARGS` against the cluster's runtime, with the environment's key."""
-        env = {**os.environ, "OUTLAST_API_URL": self.api.url, "OUTLAST_SECRET_KEY": SECRET_KEY, "COLUMNS": "200"}
+    def cli(self, *args: str, secret_key: str = SECRET_KEY) -> subprocess.CompletedProcess[str]:
+        """`outlast ARGS` against the cluster's runtime, with an environment's key (dev's by default)."""
+        env = {**os.environ, "OUTLAST_API_URL": self.api.url, "OUTLAST_SECRET_KEY": secret_key, "COLUMNS": "200"}
         return subprocess.run([sys.executable, "-m", "outlast.cli", *args], env=env, capture_output=True, text=True,
                               timeout=300)
 
     def start_node(self, node_id: str, *, project: str | None = "cluster", slots: int = 2,
                    extra_env: dict[str, str] | None = None, data_dir: Path | None = None,
-                   log_name: str | None = None) -> WorkerNode:
+                   log_name: str | None = None, secret_key: str = SECRET_KEY) -> WorkerNode:
         """`outlast worker` on `project`, or on the deployed versions (`--deployments`) with `project=None`."""
         namespace = self.bridge.add_namespace()
         data_dir = data_dir or self.root / node_id / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         code = ["--project", str(PROJECTS / project)] if project is not None else ["--deployments"]
-        args = [sys.executable, "-m", "outlast.cli", "worker", "--api-url", self.api.url, "--secret-key", SECRET_KEY,
+        args = [sys.executable, "-m", "outlast.cli", "worker", "--api-url", self.api.url, "--secret-key", secret_key,
                 *code, "--data-dir", str(data_dir), "--slots", str(slots), "--node-id", node_id]
         env = {**os.environ, **NODE_ENV, "OUTLAST_TEST_SCRATCH": str(self.scratch),
                # the same path on every node, as the runtime requires (a restore finds its resume file there)

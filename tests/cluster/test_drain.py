@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from outlast import RunStatus
 from tests.cluster.conftest import CHECKPOINTS, DRAIN_RUNS, DRILL_RUNS
-from tests.conftest import runtime_process, wait_for
+from tests.conftest import PROJECTS, runtime_process, wait_for
+from tests.e2e._shared import prod_key
 
 RUNS = DRAIN_RUNS
 TO, EVERY = 200_000, 1_000  # 200 progress marks per run
@@ -58,7 +59,8 @@ def test_outlast_worker_drain_hands_a_nodes_running_attempts_to_another_by_check
 
 def test_a_runtime_stopped_with_a_running_attempt_drains_it_and_restores_it_when_it_starts_again(tmp_path):
     """`outlast runtime` (its own worker, SQLite, a local checkpoint store): SIGTERM checkpoints the
-    running attempt, which goes back to the queue; the runtime started again restores it."""
+    running attempt, which goes back to the queue; the runtime started again restores it. Then, on the
+    same runtime: time frozen in a checkpoint does not count against max_duration."""
     runtime = runtime_process(tmp_path, None, project="cluster", slots=1, extra_env={
         **CHECKPOINTS, "OUTLAST_DRAIN_GRACE": "0.2"})
     scratch = runtime.scratch
@@ -83,8 +85,26 @@ def test_a_runtime_stopped_with_a_running_attempt_drains_it_and_restores_it_when
         assert any("its node is draining; checkpointed" in m for m in messages), messages
         steps = [int(line.split()[1]) for line in path.read_text().splitlines()]
         assert steps == list(range(EVERY, 40_001, EVERY)), "carried on from where it was frozen"
+        assert_frozen_time_does_not_count_against_max_duration(runtime, client)
     finally:
         runtime.close()
+
+
+def assert_frozen_time_does_not_count_against_max_duration(runtime, client) -> None:
+    """max_duration 4 s: a run that waits 6 s (checkpointed) between two short stretches completes; one
+    that runs 2 s, is checkpointed, and runs 2.5 s more is timed out in its second stretch."""
+    waits = client.trigger("paced", {"before": 0.2, "wait": 6, "after": 0.2}).id
+    runs = client.trigger("paced", {"before": 2, "wait": 3, "after": 2.5}).id  # its slot: the other's, frozen
+    done = client.poll(waits, interval=0.2, timeout=120)
+    messages = [e.message for e in client.run_events(waits)]
+    assert done.status is RunStatus.COMPLETED, messages
+    assert any("; checkpointed" in m for m in messages), messages
+    timed_out = client.poll(runs, interval=0.2, timeout=120)
+    messages = [e.message for e in client.run_events(runs)]
+    assert timed_out.status is RunStatus.TIMED_OUT, messages
+    assert any("; checkpointed" in m for m in messages), messages
+    assert "max_duration" in timed_out.error.message
+    assert (runtime.scratch / f"{runs}.resumed").exists(), "it ran out of time after its restore, not before"
 
 
 def test_a_run_a_draining_node_cannot_checkpoint_is_stopped_and_retried_and_its_timeline_says_why(cluster):
@@ -137,23 +157,47 @@ def test_an_upgrade_drill_drains_every_node_in_turn_and_no_run_loses_or_repeats_
     assert len(moved) >= DRILL_RUNS, "every run was moved at least once (a run on b could move twice)"
 
 
-def test_frozen_time_does_not_count_against_max_duration_and_running_time_does_across_a_checkpoint(tmp_path):
-    """max_duration 4 s: a run that waits 6 s (checkpointed) between two short stretches completes; one
-    that runs 2 s, is checkpointed, and runs 2.5 s more is timed out in its second stretch."""
-    runtime = runtime_process(tmp_path, None, project="cluster", slots=2, extra_env=CHECKPOINTS)
-    try:
-        client = runtime.start().client()
-        waits = client.trigger("paced", {"before": 0.2, "wait": 6, "after": 0.2}).id
-        runs = client.trigger("paced", {"before": 2, "wait": 3, "after": 2.5}).id
-        done = client.poll(waits, interval=0.2, timeout=120)
-        messages = [e.message for e in client.run_events(waits)]
-        assert done.status is RunStatus.COMPLETED, messages
-        assert any("; checkpointed" in m for m in messages), messages
-        timed_out = client.poll(runs, interval=0.2, timeout=120)
-        messages = [e.message for e in client.run_events(runs)]
-        assert timed_out.status is RunStatus.TIMED_OUT, messages
-        assert any("; checkpointed" in m for m in messages), messages
-        assert "max_duration" in timed_out.error.message
-        assert (runtime.scratch / f"{runs}.resumed").exists(), "it ran out of time after its restore, not before"
-    finally:
-        runtime.close()
+def test_deployment_nodes_drain_by_signal_and_by_command_and_their_runs_carry_on(cluster):
+    """`outlast worker --deployments` nodes drain as `--project` ones do, by SIGTERM and by `outlast
+    worker drain`. The project is deployed to prod (dev's runs stay on working copies for the other
+    tests); the nodes share one data directory, where they unpack the version (on machines of their
+    own each would have it at the same path: a restored process finds its files there)."""
+    key = prod_key(cluster.api)
+    deployed = cluster.cli("deploy", "--project", str(PROJECTS / "cluster"), secret_key=key)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    shared, to = cluster.root / "deployments-data", 20 * EVERY
+    env = {**cluster.s3_env(), **CHECKPOINTS, "OUTLAST_DRAIN_GRACE": "0.2"}
+
+    def node(node_id: str, log_name: str | None = None):
+        return cluster.start_node(node_id, project=None, extra_env=env, data_dir=shared, log_name=log_name,
+                                  secret_key=key)
+
+    node_a = node("node-a")
+    client = cluster.client(key)
+    gate = cluster.scratch / "gate"
+    gate.touch()  # the runs hold at their 5th mark, running, until both drains are done
+    run_ids = [client.trigger("count", {"to": to, "every": EVERY, "pause": 0.05, "gate_at": 5 * EVERY}).id
+               for _ in range(2)]
+    wait_for(lambda: all(len(cluster.progress(r)) >= 5 for r in run_ids), timeout=90,
+             message="every run to be counting on node-a")
+    node_b = node("node-b")
+    node_a.drain()  # SIGTERM
+    assert node_a.process is not None and node_a.process.returncode == 0, node_a.log()
+    assert "drained: 2 attempts handed over" in node_a.log(), node_a.log()
+    wait_for(lambda: all(any("resumes on node-b" in e.message for e in client.run_events(r)) for r in run_ids),
+             timeout=90, message="both runs to resume on node-b")
+
+    node_a = node("node-a", "node-a-again")  # a new process under that id: the drain asked before is not its own
+    drained = cluster.cli("worker", "drain", "node-b", "--wait", secret_key=key)
+    assert drained.returncode == 0, drained.stdout + drained.stderr + node_b.log()
+    assert node_b.process is not None and node_b.process.wait(60) == 0, node_b.log()
+    gate.unlink()
+    for run_id in run_ids:
+        run = client.poll(run_id, interval=0.2, timeout=120)
+        messages = [e.message for e in client.run_events(run_id)]
+        assert run.status is RunStatus.COMPLETED and run.attempts == 1, messages
+        assert run.output == {"total": to * (to + 1) // 2, "attempt": 1}
+        assert "resumes on node-a" in [m for m in messages if "resumes on" in m][-1], messages
+        assert [step for _, step in cluster.progress(run_id)] == list(range(EVERY, to + 1, EVERY))
+        assert (cluster.scratch / f"{run_id}.done").read_text() == "1\n"
+    assert "asked by the runtime" not in node_a.log(), "the new node-a was not drained"
