@@ -11,6 +11,8 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
+from outlast.wire import BulkActionKind
+
 from .session import COOKIE, SESSION_SECONDS
 from .web import BadInput, DashboardRoute, Form, Rt, local_path, page
 
@@ -49,7 +51,8 @@ def logout(form: Form) -> Response:
 
 @router.post("/runs/bulk")
 def bulk(request: Request, form: Form, rt: Rt) -> Response:
-    """Cancel or replay the selected runs; the page lists what happened to each."""
+    """Cancel or replay the selected runs as one durable bulk job (engine/bulk.py: the runtime works through it
+    even if this page is closed or the runtime restarts); its page shows the progress."""
     env_id = request.state.dashboard_session.env_id
     selected, action = form.get("run", []), _one(form, "action")
     if action not in ("cancel", "replay"):
@@ -58,9 +61,8 @@ def bulk(request: Request, form: Form, rt: Rt) -> Response:
         raise BadInput("select at least one run", field="run")
     if len(selected) > MAX_SELECTION:
         raise BadInput(f"select at most {MAX_SELECTION} runs at once", field="run")
-    apply = rt.engine.cancel if action == "cancel" else rt.engine.replay
-    results = [(run_id, apply(env_id, run_id)) for run_id in selected]
-    return page(request, "bulk_done.html", {"action": action, "results": results})
+    job = rt.engine.bulk.create_for_runs(env_id, BulkActionKind(action), list(dict.fromkeys(selected)))
+    return RedirectResponse(f"/bulk/{job.id}", status_code=303)
 
 
 @router.post("/runs/{run_id}/cancel")

@@ -85,6 +85,13 @@ def run_live(request: Request, run_id: str, session: Auth, rt: Rt) -> Response:
     return page(request, "run_live.html", _run_context(session, rt, run_id))
 
 
+@router.get("/bulk/{job_id}")
+def bulk_page(request: Request, job_id: str, session: Auth, rt: Rt, fragment: bool = False) -> Response:
+    """A bulk job's progress; the page asks again every second until the job is done (`fragment`: that part)."""
+    job = rt.engine.bulk.retrieve(session.env_id, job_id)
+    return page(request, "bulk_progress.html" if fragment else "bulk_job.html", {"job": job})
+
+
 @router.get("/tokens")
 def tokens_page(request: Request, session: Auth, rt: Rt, cursor: str | None = None) -> Response:
     tokens = overview(rt).pending_tokens(session.env_id, limit=50, cursor=cursor)

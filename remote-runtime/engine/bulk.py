@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from outlast.wire import BatchItem, BulkAction, BulkActionCreate, BulkActionKind, BulkActionState, BulkFilter
+from outlast.wire import BatchItem, BulkAction, BulkActionCreate, BulkActionKind, BulkActionState, BulkFilter, RunStatus
 
 from ..errors import EngineError, RunNotFound
 from ..store.ids import new_run_id
@@ -69,9 +69,11 @@ class BulkActions:
     def create_for_runs(self, env_id: str, action: BulkActionKind, run_ids: list[str]) -> BulkAction:
         """A job for these runs of `env_id` (a selection, as the dashboard's): each is handled when its chunk
         comes, if it still can be (a run that ended meanwhile is skipped, as with a filter)."""
-        request = BulkActionCreate(action=action, filter=BulkFilter())
-        return self._record(env_id, request, lambda job_id: sa.select(sa.literal(job_id), runs.c.id).where(
-            runs.c.env_id == env_id, runs.c.id.in_(run_ids)))
+        # The filter the chunks check again: any status (the selection is what the job's runs are).
+        request = BulkActionCreate(action=action, filter=BulkFilter(status=list(RunStatus)))
+        scope = self.context.scope(env_id)
+        return self._record(env_id, request, lambda job_id: scope.select(sa.literal(job_id), runs.c.id).where(
+            runs.c.id.in_(run_ids)))
 
     def _record(self, env_id: str, request: BulkActionCreate, chosen: Callable[[str], sa.Select]) -> BulkAction:
         """The job row and the ids of its runs (`chosen(job_id)` selects (job_id, run_id) pairs), in one transaction."""

@@ -137,7 +137,14 @@ def test_bulk_cancel_of_a_selection(page, runtime, client):
         page.check(f"input[value='{handle.id}']")
     shot(page, "runs")
     page.click("button[value=cancel]")
-    page.wait_for_selector("#bulk-results")
+    # One durable bulk job (not run by run from the request): its page follows it until it is done.
+    page.wait_for_selector("#bulk-progress[data-state=COMPLETED]", timeout=30_000)
+    job_id = page.url.rsplit("/", 1)[-1]
+    assert job_id.startswith("bulk_")
+    assert "3 of 3 runs handled: 3 cancelled" in page.inner_text("#bulk-progress")
+    shot(page, "bulk-job")
+    job = httpx.get(f"{runtime.url}/api/v1/bulk-actions/{job_id}", headers={"Authorization": f"Bearer {SECRET_KEY}"})
+    assert job.json()["action"] == "cancel" and job.json()["total"] == 3, job.text
     for handle in handles:
         assert client.retrieve_run(handle.id).status.value == "CANCELED"
     assert client.retrieve_run(keep.id).status.value != "CANCELED"
