@@ -38,6 +38,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -78,6 +79,7 @@ class S3Pages:
         self.versions_dir = self.cache_dir / "versions"
         self.index = PackIndex(self.cache_dir / "index.sqlite")
         self._mutex = threading.Lock()
+        self._requests = ThreadPoolExecutor(8, thread_name_prefix="outlast-s3pages")  # boto3 clients are thread-safe
 
     # -- put, get, delete -------------------------------------------------------------------------
 
@@ -124,20 +126,19 @@ class S3Pages:
         packs = {run[0] for _, _, runs in pooled.values() for run in runs}
         old = self._packs_of(key)
         # Manifest, then references, then the check, then the pack and archive: see the module docstring.
+        # Requests of one step go out side by side: a put waits for about five round trips, not one per pack.
         self._write_json(f"keys/{key}.json", {"key": key, "packs": sorted(old | packs)})
-        for pack_id in sorted(packs - old):
-            self._put_object(f"refs/{pack_id}/{key}", b"")
-        for pack_id in sorted(packs):
-            if pack_id != new:
-                self._check_alive(pack_id)
+        self._parallel(lambda pack_id: self._put_object(f"refs/{pack_id}/{key}", b""), sorted(packs - old))
+        states = dict(zip(sorted(packs), self._parallel(self._state, sorted(packs)), strict=True))
+        for pack_id, (condemned, stored) in states.items():
+            # Our own new pack may be stored already (the same pages, elsewhere): then it is reused too.
+            if condemned or (pack_id != new and not stored):
+                raise StalePack(pack_id)
         added = 0
-        if new is not None:
-            if self._exists(f"condemned/{new}"):  # the same pages as a pack being collected: very unlikely
-                raise StalePack(new)
-            if not self._exists(f"packs/{new}.pack"):
-                added += self._upload(f"packs/{new}.pack", self.packs_dir / f"{new}.pack")
+        if new is not None and not states[new][1]:
+            added += self._upload(f"packs/{new}.pack", self.packs_dir / f"{new}.pack")
         lap("upload_pages")
-        with self.objects.writing(key) as out:
+        with self.objects.writing(key) as out:  # after the pack: an archive never names a pack not stored yet
             raw = pack(images_dir, out, pooled)
             added += out.tell()
         lap("write_archive")
@@ -231,10 +232,13 @@ class S3Pages:
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointStoreError(f"page manifest of {key!r} in {self.describe()} is unreadable: {exc}") from exc
 
-    def _check_alive(self, pack_id: str) -> None:
-        """After writing our reference: the pack is usable unless condemned or gone (in this order)."""
-        if self._exists(f"condemned/{pack_id}") or not self._exists(f"packs/{pack_id}.pack"):
-            raise StalePack(pack_id)
+    def _state(self, pack_id: str) -> tuple[bool, bool]:
+        """After writing our reference: whether the pack is condemned, then (in this order: see the
+        module docstring) whether it is stored. Usable if stored and not condemned."""
+        return self._exists(f"condemned/{pack_id}"), self._exists(f"packs/{pack_id}.pack")
+
+    def _parallel(self, call: Callable[[str], Any], items: list[str]) -> list[Any]:
+        return list(self._requests.map(call, items)) if len(items) > 1 else [call(item) for item in items]
 
     def _release(self, holder: str, packs: set[str]) -> None:
         for pack_id in sorted(packs):
