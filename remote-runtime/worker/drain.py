@@ -24,7 +24,10 @@ from .attempts import Attempts
 from .dispatch import Dispatcher
 
 log = logging.getLogger("outlast.supervisor")
-CHECKPOINTS_SECONDS = 120.0  # at most this long for the checkpoints of the attempts left after the grace
+# At most this long for the checkpoints of the attempts left after the grace (dumps take turns: a node
+# with many attempts gets longer; an orchestrator's own kill timeout may still come first).
+CHECKPOINTS_SECONDS = 120.0
+CHECKPOINT_SECONDS_EACH = 10.0
 POLL_SECONDS = 0.1
 
 
@@ -43,7 +46,7 @@ async def drain(dispatcher: Dispatcher, claim_loop: asyncio.Task[None], attempts
     for execution in handing:
         execution.draining = True
         execution.changed.set()
-    deadline = time.monotonic() + CHECKPOINTS_SECONDS
+    deadline = time.monotonic() + max(CHECKPOINTS_SECONDS, CHECKPOINT_SECONDS_EACH * len(handing))
     while (still := [e for e in attempts.executions.values() if e.draining]) and time.monotonic() < deadline:
         for execution in still:  # again: one that was starting (or restoring) meanwhile looks now
             execution.changed.set()
