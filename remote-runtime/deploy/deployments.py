@@ -109,7 +109,7 @@ class Deployments:
             version = self._next_version(now)
             key = f"{env_id}/{version}"
             try:
-                with self.db.begin() as c:
+                with EnvScope(self.db, env_id).begin() as c:
                     c.execute(deployments.insert().values(
                         version=version, env_id=env_id, status=D.BUILDING.value, git_commit=commit,
                         git_branch=branch, bundle_key=key, bundle_sha256=digest, bundle_bytes=size,

@@ -10,6 +10,8 @@ On a scope's connection a guard checks every SELECT, UPDATE and DELETE before it
 table it names must be constrained somewhere in it to this environment (`env_id = :env` or
 `env_id IN (:env)`, bound values or execution parameters). One that is not raises `UnscopedStatement`
 instead of running, so a forgotten condition fails the first time its path runs, in any test.
+(INSERTs are the writer's own rows and are not read, nor is raw SQL text: caller-facing code has none
+that reads a scoped table.)
 
 Tables without `env_id` (a run's events, waits, checkpoints, stream chunks, a bulk job's list) are
 children of a scoped row: they are reached by ids the scope has already resolved. So are the queue

@@ -297,6 +297,7 @@ DASHBOARD = {
     ("GET", "/runs/{run_id}"): lambda a: (f"/runs/{a.waiting_run}", DENIED),
     ("GET", "/runs/{run_id}/live"): lambda a: (f"/runs/{a.waiting_run}/live", DENIED),
     ("GET", "/runs/{run_id}/subscribe"): lambda a: (f"/runs/{a.waiting_run}/subscribe", DENIED),
+    ("GET", "/bulk/{job_id}"): lambda a: (f"/bulk/{a.bulk_action}", DENIED),
     ("GET", "/tokens"): lambda a: ("/tokens", OWN),
     ("GET", "/schedules"): lambda a: ("/schedules", OWN),
     ("GET", "/deployments"): lambda a: ("/deployments", OWN),
@@ -306,7 +307,8 @@ DASHBOARD = {
     ("GET", "/login"): lambda a: ("/login", OWN),
     ("POST", "/login"): lambda a: ("/login", OWN),  # B's key again: B's session
     ("POST", "/logout"): None,  # ends the walk's session: called last, on its own
-    ("POST", "/runs/bulk"): lambda a: ("/runs/bulk", DENIED),
+    # A selection becomes B's own bulk job over B's runs among those named: none of A's (A's runs stay as they were).
+    ("POST", "/runs/bulk"): lambda a: ("/runs/bulk", OWN),
     ("POST", "/runs/{run_id}/cancel"): lambda a: (f"/runs/{a.waiting_run}/cancel", DENIED),
     ("POST", "/runs/{run_id}/replay"): lambda a: (f"/runs/{a.done_run}/replay", DENIED),
     ("POST", "/tokens/{token_id}/complete"): lambda a: (f"/tokens/{a.token}/complete", DENIED),
@@ -350,6 +352,11 @@ def dashboard_problems(runtime: RuntimeProcess, a: VictimData) -> list[str]:
                 problems.append(f"dashboard {method} {path}: {response.status_code} instead of 403/404")
             elif leaked and response.status_code < 400:
                 problems.append(f"dashboard {method} {path}: {response.status_code} with A's {leaked}")
+            elif path == "/runs/bulk" and response.status_code == 303:  # B's own job: over none of A's runs
+                job_id = response.headers["location"].split("?")[0].rstrip("/").split("/")[-1]
+                job = ok(call(runtime, SECRET_KEY, "GET", f"/bulk-actions/{job_id}"))
+                if job["total"]:
+                    problems.append(f"dashboard {method} {path}: B's bulk job took {job['total']} of A's runs")
     return problems
 
 

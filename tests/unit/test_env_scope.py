@@ -4,6 +4,7 @@ only its environment's rows. On a real SQLite store (the guard reads statements,
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -103,3 +104,26 @@ CALLER_FACING = ["api/runs.py", "api/schedules.py", "api/queues.py", "api/waitpo
 def test_caller_facing_modules_reach_the_store_through_a_scope(module):
     source = (RUNTIME / module).read_text()
     assert not re.findall(r"\bdb\.(connect|begin)\(|\.engine\.(connect|begin)\(", source), module
+
+
+# A function that takes an `env_id` acts for that environment: it opens connections through its scope.
+# The exceptions, each for a reason: environments' own rows (keys, current version) are keyed by their id,
+# not an env_id column; a callback URL's token is looked up across environments by its id first; a
+# deployment's builder reads versions of any environment; engine/nodes.py and engine/streams.py are
+# not converted yet (see the report of the change that added this test).
+OPENS_ITS_OWN = {("access/environments.py", "rotate"), ("access/public_tokens.py", "_key"),
+                 ("deploy/deployments.py", "_current"), ("deploy/deployments.py", "_row"),
+                 ("engine/waits.py", "complete_token"), ("engine/nodes.py", "get"),
+                 ("engine/nodes.py", "request_drain"), ("engine/streams.py", "names")}
+
+
+def test_functions_acting_for_an_environment_open_no_connection_but_its_scope_s():
+    found = set()
+    for path in sorted(RUNTIME.glob("**/*.py")):
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            takes_env = isinstance(node, ast.FunctionDef) and "env_id" in {
+                a.arg for a in node.args.args + node.args.kwonlyargs}
+            if takes_env and re.search(r"\b(db|engine)\.(connect|begin)\(", ast.get_source_segment(source, node)):
+                found.add((path.relative_to(RUNTIME).as_posix(), node.name))
+    assert found - OPENS_ITS_OWN == set(), "open connections through `EnvScope(db, env_id)` (engine/scope.py)"
