@@ -180,6 +180,8 @@ class Follow:
                     messages.append(queue.get_nowait())
                 frames = []
                 for message in messages:
+                    if message is EXPIRED:  # the loop's timer may fire a little before the wall clock gets there
+                        self.expires_at = min(self.expires_at or 0.0, time.time())
                     if message is CLOSING or message is EXPIRED:
                         break
                     if message is KEEPALIVE:
