@@ -2,12 +2,13 @@
 
 A single trigger's cost is mostly fixed: a transaction, its commit (a WAL flush on PostgreSQL, the
 write lock on SQLite) and a handful of statements, whatever the number of runs they insert. So one
-caller at a time leads: it takes the trigger calls of its environment waiting (its own first, up to
-`max_group`), writes their runs as one batch (multi-row statements, one commit) and gives each call its own
-answer: its run's handle, or its own error (an unknown task, an invalid payload), which refuses
-that call only. The other callers wait for the leader's commit, and the next of them leads the
-calls that came meanwhile. No call is answered before the commit that holds its run, so every
-acknowledged trigger is durable, as one of its own would be.
+caller at a time per environment leads: it takes the trigger calls of its environment waiting (its
+own first, up to `max_group`), writes their runs as one batch (multi-row statements, one commit)
+and gives each call its own answer: its run's handle, or its own error (an unknown task, an
+invalid payload), which refuses that call only. The environment's other callers wait for the
+leader's commit, and the next of them leads the calls that came meanwhile; other environments'
+groups are written meanwhile, on their own connections. No call is answered before the commit
+that holds its run, so every acknowledged trigger is durable, as one of its own would be.
 
 The leader waits for company (up to `wait` seconds, or until the group is full) only while calls
 come concurrently (the previous group had more than one): a lone, sequential caller is never
@@ -54,8 +55,8 @@ class TriggerGroups:
         self.wait = wait
         self._changed = threading.Condition()
         self._pending: list[TriggerCall] = []
-        self._leading = False
-        self._concurrent = False  # the last group had more than one call
+        self._leading: set[str] = set()  # environments whose group a caller is gathering or writing
+        self._concurrent: set[str] = set()  # environments whose last group had more than one call
         self.groups = 0  # groups written, and calls in them: for tests and the benchmark
         self.calls = 0
 
@@ -65,11 +66,11 @@ class TriggerGroups:
         with self._changed:
             self._pending.append(call)
             self._changed.notify_all()  # a leader gathering company counts this one
-            while self._leading and not call.done:
+            while env_id in self._leading and not call.done:
                 self._changed.wait()
             if call.done:
                 return call.answer()
-            self._leading = True
+            self._leading.add(env_id)
             group = self._gather(call)
         try:
             self._write(group)
@@ -81,19 +82,22 @@ class TriggerGroups:
             with self._changed:
                 for other in group:
                     other.done = True
-                self._leading = False
-                self._concurrent = len(group) > 1
+                self._leading.discard(env_id)
+                (self._concurrent.add if len(group) > 1 else self._concurrent.discard)(env_id)
                 self.groups, self.calls = self.groups + 1, self.calls + len(group)
                 self._changed.notify_all()
         return call.answer()
 
     def _gather(self, own: TriggerCall) -> list[TriggerCall]:
         """The leader's group (called holding the lock): its own call, then those of its environment waiting."""
-        if self._concurrent:
+        def company() -> list[TriggerCall]:
+            return [c for c in self._pending if c is not own and c.env_id == own.env_id][:self.max_group - 1]
+
+        if own.env_id in self._concurrent:
             deadline = time.monotonic() + self.wait
-            while len(self._pending) < self.max_group and (left := deadline - time.monotonic()) > 0:
+            while len(company()) < self.max_group - 1 and (left := deadline - time.monotonic()) > 0:
                 self._changed.wait(left)
-        others = [c for c in self._pending if c is not own and c.env_id == own.env_id][:self.max_group - 1]
+        others = company()
         group = [own, *others]
         taken = set(map(id, group))
         self._pending = [c for c in self._pending if id(c) not in taken]
