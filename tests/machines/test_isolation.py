@@ -6,6 +6,8 @@ private; a waiting run is checkpointed and restored with its state and its sandb
 from __future__ import annotations
 
 import http.server
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from outlast import RunStatus
 from outlast.cli import app
 from outlast.runtime.checkpoint import criu
 from outlast.runtime.worker import cgroups
-from outlast.runtime.worker.isolation import checkpointable_from, network_from, task_uid
+from outlast.runtime.worker.isolation import Plan, checkpointable_from, network_from, task_uid
 from tests.conftest import RuntimeProcess, runtime_process, wait_for
 from tests.e2e._shared import process_gone
 
@@ -306,3 +308,16 @@ def test_a_wrong_task_setting_is_refused_naming_it_and_its_choices(parse, value,
     with pytest.raises(ValueError) as refused:
         parse(value)
     assert str(refused.value) == said
+
+
+def test_a_task_process_started_from_scratch_is_confined_before_it_runs(tmp_path):
+    """Where a version's fork server cannot import, its task processes start from scratch through the
+    same wrapper: confined (and here without network) before the interpreter runs any task code."""
+    probe = ("import os, socket; s = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines()"
+             " if ':\\t' in l); print(s['CapEff'].strip(), s['Seccomp'].strip(), s['NoNewPrivs'].strip(),"
+             " sorted(n for _, n in socket.if_nameindex()), os.access('/usr', os.W_OK))")
+    plan = Plan(hidden=[str(tmp_path / "data")], network=False)
+    (tmp_path / "data").mkdir()
+    done = subprocess.run(plan.command([sys.executable, "-c", probe]), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [SYS_ADMIN_ONLY, "2", "1", "['lo']", "False"]
