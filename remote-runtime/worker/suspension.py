@@ -253,6 +253,9 @@ class Suspension:
             resumed = await self._reconnected(process)
             log.info("run %s: reconnected %.1f ms after its restore", execution.context.run_id,
                      (time.perf_counter() - signalled) * 1000)
+            # It runs again only now: fetching and restoring its image was frozen time, which counts
+            # against nothing (max_duration counts `execution_ms`, carried, and the time from here).
+            execution.started = time.monotonic()
         finally:
             self.pool.background.start(asyncio.to_thread(checkpointer.delete, resume.image_key))
         execution.checkpoint_after = self.checkpoint_after(process, execution.context.task)

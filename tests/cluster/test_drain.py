@@ -94,9 +94,10 @@ def test_a_runtime_stopped_with_a_running_attempt_drains_it_and_restores_it_when
 
 def assert_frozen_time_does_not_count_against_max_duration(runtime, client) -> None:
     """max_duration 4 s: a run that waits 6 s (checkpointed) between two short stretches completes; one
-    that runs 2 s, is checkpointed, and runs 2.5 s more is timed out in its second stretch."""
+    that runs 1 s, is checkpointed, and runs 3.5 s more is timed out in its second stretch (fetching and
+    restoring an image is frozen time too: under load it can take longer than the whole budget)."""
     waits = client.trigger("paced", {"before": 0.2, "wait": 6, "after": 0.2}).id
-    runs = client.trigger("paced", {"before": 2, "wait": 3, "after": 2.5}).id  # its slot: the other's, frozen
+    runs = client.trigger("paced", {"before": 1, "wait": 3, "after": 3.5}).id  # its slot: the other's, frozen
     done = client.poll(waits, interval=0.2, timeout=120)
     messages = [e.message for e in client.run_events(waits)]
     assert done.status is RunStatus.COMPLETED, messages
@@ -115,11 +116,11 @@ def test_a_run_a_draining_node_cannot_checkpoint_is_stopped_and_retried_and_its_
     client = cluster.client()
     gate = cluster.scratch / "gate"
     gate.touch()
-    run_id = client.trigger("count", {"to": 10 * EVERY, "every": EVERY, "pause": 0.5, "gate_at": 5 * EVERY}).id
+    run_id = client.trigger("count", {"to": 10 * EVERY, "every": EVERY, "pause": 0.05, "gate_at": 5 * EVERY}).id
     wait_for(lambda: len(cluster.progress(run_id)) >= 5, timeout=60, message="the run to be counting")
     cluster.start_node("node-b", slots=1)
+    node_a.drain()  # the run holds at the gate, running, past the grace
     gate.unlink()
-    node_a.drain()
 
     run = client.poll(run_id, interval=0.2, timeout=120)
     messages = [e.message for e in client.run_events(run_id)]
@@ -159,47 +160,37 @@ def test_an_upgrade_drill_drains_every_node_in_turn_and_no_run_loses_or_repeats_
     assert len(moved) >= DRILL_RUNS, "every run was moved at least once (a run on b could move twice)"
 
 
-def test_deployment_nodes_drain_by_signal_and_by_command_and_their_runs_carry_on(cluster):
-    """`outlast worker --deployments` nodes drain as `--project` ones do, by SIGTERM and by `outlast
-    worker drain`. The project is deployed to prod (dev's runs stay on working copies for the other
-    tests); the nodes share one data directory, where they unpack the version (on machines of their
-    own each would have it at the same path: a restored process finds its files there)."""
+def test_a_deployment_node_drained_by_the_command_hands_its_runs_over(cluster):
+    """`outlast worker --deployments` nodes drain as `--project` ones do (SIGTERM: the same signal
+    handling, tested above): `outlast worker drain` moves their running attempts by checkpoint. The
+    project is deployed to prod (dev's runs stay on working copies for the other tests); the nodes share
+    one data directory, where they unpack the version (on machines of their own each would have it at
+    the same path: a restored process finds its files there)."""
     key = prod_key(cluster.api)
     deployed = cluster.cli("deploy", "--project", str(PROJECTS / "cluster"), secret_key=key)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     shared, to = cluster.root / "deployments-data", 20 * EVERY
     env = {**cluster.s3_env(), **CHECKPOINTS, "OUTLAST_DRAIN_GRACE": "0.2"}
-
-    def node(node_id: str, log_name: str | None = None):
-        return cluster.start_node(node_id, project=None, extra_env=env, data_dir=shared, log_name=log_name,
-                                  secret_key=key)
-
-    node_a = node("node-a")
+    node_a = cluster.start_node("node-a", project=None, extra_env=env, data_dir=shared, secret_key=key)
     client = cluster.client(key)
     gate = cluster.scratch / "gate"
-    gate.touch()  # the runs hold at their 5th mark, running, until both drains are done
+    gate.touch()  # the runs hold at their 5th mark, running, until the drain is done
     run_ids = [client.trigger("count", {"to": to, "every": EVERY, "pause": 0.05, "gate_at": 5 * EVERY}).id
                for _ in range(2)]
     wait_for(lambda: all(len(cluster.progress(r)) >= 5 for r in run_ids), timeout=90,
              message="every run to be counting on node-a")
-    node_b = node("node-b")
-    node_a.drain()  # SIGTERM
-    assert node_a.process is not None and node_a.process.returncode == 0, node_a.log()
-    assert "drained: 2 attempts handed over" in node_a.log(), node_a.log()
-    wait_for(lambda: all(any("resumes on node-b" in e.message for e in client.run_events(r)) for r in run_ids),
-             timeout=90, message="both runs to resume on node-b")
+    cluster.start_node("node-b", project=None, extra_env=env, data_dir=shared, secret_key=key)
 
-    node_a = node("node-a", "node-a-again")  # a new process under that id: the drain asked before is not its own
-    drained = cluster.cli("worker", "drain", "node-b", "--wait", secret_key=key)
-    assert drained.returncode == 0, drained.stdout + drained.stderr + node_b.log()
-    assert node_b.process is not None and node_b.process.wait(60) == 0, node_b.log()
+    drained = cluster.cli("worker", "drain", "node-a", "--wait", secret_key=key)
+    assert drained.returncode == 0, drained.stdout + drained.stderr + node_a.log()
+    assert node_a.process is not None and node_a.process.wait(60) == 0, node_a.log()
+    assert "drained: 2 attempts handed over" in node_a.log(), node_a.log()
     gate.unlink()
     for run_id in run_ids:
         run = client.poll(run_id, interval=0.2, timeout=120)
         messages = [e.message for e in client.run_events(run_id)]
         assert run.status is RunStatus.COMPLETED and run.attempts == 1, messages
         assert run.output == {"total": to * (to + 1) // 2, "attempt": 1}
-        assert "resumes on node-a" in [m for m in messages if "resumes on" in m][-1], messages
+        assert any("resumes on node-b" in m for m in messages), messages
         assert [step for _, step in cluster.progress(run_id)] == list(range(EVERY, to + 1, EVERY))
         assert (cluster.scratch / f"{run_id}.done").read_text() == "1\n"
-    assert "asked by the runtime" not in node_a.log(), "the new node-a was not drained"
