@@ -60,8 +60,10 @@ def available() -> bool:
     return True
 
 
-def install() -> None:
-    """Load the filter into this process (kept across fork and exec); OSError if it cannot be."""
+@functools.cache
+def prepared() -> int:
+    """The filter, built once per process (a fork server builds it before forking its tasks, each
+    of which then only loads it); OSError if libseccomp refuses a rule."""
     lib = _lib()
     ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
     if not ctx:
@@ -77,10 +79,16 @@ def install() -> None:
             _add(lib, ctx, deny, clone, [_ArgCmp(0, SCMP_CMP_MASKED_EQ, flag, flag)])
         if (clone3 := lib.seccomp_syscall_resolve_name(b"clone3")) >= 0:
             _add(lib, ctx, _ACT_ERRNO | errno.ENOSYS, clone3, [])
-        if (result := lib.seccomp_load(ctx)) != 0:
-            raise OSError(-result, f"seccomp_load failed: {errno.errorcode.get(-result, result)}")
-    finally:
+    except OSError:
         lib.seccomp_release(ctx)
+        raise
+    return ctx
+
+
+def install() -> None:
+    """Load the filter into this process (kept across fork and exec); OSError if it cannot be."""
+    if (result := _lib().seccomp_load(prepared())) != 0:
+        raise OSError(-result, f"seccomp_load failed: {errno.errorcode.get(-result, result)}")
 
 
 def _add(lib: ctypes.CDLL, ctx: int, action: int, number: int, args: list[_ArgCmp]) -> None:

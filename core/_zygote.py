@@ -31,7 +31,7 @@ import tempfile
 import traceback
 from typing import Any
 
-from . import _process
+from . import _process, _seccomp
 from ._confine import confine, loopback_up
 from ._pidns import CLONE_NEWNET, fork_init
 
@@ -51,6 +51,12 @@ def main() -> None:
         _reply(replies, {"import_error": _process.describe_import_failure(exc)})
         return
     _flush_open_files()
+    if WORKDIR_ROOT:  # isolated: each task only loads the filter built here once
+        try:
+            _seccomp.prepared()
+        except OSError as exc:
+            _reply(replies, {"import_error": f"cannot build the task processes' seccomp filter: {exc}"})
+            return
     _reply(replies, {"ready": True})
     for line in sys.stdin.buffer:
         request = json.loads(line)
