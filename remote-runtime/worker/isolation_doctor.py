@@ -84,7 +84,8 @@ def user_namespaces() -> str:
     _, status = os.waitpid(child, 0)
     code = os.waitstatus_to_exitcode(status)
     if code == 0:
-        return f"available (max_user_namespaces {maximum}); not used by task processes yet"
+        return (f"available (max_user_namespaces {maximum}); not used by task processes (one per forked task "
+                "does not dump with CRIU; docs/isolation.md)")
     return f"NOT available: unshare(CLONE_NEWUSER) failed with {os.strerror(code)} (max_user_namespaces {maximum})"
 
 
@@ -92,10 +93,10 @@ def runc() -> str:
     """runc's version, if installed (informational: containers do not use it yet)."""
     binary = shutil.which("runc")
     if binary is None:
-        return "not installed (apt-get install runc); task processes do not run in containers yet"
+        return "not installed (apt-get install runc); not used: docs/isolation.md says why"
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{binary} does not run: {exc}"
     first = out.splitlines()[0] if out else "version unknown"
-    return f"{binary} ({first}); task processes do not run in containers yet"
+    return f"{binary} ({first}); not used (a runc call per run costs tens of ms; docs/isolation.md)"

@@ -235,6 +235,16 @@ def test_doctor_reports_the_isolation_mode(monkeypatch, mode, said):
     result = CliRunner().invoke(app, ["doctor"])
     assert said in result.output
     assert "mount, IPC and UTS namespaces available" in result.output
+    assert "ok  seccomp: libseccomp found" in result.output
+    assert f"ok  task uid: {task_uid('auto')[0]} (auto: " in result.output
+    assert "ok  task capabilities: CAP_SYS_ADMIN only, for CRIU's parasite" in result.output
+    assert "ok  task network: the host's (outbound allowed" in result.output
+
+
+def test_doctor_names_a_wrong_task_setting(monkeypatch):
+    monkeypatch.setenv("OUTLAST_TASK_NETWORK", "off")
+    result = CliRunner().invoke(app, ["doctor"])
+    assert "task network: OUTLAST_TASK_NETWORK must be one of host, loopback, not 'off'" in result.output
 
 
 def test_doctor_names_the_valid_modes_of_a_wrong_one(monkeypatch):
