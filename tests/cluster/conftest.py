@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,9 +94,15 @@ class WorkerNode:
     process: subprocess.Popen | None = None
 
     def start(self) -> WorkerNode:
+        return self.launch().wait_serving()
+
+    def launch(self) -> WorkerNode:
         log = open(self.log_path, "a")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen(self.namespace.command(self.args), env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_serving(self) -> WorkerNode:
         wait_for(lambda: f"outlast worker {self.node_id} serving" in self.log() or self._exited(), timeout=60,
                  message=f"worker {self.node_id} to serve")
         return self
@@ -167,10 +174,16 @@ class Cluster:
         return subprocess.run([sys.executable, "-m", "outlast.cli", *args], env=env, capture_output=True, text=True,
                               timeout=300)
 
+    def start_nodes(self, node_ids: list[str], **options: Any) -> list[WorkerNode]:
+        """Several nodes (`start_node`'s options), started at once."""
+        nodes = [self.start_node(node_id, wait=False, **options) for node_id in node_ids]
+        return [node.wait_serving() for node in nodes]
+
     def start_node(self, node_id: str, *, project: str | None = "cluster", slots: int = 2,
                    extra_env: dict[str, str] | None = None, data_dir: Path | None = None,
-                   log_name: str | None = None, secret_key: str = SECRET_KEY) -> WorkerNode:
-        """`outlast worker` on `project`, or on the deployed versions (`--deployments`) with `project=None`."""
+                   log_name: str | None = None, secret_key: str = SECRET_KEY, wait: bool = True) -> WorkerNode:
+        """`outlast worker` on `project`, or on the deployed versions (`--deployments`) with `project=None`;
+        returns once it serves (at once without `wait`)."""
         namespace = self.bridge.add_namespace()
         data_dir = data_dir or self.root / node_id / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +198,7 @@ class Cluster:
         node = WorkerNode(node_id=node_id, namespace=namespace, args=args, env=env,
                           log_path=self.root / f"{log_name or node_id}.log")
         self.nodes.append(node)
-        return node.start()
+        return node.start() if wait else node.launch()
 
     def s3_env(self, endpoint: str | None = None) -> dict[str, str]:
         """What a node needs to keep its checkpoint images in the cluster's S3 bucket (at `endpoint`)."""

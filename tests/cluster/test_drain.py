@@ -93,11 +93,11 @@ def test_a_runtime_stopped_with_a_running_attempt_drains_it_and_restores_it_when
 
 
 def assert_frozen_time_does_not_count_against_max_duration(runtime, client) -> None:
-    """max_duration 4 s: a run that waits 6 s (checkpointed) between two short stretches completes; one
+    """max_duration 4 s: a run that waits 5 s (checkpointed) between two short stretches completes; one
     that runs 1 s, is checkpointed, and runs 3.5 s more is timed out in its second stretch (fetching and
     restoring an image is frozen time too: under load it can take longer than the whole budget)."""
-    waits = client.trigger("paced", {"before": 0.2, "wait": 6, "after": 0.2}).id
-    runs = client.trigger("paced", {"before": 1, "wait": 3, "after": 3.5}).id  # its slot: the other's, frozen
+    waits = client.trigger("paced", {"before": 0.2, "wait": 5, "after": 0.2}).id
+    runs = client.trigger("paced", {"before": 1, "wait": 2.5, "after": 3.5}).id  # its slot: the other's, frozen
     done = client.poll(waits, interval=0.2, timeout=120)
     messages = [e.message for e in client.run_events(waits)]
     assert done.status is RunStatus.COMPLETED, messages
@@ -138,13 +138,12 @@ def test_an_upgrade_drill_drains_every_node_in_turn_and_no_run_loses_or_repeats_
     gate = cluster.scratch / "gate"
     gate.touch()
     slots = (DRILL_RUNS + 1) // 2  # every run executes at once on a and b, and then on c and d
-    first = [cluster.start_node(node, slots=slots, extra_env=env) for node in ("node-a", "node-b")]
+    first = cluster.start_nodes(["node-a", "node-b"], slots=slots, extra_env=env)
     run_ids = [client.trigger("count", {"to": TO, "every": EVERY, "pause": 0.05, "gate_at": 5 * EVERY}).id
                for _ in range(DRILL_RUNS)]
     wait_for(lambda: all(len(cluster.progress(r)) >= 5 for r in run_ids), timeout=60 + 3 * DRILL_RUNS,
              message="every run counting")
-    for new in ("node-c", "node-d"):
-        cluster.start_node(new, slots=slots, extra_env=env)
+    cluster.start_nodes(["node-c", "node-d"], slots=slots, extra_env=env)
     for old in first:  # the runs hold at the gate meanwhile, running: each drain moves every run it has
         old.drain(grace=120 + 10 * slots)  # its checkpoints take turns: the drain may take a while
         assert "drained" in old.log(), old.log()
