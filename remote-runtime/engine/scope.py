@@ -31,7 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql import operators, visitors
-from sqlalchemy.sql.elements import Grouping
+from sqlalchemy.sql.elements import BooleanClauseList, Grouping
 
 from ..store.db import Database
 from ..store.schema import metadata
@@ -140,10 +140,11 @@ def _check(c: sa.Connection, statement: Any, multiparams: Sequence[Any], params:
     for element in visitors.iterate(statement):
         if isinstance(element, sa.Table) and element in scoped:
             named.add(element)
-        elif isinstance(element, sa.BinaryExpression):
-            table = _scoped_env_column(element, scoped)
-            if table is not None and _bound_to(element, env_id, parameter_sets):
-                sealed.add(table)
+        elif isinstance(element, sa.Select | sa.Update | sa.Delete) and element.whereclause is not None:
+            for condition in _conjuncts(element.whereclause):  # an OR or a NOT limits nothing
+                table = _scoped_env_column(condition, scoped)
+                if table is not None and _bound_to(condition, env_id, parameter_sets):
+                    sealed.add(table)
     missing = sorted(table.name for table in named - sealed)
     if missing:
         raise UnscopedStatement(f"a statement on {', '.join(missing)} is not limited to environment {env_id!r}; "
@@ -155,14 +156,27 @@ def _parameter_sets(multiparams: Sequence[Any], params: Mapping[str, Any]) -> li
     return [p for p in multiparams if isinstance(p, Mapping)] or [params or {}]
 
 
-def _scoped_env_column(expression: sa.BinaryExpression, scoped: frozenset[sa.Table]) -> sa.Table | None:
+def _conjuncts(condition: sa.ColumnElement[Any]) -> Iterator[sa.ColumnElement[Any]]:
+    """The parts of a WHERE clause that must all hold (the terms of its top-level AND)."""
+    while isinstance(condition, Grouping):
+        condition = condition.element
+    if isinstance(condition, BooleanClauseList) and condition.operator is operators.and_:
+        for clause in condition.clauses:
+            yield from _conjuncts(clause)
+    else:
+        yield condition
+
+
+def _scoped_env_column(expression: sa.ColumnElement[Any], scoped: frozenset[sa.Table]) -> sa.Table | None:
+    if not isinstance(expression, sa.BinaryExpression):
+        return None
     column = expression.left
     if expression.operator not in (operators.eq, operators.in_op) or not isinstance(column, sa.Column):
         return None
     return column.table if column.name == "env_id" and column.table in scoped else None
 
 
-def _bound_to(expression: sa.BinaryExpression, env_id: str, parameter_sets: Iterable[Mapping[str, Any]]) -> bool:
+def _bound_to(expression: sa.ColumnElement[Any], env_id: str, parameter_sets: Iterable[Mapping[str, Any]]) -> bool:
     """Whether the right side of `env_id = ...` / `env_id IN (...)` is bound to `env_id` alone."""
     bind = expression.right
     while isinstance(bind, Grouping):

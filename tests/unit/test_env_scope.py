@@ -42,6 +42,8 @@ def test_a_statement_without_the_scope_raises_on_its_connection(db, table):
                 sa.select(table).where(table.c.env_id == "prod"),  # another environment's
                 sa.select(table).where(table.c.env_id.in_(["dev", "prod"])),  # and more than its own
                 sa.select(table).where(table.c.env_id != "prod"),
+                sa.select(table).where(sa.or_(table.c.env_id == "dev", table.c.env_id == "prod")),  # limits nothing
+                sa.select(table).where(sa.not_(sa.and_(table.c.env_id == "dev", table.c.env_id == "dev"))),
                 sa.select(sa.func.count()).select_from(sa.select(table).subquery())]
     with scope.begin() as c:
         for statement in unscoped:
