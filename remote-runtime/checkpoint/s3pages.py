@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -215,7 +216,7 @@ class S3Pages:
         holder = VERSION_PREFIX + version
         for pack_id in sorted(packs):
             self._put_object(f"refs/{pack_id}/{holder}", b"")
-        record = {"version": version, "packs": sorted(packs), "maps": maps}
+        record = {"version": version, "packs": sorted(packs), "maps": maps, "created": time.time()}
         self._write_json(f"versions/{_name(version)}.json", record)
 
     def _local_versions(self) -> list[Path]:
@@ -272,10 +273,13 @@ class S3Pages:
             archives = {name for name, _ in self._list(self.objects.prefix, below=False)}
             swept = {"manifests": 0, "references": 0, "packs": 0, "versions": 0}
             kept: set[str] = set()
-            versions = sorted(self._list(self.root + "versions/"), key=lambda item: item[1], reverse=True)
-            for n, (name, _) in enumerate(versions):  # newest first
+            records = []
+            for name, modified in self._list(self.root + "versions/"):
                 body = self._get_object(name.removeprefix(self.root))
                 record = json.loads(body) if body else {}
+                # Newest first by the writer's clock: S3's modification times are whole seconds.
+                records.append((float(record.get("created", modified.timestamp())), name, record))
+            for n, (_, name, record) in enumerate(sorted(records, key=lambda item: item[0], reverse=True)):
                 holder = VERSION_PREFIX + str(record.get("version", ""))
                 if n < BASES_KEPT:
                     kept.add(holder)

@@ -17,6 +17,7 @@ import boto3
 import pytest
 
 from outlast.runtime.checkpoint import S3CheckpointStore
+from outlast.runtime.checkpoint.pagepool import BASES_KEPT
 from tests.conftest import moto_s3
 from tests.criu.test_checkpoint_dedup import PAGE, image, pages
 from tests.criu.test_checkpoint_store import digests
@@ -108,6 +109,25 @@ def test_deletes_free_a_runs_own_pages_and_keep_the_versions(store: S3Checkpoint
     # A replaced image releases what only the old one used.
     store.put("run_9/1", image(tmp_path / "images-10", 10, shared=pages(3, 100), libs=b""))
     assert len([name for name in bucket(store, ".pages/packs/")]) == 2
+
+
+def test_the_sweep_keeps_the_newest_versions_pages(store: S3CheckpointStore, endpoint: str, prefix: str,
+                                                  tmp_path: Path) -> None:
+    versions = BASES_KEPT + 1
+    for n in range(versions):
+        store.put(f"run_{n}/1", image(tmp_path / f"images-{n}", n, shared=pages(300 + n, 50), libs=b""),
+                  base=f"v{n}")
+    store.put("run_old/1", image(tmp_path / "images-old", 99, shared=pages(300, 50), libs=b""), base="v0")
+    for n in range(versions):
+        store.delete(f"run_{n}/1")
+    assert len(bucket(store, ".pages/versions/")) == versions
+    assert store.pages.sweep(grace=datetime.timedelta(0))["versions"] == 1
+    assert len(bucket(store, ".pages/versions/")) == BASES_KEPT
+    holders = {name.split("/", 3)[-1] for name in bucket(store, ".pages/refs/")}
+    assert holders == {f"@version/v{n}" for n in range(1, versions)} | {"run_old/1"}
+    restorable(endpoint, prefix, "run_old/1", tmp_path / "images-old", tmp_path)  # v0's pages: still its own
+    store.delete("run_old/1")
+    assert len(bucket(store, ".pages/packs/")) == BASES_KEPT
 
 
 def test_a_put_that_finds_a_pack_condemned_stores_those_pages_again(
