@@ -102,8 +102,9 @@ def _still(run: Run) -> str:
 
 
 class _BaseClient:
-    def __init__(self, api_url: str | None, secret_key: str | None, timeout: float | None) -> None:
-        self.settings: ClientSettings = from_env(api_url, secret_key, timeout)
+    def __init__(self, api_url: str | None, secret_key: str | None, timeout: float | None,
+                 retry_for: float | None) -> None:
+        self.settings: ClientSettings = from_env(api_url, secret_key, timeout, retry_for=retry_for)
         self.requests = RequestBuilder(self.settings)
         """Builds every call this client sends (`execute(client.requests.retrieve_run(...))`)."""
 
@@ -124,7 +125,9 @@ class _BaseClient:
 class Client(_BaseClient):
     """Synchronous client of the runtime's API; safe to share between threads.
 
-    Arguments not given come from `OUTLAST_API_URL`, `OUTLAST_SECRET_KEY` and `OUTLAST_TIMEOUT`.
+    Arguments not given come from `OUTLAST_API_URL`, `OUTLAST_SECRET_KEY`, `OUTLAST_TIMEOUT` and
+    `OUTLAST_RETRY_FOR` (seconds a repeatable call is retried while the runtime is unreachable or
+    answers 503; 30 by default, 0 for no retries).
     `client.schedules` and `client.deployments` manage schedules, deployments and env vars; `client.bulk`
     cancels or replays every run matching a filter.
     """
@@ -135,10 +138,11 @@ class Client(_BaseClient):
         secret_key: str | None = None,
         *,
         timeout: float | None = None,
+        retry_for: float | None = None,
         transport: httpx.BaseTransport | None = None,
         limits: httpx.Limits | None = None,
     ) -> None:
-        super().__init__(api_url, secret_key, timeout)
+        super().__init__(api_url, secret_key, timeout, retry_for)
         self._http = httpx.Client(transport=transport, **self._http_options(limits))
         self.schedules = Schedules(self)
         self.deployments = Deployments(self)
@@ -241,10 +245,11 @@ class AsyncClient(_BaseClient):
         secret_key: str | None = None,
         *,
         timeout: float | None = None,
+        retry_for: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         limits: httpx.Limits | None = None,
     ) -> None:
-        super().__init__(api_url, secret_key, timeout)
+        super().__init__(api_url, secret_key, timeout, retry_for)
         self._http = httpx.AsyncClient(transport=transport, **self._http_options(limits))
         self.schedules = AsyncSchedules(self)
         self.deployments = AsyncDeployments(self)

@@ -43,6 +43,7 @@ def from_env(
     secret_key: str | None = None,
     timeout: float | None = None,
     *,
+    retry_for: float | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ClientSettings:
     """Settings from the arguments given, falling back to the OUTLAST_* environment variables.
@@ -68,16 +69,21 @@ def from_env(
         raise ConfigurationError(f"{source} must be a positive number of seconds, got {timeout!r}")
 
     key = secret_key if secret_key is not None else env.get(SECRET_KEY_ENV)
+    retries = _retry_for(env) if retry_for is None else _checked_retry_for(retry_for, "retry_for")
     return ClientSettings(api_url=url, secret_key=key.strip() if key else None, timeout=float(timeout),
-                          retry_for=_retry_for(env))
+                          retry_for=retries)
 
 
 def _retry_for(env: Mapping[str, str]) -> float:
     raw = env.get(RETRY_FOR_ENV, "").strip()
+    return _checked_retry_for(raw if raw else DEFAULT_RETRY_FOR, RETRY_FOR_ENV)
+
+
+def _checked_retry_for(value: object, source: str) -> float:
     try:
-        seconds = float(raw) if raw else DEFAULT_RETRY_FOR
-    except ValueError:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         seconds = -1.0
     if not 0 <= seconds < float("inf"):
-        raise ConfigurationError(f"{RETRY_FOR_ENV} must be a number of seconds (0: no retries), got {raw!r}")
+        raise ConfigurationError(f"{source} must be a number of seconds (0: no retries), got {value!r}")
     return seconds

@@ -18,6 +18,7 @@ __all__ = ["DEFAULT_PREFIX", "DEFAULT_WEBHOOK_TOLERANCE", "AdapterSettings", "We
 DEFAULT_PREFIX = "/outlast"
 DEFAULT_WEBHOOK_TOLERANCE = 300.0  # seconds a signed webhook stays acceptable
 DEFAULT_ADAPTER_TIMEOUT = 5.0  # a web request must not wait long for a trigger
+DEFAULT_ADAPTER_RETRY_FOR = 5.0  # nor retry for the client's 30 s while the runtime is away: it answers 503 sooner
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,9 @@ class AdapterSettings:
         """Settings from `OUTLAST_*` keys of `config`, then the same environment variables.
 
         Keys: OUTLAST_API_URL, OUTLAST_SECRET_KEY, OUTLAST_TIMEOUT (seconds; 5 by default for
-        adapters, since a trigger runs inside a web request), OUTLAST_PREFIX, OUTLAST_WEBHOOK_SECRET,
+        adapters, since a trigger runs inside a web request), OUTLAST_RETRY_FOR (seconds a call is
+        retried while the runtime is unreachable or answers 503; 5 by default for adapters, 0: no
+        retries), OUTLAST_PREFIX, OUTLAST_WEBHOOK_SECRET,
         OUTLAST_WEBHOOK_SECRET_PREVIOUS (the old key while rotating), OUTLAST_WEBHOOK_TOLERANCE,
         OUTLAST_OFFLOAD_BUCKET (payloads over OUTLAST_OFFLOAD_THRESHOLD bytes, 256 KiB, go through S3).
         Keyword overrides (`api_url=`, `secret_key=`, `prefix=`, ...) win over both.
@@ -48,14 +51,16 @@ class AdapterSettings:
             value = config.get(f"OUTLAST_{name}")
             return value if value not in (None, "") else os.environ.get(f"OUTLAST_{name}") or None
 
-        unknown = set(overrides) - {"api_url", "secret_key", "timeout", "prefix", "webhook_secret",
+        unknown = set(overrides) - {"api_url", "secret_key", "timeout", "retry_for", "prefix", "webhook_secret",
                                     "webhook_secret_previous", "webhook_tolerance", "offload_bucket",
                                     "offload_threshold"}
         if unknown:
             raise ConfigurationError(f"unknown outlast setting(s): {', '.join(sorted(unknown))}")
         timeout = get("TIMEOUT")
+        retry_for = get("RETRY_FOR")
         client = from_env(get("API_URL"), get("SECRET_KEY"), _seconds(timeout, "OUTLAST_TIMEOUT")
-                          if timeout is not None else DEFAULT_ADAPTER_TIMEOUT)
+                          if timeout is not None else DEFAULT_ADAPTER_TIMEOUT,
+                          retry_for=DEFAULT_ADAPTER_RETRY_FOR if retry_for is None else retry_for)
         prefix = "/" + str(get("PREFIX") or DEFAULT_PREFIX).strip("/")
         tolerance = get("WEBHOOK_TOLERANCE")
         threshold = get("OFFLOAD_THRESHOLD")
@@ -72,10 +77,12 @@ class AdapterSettings:
         )
 
     def make_client(self) -> Client:
-        return Client(self.client.api_url, self.client.secret_key, timeout=self.client.timeout)
+        return Client(self.client.api_url, self.client.secret_key, timeout=self.client.timeout,
+                      retry_for=self.client.retry_for)
 
     def make_async_client(self) -> AsyncClient:
-        return AsyncClient(self.client.api_url, self.client.secret_key, timeout=self.client.timeout)
+        return AsyncClient(self.client.api_url, self.client.secret_key, timeout=self.client.timeout,
+                           retry_for=self.client.retry_for)
 
 
 def _seconds(value: Any, name: str) -> float:

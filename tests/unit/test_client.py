@@ -303,7 +303,7 @@ def test_unexpected_success_body_is_an_api_error() -> None:
 
 def test_connection_refused_names_the_url() -> None:
     url = f"http://127.0.0.1:{closed_port()}"
-    with Client(url, SECRET) as client, pytest.raises(RuntimeUnavailableError) as info:
+    with Client(url, SECRET, retry_for=1) as client, pytest.raises(RuntimeUnavailableError) as info:
         client.retrieve_run("run_1")
     assert url in str(info.value)
     assert "OUTLAST_API_URL" in str(info.value)
@@ -430,7 +430,7 @@ def test_async_errors_and_poll_timeout() -> None:
             with pytest.raises(TimeoutError, match="run_1 is still QUEUED"):
                 await client.poll("run_1", interval=0.01, timeout=0.03)
         url = f"http://127.0.0.1:{closed_port()}"
-        async with AsyncClient(url, SECRET) as client:
+        async with AsyncClient(url, SECRET, retry_for=1) as client:
             with pytest.raises(RuntimeUnavailableError, match=url):
                 await client.retrieve_run("run_1")
 

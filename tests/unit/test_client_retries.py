@@ -92,3 +92,25 @@ def test_retry_for_must_be_a_number(monkeypatch):
     monkeypatch.setenv("OUTLAST_RETRY_FOR", "forever")
     with pytest.raises(ConfigurationError, match="OUTLAST_RETRY_FOR"):
         Client(API, SECRET)
+    with pytest.raises(ConfigurationError, match="retry_for"):
+        Client(API, SECRET, retry_for=float("nan"))
+
+
+def test_the_argument_wins_over_the_environment(monkeypatch):
+    from outlast import Client
+
+    monkeypatch.setenv("OUTLAST_RETRY_FOR", "60")
+    assert Client(API, SECRET, retry_for=0).settings.retry_for == 0
+    assert Client(API, SECRET).settings.retry_for == 60
+
+
+def test_adapters_retry_briefly_since_a_trigger_runs_inside_a_web_request(monkeypatch):
+    from outlast._adapter import AdapterSettings
+
+    monkeypatch.delenv("OUTLAST_RETRY_FOR", raising=False)
+    monkeypatch.setenv("OUTLAST_SECRET_KEY", SECRET)
+    assert AdapterSettings.from_mapping({}).make_client().settings.retry_for == 5
+    assert AdapterSettings.from_mapping({"OUTLAST_RETRY_FOR": "0"}).make_async_client().settings.retry_for == 0
+    assert AdapterSettings.from_mapping({}, retry_for=2).client.retry_for == 2
+    monkeypatch.setenv("OUTLAST_RETRY_FOR", "12")
+    assert AdapterSettings.from_mapping({}).client.retry_for == 12
