@@ -80,6 +80,7 @@ class S3Pages:
         self.versions_dir = self.cache_dir / "versions"
         self.index = PackIndex(self.cache_dir / "index.sqlite")
         self._mutex = threading.Lock()
+        self._synced = False
         self._requests = ThreadPoolExecutor(8, thread_name_prefix="outlast-s3pages")  # boto3 clients are thread-safe
 
     # -- put, get, delete -------------------------------------------------------------------------
@@ -345,6 +346,12 @@ class S3Pages:
             fd = os.open(self.cache_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
+                if not self._synced:  # once per process: packs a crash left unindexed, rows of packs gone
+                    self.packs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    for partial in self.packs_dir.glob(".*.part"):  # downloads a crash cut short
+                        partial.unlink(missing_ok=True)
+                    self.index.sync(self.packs_dir)
+                    self._synced = True
                 yield
             finally:
                 os.close(fd)
