@@ -253,7 +253,8 @@ def test_outbox_loses_nothing_while_the_runtime_is_down(db, routes, tmp_path):
     # A runtime of its own, on the same port across the restart, so the drainer's client finds it again.
     runtime = runtime_process(tmp_path, None, project="supabase_shop").start()
     stop = threading.Event()
-    drainer = OutboxDrainer(db.info.dsn, routes, client=Client(api_url=runtime.url, secret_key=SECRET_KEY, timeout=5),
+    drainer = OutboxDrainer(db.info.dsn, routes, client=Client(api_url=runtime.url, secret_key=SECRET_KEY, timeout=5,
+                                                            retry_for=1),
                             poll_interval=0.2)
     try:
         runtime.stop()
