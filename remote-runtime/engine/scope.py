@@ -7,8 +7,9 @@ every scoped table a statement reads or changes. A scoped table is any table wit
 column (found from the schema, so a new table is covered the day it is added).
 
 On a scope's connection a guard checks every SELECT, UPDATE and DELETE before it runs: each scoped
-table it names must be constrained somewhere in it to this environment (`env_id = :env` or
-`env_id IN (:env)`, bound values or execution parameters). One that is not raises `UnscopedStatement`
+table it names must be limited to this environment by a term of a WHERE clause's top-level AND
+(`env_id = :env` or `env_id IN (:env)`, bound values or execution parameters; an OR limits nothing).
+One that is not raises `UnscopedStatement`
 instead of running, so a forgotten condition fails the first time its path runs, in any test.
 (INSERTs are the writer's own rows and are not read, nor is raw SQL text: caller-facing code has none
 that reads a scoped table.)
