@@ -28,6 +28,9 @@ uncompressed copies of version packs, `pagecache`), so puts match pages against 
 fetch only the packs they lack.
 """
 
+# long-module: the put, restore, release and sweep halves of one handshake; split, the invariant that
+# keeps a referenced pack alive would be stated in two places.
+
 from __future__ import annotations
 
 import contextlib

@@ -35,8 +35,8 @@ WIRE = {
     "ScheduleUpdate", "ScheduledPayload", "Shutdown", "StartAttempt", "Suspend", "SuspendRequest", "Suspended",
     "TaskInfo", "TaskManifest", "TaskRunError", "ToSupervisor", "ToTaskProcess", "TokenCall", "TriggerOptions",
     "TriggerRequest", "WaitRequest", "WaitSpec", "WaitToken", "Waitpoint", "WaitpointKind", "WaitpointResult",
-    "WaitpointState", "WorkerDeployments", "WorkerRegistration", "WorkerReport", "parse_duration", "to_supervisor",
-    "to_task_process",
+    "WaitpointState", "WorkerDeployments", "WorkerNode", "WorkerRegistration", "WorkerReport", "parse_duration",
+    "to_supervisor", "to_task_process",
 }
 WIRE |= {"BulkAction", "BulkActionCreate", "BulkActionKind", "BulkActionState", "BulkFilter", "DebounceMode",
          "DebounceOptions"}  # flow control (wire/flow.py)
