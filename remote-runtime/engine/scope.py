@@ -80,7 +80,7 @@ class EnvScope:
         try:
             yield
         finally:
-            c.info[_INFO_KEY] = previous
+            _restore(c, previous)
 
     @staticmethod
     @contextlib.contextmanager
@@ -92,7 +92,7 @@ class EnvScope:
         try:
             yield
         finally:
-            c.info[_INFO_KEY] = previous
+            _restore(c, previous)
 
     # --- statements: each scoped table they name, constrained to this environment -----------------
 
@@ -118,6 +118,13 @@ class EnvScope:
 
 
 # --- the guard ---------------------------------------------------------------------------------------
+
+
+def _restore(c: sa.Connection, previous: str | None) -> None:
+    # An invalidated connection (the database went away mid-block) has no `info` to restore, and reaching for it
+    # would raise PendingRollbackError over the error that is on its way out (which the API answers with a 503).
+    if not c.invalidated:
+        c.info[_INFO_KEY] = previous
 
 
 def install_guard(engine: sa.Engine) -> None:

@@ -129,3 +129,18 @@ def test_functions_acting_for_an_environment_open_no_connection_but_its_scope_s(
             if takes_env and re.search(r"\b(db|engine)\.(connect|begin)\(", ast.get_source_segment(source, node)):
                 found.add((path.relative_to(RUNTIME).as_posix(), node.name))
     assert found - OPENS_ITS_OWN == set(), "open connections through `EnvScope(db, env_id)` (engine/scope.py)"
+
+
+def test_a_connection_lost_in_a_scope_raises_its_own_error(db):
+    # A database restart invalidates the connection mid-block: the error on its way out (answered with a 503)
+    # must not be replaced by SQLAlchemy's PendingRollbackError from the scope's clean-up (a 500).
+    class DatabaseWentAway(Exception):
+        pass
+
+    for opened in (EnvScope(db, "dev").begin, EnvScope(db, "dev").connect):
+        with pytest.raises(DatabaseWentAway), opened() as c:
+            c.invalidate()
+            raise DatabaseWentAway
+    # The pool hands out a working, guarded connection again.
+    with EnvScope(db, "dev").connect() as c, pytest.raises(UnscopedStatement):
+        c.execute(sa.select(runs))
