@@ -372,3 +372,14 @@ worker_nodes = sa.Table(
     sa.Column("last_seen_at", Time, nullable=False),
     sa.Column("drain_requested_at", Time),
 )
+
+# A dev worker's working copy that does not import (`outlast dev --api-url` after a broken save), until
+# the node's next good registration: triggers of tasks it does not serve answer 409 naming the error.
+import_failures = sa.Table(
+    "import_failures",
+    metadata,
+    sa.Column("env_id", sa.String(32), primary_key=True),
+    sa.Column("node_id", sa.String(128), primary_key=True),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("failed_at", Time, nullable=False),
+)
