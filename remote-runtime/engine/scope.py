@@ -142,21 +142,53 @@ def _check(c: sa.Connection, statement: Any, multiparams: Sequence[Any], params:
         statement = statement.select
     if not isinstance(statement, sa.Select | sa.Update | sa.Delete | sa.CompoundSelect):
         return
-    named, sealed = set(), set()
-    scoped = scoped_tables()
+    named, seals = _plan(statement)
     parameter_sets = _parameter_sets(multiparams, params)
+    sealed = {table for table, bind in seals if _bound_to(bind, env_id, parameter_sets)}
+    missing = sorted(table.name for table in named - sealed)
+    if missing:
+        raise UnscopedStatement(f"a statement on {', '.join(missing)} is not limited to environment {env_id!r}; "
+                                f"build it with the EnvScope (engine/scope.py): {str(statement)[:200]}")
+
+
+# A statement's shape -> its plan with each seal's bind as a position in the cache key's bind list. The walk costs
+# ~80 us a SELECT; statements of one shape (same cache key, which SQLAlchemy memoizes and compiles with) share the
+# tables named and where env_id is bound, and only the values, checked on every execution, differ.
+_plans: dict[Any, tuple[frozenset[sa.Table], tuple[tuple[sa.Table, int], ...]]] = {}
+_MAX_PLANS = 2000
+
+Plan = tuple[frozenset[sa.Table], list[tuple[sa.Table, sa.BindParameter[Any]]]]
+
+
+def _plan(statement: Any) -> Plan:
+    """The scoped tables `statement` names, and each `env_id = <bind>` term of a top-level AND that may seal one."""
+    key = statement._generate_cache_key()  # noqa: SLF001 - the key SQLAlchemy compiles with (memoized); no public name
+    if key is not None and (cached := _plans.get(key.key)) is not None:
+        named, positions = cached
+        return named, [(table, key.bindparams[index]) for table, index in positions]
+    named, seals = _walk(statement)
+    if key is not None:
+        index = {id(bind): i for i, bind in enumerate(key.bindparams)}
+        if all(id(bind) in index for _, bind in seals):  # else the plan could not find the binds again
+            if len(_plans) >= _MAX_PLANS:
+                _plans.clear()
+            _plans[key.key] = (named, tuple((table, index[id(bind)]) for table, bind in seals))
+    return named, seals
+
+
+def _walk(statement: Any) -> Plan:
+    named, seals = set(), []
+    scoped = scoped_tables()
     for element in visitors.iterate(statement):
         if isinstance(element, sa.Table) and element in scoped:
             named.add(element)
         elif isinstance(element, sa.Select | sa.Update | sa.Delete) and element.whereclause is not None:
             for condition in _conjuncts(element.whereclause):  # an OR or a NOT limits nothing
                 table = _scoped_env_column(condition, scoped)
-                if table is not None and _bound_to(condition, env_id, parameter_sets):
-                    sealed.add(table)
-    missing = sorted(table.name for table in named - sealed)
-    if missing:
-        raise UnscopedStatement(f"a statement on {', '.join(missing)} is not limited to environment {env_id!r}; "
-                                f"build it with the EnvScope (engine/scope.py): {str(statement)[:200]}")
+                bind = _right_bind(condition) if table is not None else None
+                if bind is not None:
+                    seals.append((table, bind))
+    return frozenset(named), seals
 
 
 def _parameter_sets(multiparams: Sequence[Any], params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -184,13 +216,17 @@ def _scoped_env_column(expression: sa.ColumnElement[Any], scoped: frozenset[sa.T
     return column.table if column.name == "env_id" and column.table in scoped else None
 
 
-def _bound_to(expression: sa.ColumnElement[Any], env_id: str, parameter_sets: Iterable[Mapping[str, Any]]) -> bool:
-    """Whether the right side of `env_id = ...` / `env_id IN (...)` is bound to `env_id` alone."""
+def _right_bind(expression: sa.BinaryExpression[Any]) -> sa.BindParameter[Any] | None:
+    """The bound value on the right of `env_id = ...` / `env_id IN (...)`; None for another column (a join's
+    condition), which says nothing of which environment."""
     bind = expression.right
     while isinstance(bind, Grouping):
         bind = bind.element
-    if not isinstance(bind, sa.BindParameter):
-        return False  # another column (a join's condition): says nothing of which environment
+    return bind if isinstance(bind, sa.BindParameter) else None
+
+
+def _bound_to(bind: sa.BindParameter[Any], env_id: str, parameter_sets: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether `bind` (of `env_id = :bind`) holds `env_id` alone, in this execution."""
     if bind.value is not None or bind.callable is not None:
         values = [bind.effective_value]
     else:
