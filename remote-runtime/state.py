@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from outlast._project import Project
@@ -17,7 +17,7 @@ from .checkpoint.store import open_store
 from .deploy.deployments import Deployments, deployed_manifests
 from .engine.facade import RunEngine
 from .engine.schedules import Scheduler, sync_declarative
-from .errors import TasksDoNotImport
+from .errors import TasksDoNotImport, UnknownTask
 from .settings import RuntimeSettings
 from .store.db import Database
 from .store.notify import PostgresListener, Wakeup
@@ -25,6 +25,12 @@ from .worker.backend import LocalBackend
 from .worker.drain import drain_on_shutdown
 
 log = logging.getLogger("outlast.runtime")
+
+
+def _does_not_import(task_id: str, problem: str, field: str) -> TasksDoNotImport:
+    reason = problem.strip().splitlines()[-1]  # the traceback's last line: the exception itself
+    return TasksDoNotImport(f"task {task_id!r} cannot run: the project's tasks do not import ({reason}); "
+                            "fix the file and save, `outlast dev` reloads it", field=field)
 
 
 class RuntimeState:
@@ -129,10 +135,22 @@ class RuntimeState:
         served = set(self.supervisor.backend.task_ids)
         for index, task_id in enumerate(task_ids):
             if task_id not in served:
-                reason = problem.strip().splitlines()[-1]
-                raise TasksDoNotImport(f"task {task_id!r} cannot run: the project's tasks do not import ({reason}); "
-                                       "fix the file and save, `outlast dev` reloads it",
-                                       field="task" if len(task_ids) == 1 else f"items.{index}.task")
+                raise _does_not_import(task_id, problem, "task" if len(task_ids) == 1 else f"items.{index}.task")
+
+    @contextlib.contextmanager
+    def refusing_unimportable(self, env_id: str, task_ids: list[str]) -> Iterator[None]:
+        """A trigger of a task the environment does not have answers 409 naming the import error when a
+        dev worker against this runtime (`outlast dev --api-url`) registered that its working copy does
+        not import; the store is asked only then (a trigger that is not refused costs nothing more)."""
+        try:
+            yield
+        except UnknownTask as exc:
+            problem = self.engine.registration.import_failure(env_id)
+            if problem is None:
+                raise
+            field = exc.field or "task"  # "task", or "items.<index>.task" for a batch
+            index = int(field.split(".")[1]) if field.startswith("items.") else 0
+            raise _does_not_import(task_ids[index], problem, field) from None
 
     # --- deployments ---------------------------------------------------------------------------
 

@@ -66,6 +66,11 @@ class WorkerRegistration(StrictModel):
     node_id: Identifier
     version: str = Field(min_length=1, max_length=64)
     tasks: list[TaskManifest] = Field(max_length=10_000)
+    import_error: str | None = Field(
+        None, min_length=1, max_length=100_000,
+        description="`outlast dev`: the working copy's latest content (`version`) does not import, this says "
+                    "why; nothing is registered, and triggers of tasks the environment does not have answer 409 "
+                    "`tasks_do_not_import` until the node's next registration without one")
 
 
 class ClaimRequest(StrictModel):
@@ -118,6 +123,7 @@ class WorkerNode(BaseModel):
     drain_requested_at: Moment | None = Field(None, description="when a drain was asked of its current process")
     draining: bool = Field(False, description="a heartbeat since then was told to drain: it claims nothing more")
     attempts: int = Field(description="attempts the node holds now (executing, or waiting in its memory)")
+    import_error: str | None = Field(None, description="`outlast dev`: why its working copy does not import")
 
 
 class AttemptOutcome(enum.StrEnum):

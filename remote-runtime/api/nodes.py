@@ -23,7 +23,9 @@ NodeId = Annotated[str, Path(min_length=1, max_length=128)]
 
 @router.get("/{node_id}", response_model=WorkerNode)
 def node(node_id: NodeId, env: Env, rt: State) -> WorkerNode:
-    return rt.engine.nodes.get(env, node_id)
+    seen = rt.engine.nodes.get(env, node_id)
+    seen.import_error = rt.engine.registration.import_failure(env, node_id)  # `outlast dev` after a broken save
+    return seen
 
 
 @router.post("/{node_id}/drain", response_model=WorkerNode, status_code=202)

@@ -55,14 +55,17 @@ def trigger(task_id: TaskId, body: TriggerRequest, env: Env, rt: State, commit: 
     item = BatchItem(task=task_id, payload=body.payload, options=body.options)
     _check_payload_sizes(rt.settings.max_payload_bytes, [item])
     rt.check_runnable(env, [task_id])
-    return rt.engine.trigger(env, rt.deployments.pin(env, [item], commit))[0]
+    with rt.refusing_unimportable(env, [task_id]):
+        return rt.engine.trigger(env, rt.deployments.pin(env, [item], commit))[0]
 
 
 @router.post("/tasks/batch-trigger", response_model=BatchHandle, tags=["tasks"])
 def batch_trigger(body: BatchTriggerRequest, env: Env, rt: State, commit: Commit = None) -> BatchHandle:
     _check_payload_sizes(rt.settings.max_payload_bytes, body.items)
-    rt.check_runnable(env, [item.task for item in body.items])
-    return BatchHandle(runs=rt.engine.trigger(env, rt.deployments.pin(env, body.items, commit)))
+    task_ids = [item.task for item in body.items]
+    rt.check_runnable(env, task_ids)
+    with rt.refusing_unimportable(env, task_ids):
+        return BatchHandle(runs=rt.engine.trigger(env, rt.deployments.pin(env, body.items, commit)))
 
 
 @router.get("/tasks", response_model=list[TaskInfo], tags=["tasks"])

@@ -35,7 +35,10 @@ router = APIRouter(prefix=f"{API_PREFIX}/worker", tags=["worker"], route_class=C
 
 @router.post("/register")
 def register(body: WorkerRegistration, env: Env, rt: State) -> dict[str, str]:
-    rt.engine.register_tasks([env], body.version, body.tasks)
+    if body.import_error is not None:  # `outlast dev` after a broken save: remember why, register nothing
+        rt.engine.registration.import_failed([env], body.node_id, body.import_error)
+        return {"status": "import_failed", "env": env, "version": body.version}
+    rt.engine.registration.register([env], body.version, body.tasks, node_id=body.node_id)
     return {"status": "registered", "env": env, "version": body.version}
 
 

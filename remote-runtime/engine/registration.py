@@ -1,4 +1,8 @@
-"""Registration: a version's task manifests become the environment's tasks and queues."""
+"""Registration: a version's task manifests become the environment's tasks and queues.
+
+A dev worker (`outlast dev --api-url`) whose working copy does not import registers the error instead
+(`import_failed`); it is kept per environment and node until that node's next good registration, so
+the runtime can say why a task it does not know cannot run (state.py `refuse_unimportable`)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import sqlalchemy as sa
 from outlast.wire import TaskManifest
 
 from ..store import queue
-from ..store.schema import environments, tasks
+from ..store.schema import environments, import_failures, tasks
 from .context import EngineContext
 
 # Called as hook(connection, env_ids, version, manifests, now) inside the registering transaction
@@ -22,10 +26,15 @@ class Registration:
         self.context = context
         self.hooks = list(hooks)
 
-    def register(self, env_ids: Iterable[str], version: str, manifests: Sequence[TaskManifest]) -> None:
+    def register(self, env_ids: Iterable[str], version: str, manifests: Sequence[TaskManifest],
+                 node_id: str | None = None) -> None:
+        """Make `manifests` the environments' tasks; a node's good registration ends its import failure."""
         db, now = self.context.db, self.context.clock()
         env_ids = list(env_ids)
         with db.begin() as c:
+            if node_id is not None:
+                c.execute(import_failures.delete().where(import_failures.c.env_id.in_(env_ids),
+                                                         import_failures.c.node_id == node_id))
             for env_id in env_ids:
                 for manifest in manifests:
                     queue_name = manifest.queue.name if manifest.queue else f"task/{manifest.id}"
@@ -38,6 +47,25 @@ class Registration:
             for hook in self.hooks:
                 hook(c, env_ids, version, manifests, now)
         self.context.wake()
+
+    def import_failed(self, env_ids: Iterable[str], node_id: str, error: str) -> None:
+        """`node_id`'s working copy does not import: `error` says why (the traceback)."""
+        now = self.context.clock()
+        with self.context.db.begin() as c:
+            for env_id in env_ids:
+                stmt = queue.upsert(c, import_failures).values(env_id=env_id, node_id=node_id, error=error,
+                                                               failed_at=now)
+                c.execute(stmt.on_conflict_do_update(index_elements=["env_id", "node_id"],
+                                                     set_={"error": error, "failed_at": now}))
+
+    def import_failure(self, env_id: str, node_id: str | None = None) -> str | None:
+        """Why the working copy of `node_id` (None: the environment's latest failing node) does not import."""
+        scope = self.context.scope(env_id)
+        query = scope.select(import_failures.c.error).order_by(import_failures.c.failed_at.desc()).limit(1)
+        if node_id is not None:
+            query = query.where(import_failures.c.node_id == node_id)
+        with scope.connect() as c:
+            return c.execute(query).scalar()
 
     def list(self, env_id: str) -> list[sa.Row]:
         scope = self.context.scope(env_id)

@@ -6,6 +6,7 @@ Both speak the same verbs, so the supervisor does not know which one it has.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -41,6 +42,8 @@ from ..engine.fencing import StaleAttempts
 from ..engine.streams import StreamRefused, Streams
 from ..store.notify import Wakeup
 
+log = logging.getLogger("outlast.worker")
+
 _WAITPOINT_STATES = TypeAdapter(list[WaitpointState])
 
 
@@ -48,6 +51,8 @@ class WorkerBackend(Protocol):
     node_id: str
 
     async def register(self, version: str, manifests: Sequence[TaskManifest]) -> None: ...
+
+    async def import_failed(self, version: str, error: str) -> None: ...
 
     async def claim(self, limit: int, wait: float) -> list[Assignment]: ...
 
@@ -81,6 +86,9 @@ class LocalBackend:
     async def register(self, version: str, manifests: Sequence[TaskManifest]) -> None:
         self.task_ids = [m.id for m in manifests]
         await asyncio.to_thread(self.engine.register_tasks, self.env_ids, version, manifests)
+
+    async def import_failed(self, version: str, error: str) -> None:
+        pass  # the runtime in this process asks the working copy itself (state.py `import_problem`)
 
     async def claim(self, limit: int, wait: float) -> list[Assignment]:
         deadline = time.monotonic() + wait
@@ -143,6 +151,14 @@ class HttpBackend:
     async def register(self, version: str, manifests: Sequence[TaskManifest]) -> None:
         self.task_ids = [m.id for m in manifests]
         await self._post("/register", WorkerRegistration(node_id=self.node_id, version=version, tasks=list(manifests)))
+
+    async def import_failed(self, version: str, error: str) -> None:
+        """Tell the runtime why the working copy does not import; the dev loop goes on if it cannot be told."""
+        try:
+            await self._post("/register", WorkerRegistration(node_id=self.node_id, version=version, tasks=[],
+                                                             import_error=error[-100_000:]))
+        except httpx.HTTPError as exc:
+            log.warning("could not tell the runtime that the tasks do not import: %s", exc)
 
     async def claim(self, limit: int, wait: float) -> list[Assignment]:
         response = await self._post("/claim", ClaimRequest(node_id=self.node_id, task_ids=self.task_ids,

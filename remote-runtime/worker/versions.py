@@ -7,6 +7,7 @@ change, with `--reload`) makes the new content the current version and retires t
 from __future__ import annotations
 
 import asyncio
+from typing import NoReturn
 
 from outlast._project import Project
 from outlast.wire import RunContext
@@ -38,11 +39,9 @@ class WorkingCopy:
             hello = await asyncio.wait_for(process.ready, READY_SECONDS)
         except (ProcessExited, TimeoutError) as exc:
             process.kill()
-            self.import_error = f"task process did not start: {exc}"
-            raise TasksImportFailed(self.import_error) from None
+            await self._failed(version, f"task process did not start: {exc}")
         if hello.import_error:
-            self.import_error = hello.import_error
-            raise TasksImportFailed(hello.import_error)
+            await self._failed(version, hello.import_error)
         self.import_error = None
         await self.backend.register(version, hello.tasks)
         pool.manifests[version] = hello.tasks
@@ -53,6 +52,12 @@ class WorkingCopy:
         pool.idle.append(process)
         pool.fill()
         return [t.id for t in hello.tasks]
+
+    async def _failed(self, version: str, error: str) -> NoReturn:
+        """Keep why `version` does not import, tell the runtime (a remote one refuses triggers naming it), raise."""
+        self.import_error = error
+        await self.backend.import_failed(version, error)
+        raise TasksImportFailed(error) from None
 
     async def project_for(self, pool: ProcessPool, version: str) -> ProcessSource:
         return ProcessSource(self.project, None, None)

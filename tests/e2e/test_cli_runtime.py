@@ -178,6 +178,38 @@ def test_dev_against_a_remote_runtime_registers_and_runs_for_dev(project_copy: P
         assert run.status is RunStatus.COMPLETED, worker_log.read_text()
         assert run.output == {"url": "u", "width": 3, "steps": 3}
         assert "outlast worker" in worker_log.read_text()
+        node_id = worker_log.read_text().split("outlast worker", 1)[1].split()[0]
+
+        # A broken save that also adds a task: the runtime learns why it cannot have it (not a 404).
+        tasks_file = project_copy / "tasks.py"
+        good = tasks_file.read_text() + '\n\n@task(id="greet")\ndef greet(payload, ctx):\n    return "hi"\n'
+        tasks_file.write_text("from outlast import nosuch  # a broken save\n" + good)
+        headers = {"Authorization": f"Bearer {SECRET_KEY}"}
+
+        def refused() -> httpx.Response | None:
+            response = httpx.post(url + "/api/v1/tasks/greet/trigger", json={"payload": {}}, headers=headers)
+            return response if response.status_code == 409 else None
+
+        response = wait_for(refused, timeout=60, message="a trigger refused naming the import error")
+        assert response.json()["error"] == "tasks_do_not_import" and response.json()["field"] == "task"
+        assert "cannot import name 'nosuch'" in response.json()["message"]
+        batch = httpx.post(url + "/api/v1/tasks/batch-trigger", headers=headers, json={"items": [
+            {"task": "resize-image", "payload": {"url": "u", "width": 1}}, {"task": "greet", "payload": {}}]})
+        assert batch.status_code == 409 and batch.json()["field"] == "items.1.task", batch.text
+        node = httpx.get(f"{url}/api/v1/worker/nodes/{node_id}", headers=headers).json()
+        assert "cannot import name 'nosuch'" in node["import_error"], node
+        prod_key = next(line.split("OUTLAST_SECRET_KEY=")[1].split()[0] for line in runtime_log.read_text().splitlines()
+                        if line.lstrip().startswith("prod") and "OUTLAST_SECRET_KEY=" in line)
+        other = httpx.get(f"{url}/api/v1/worker/nodes/{node_id}", headers={"Authorization": f"Bearer {prod_key}"})
+        assert other.status_code == 404, other.text  # another environment's key sees none of it
+        assert worker.poll() is None and "could not import the tasks" in worker_log.read_text()
+
+        tasks_file.write_text(good)  # fixed: the worker registers again and the new task runs
+        _wait_tasks(url, SECRET_KEY, "greet", worker, worker_log)
+        with Client(api_url=url, secret_key=SECRET_KEY) as client:
+            greeted = client.poll(client.trigger("greet", {}).id, timeout=30)
+        assert greeted.status is RunStatus.COMPLETED and greeted.output == "hi", worker_log.read_text()
+        assert httpx.get(f"{url}/api/v1/worker/nodes/{node_id}", headers=headers).json()["import_error"] is None
     finally:
         if worker is not None:
             stop_process(worker)

@@ -34,6 +34,7 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self.registered: dict[str, list[TaskManifest]] = {}
+        self.import_failures: dict[str, str] = {}  # version -> why it did not import
         self.queued: list[Assignment] = []
         self.claims: list[int] = []  # the limit of each claim that returned runs
         self.claimed: list[str] = []
@@ -56,6 +57,9 @@ class MemoryBackend:
 
     async def register(self, version: str, manifests: Sequence[TaskManifest]) -> None:
         self.registered[version] = list(manifests)
+
+    async def import_failed(self, version: str, error: str) -> None:
+        self.import_failures[version] = error
 
     async def claim(self, limit: int, wait: float) -> list[Assignment]:
         if not self.queued:

@@ -183,6 +183,7 @@ def test_loading_a_changed_working_copy_makes_it_the_current_version(tmp_path: P
             with pytest.raises(TasksImportFailed, match="half-saved"):
                 await node.load_version()
             assert node.code.version == first, "a failed import leaves the version served"
+            assert "half-saved" in "".join(backend.import_failures.values()), "the runtime is told why"
             (project / "tasks.py").write_text('from outlast import task\n\n@task(id="v")\ndef v(payload):\n'
                                               '    return 2\n')
             assert await node.load_version() == ["v"]
