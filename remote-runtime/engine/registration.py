@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from outlast.wire import TaskManifest
 
 from ..store import queue
-from ..store.schema import environments, import_failures, tasks
+from ..store.schema import environments, import_failures, tasks, worker_nodes
 from .context import EngineContext
 
 # Called as hook(connection, env_ids, version, manifests, now) inside the registering transaction
@@ -59,13 +59,22 @@ class Registration:
                                                      set_={"error": error, "failed_at": now}))
 
     def import_failure(self, env_id: str, node_id: str | None = None) -> str | None:
-        """Why the working copy of `node_id` (None: the environment's latest failing node) does not import."""
+        """Why the working copy of `node_id` (None: the environment's latest failing node that is still
+        alive) does not import. A node whose heartbeats stopped for longer than the lease is gone (its runs
+        are written off too): its failure no longer speaks for the environment."""
         scope = self.context.scope(env_id)
-        query = scope.select(import_failures.c.error).order_by(import_failures.c.failed_at.desc()).limit(1)
-        if node_id is not None:
-            query = query.where(import_failures.c.node_id == node_id)
+        query = scope.select(import_failures.c.node_id, import_failures.c.error, import_failures.c.failed_at).order_by(
+            import_failures.c.failed_at.desc())
         with scope.connect() as c:
-            return c.execute(query).scalar()
+            if node_id is not None:
+                own = c.execute(query.where(import_failures.c.node_id == node_id)).first()
+                return own.error if own else None
+            failures = c.execute(query.limit(20)).all()
+            seen = dict(c.execute(scope.select(worker_nodes.c.node_id, worker_nodes.c.last_seen_at).where(
+                worker_nodes.c.node_id.in_([f.node_id for f in failures]))).all()) if failures else {}
+        alive_since = self.context.clock() - self.context.lease_seconds
+        # A node not seen yet failed at its first start: it counts until it would have heartbeated.
+        return next((f.error for f in failures if seen.get(f.node_id, f.failed_at) >= alive_since), None)
 
     def list(self, env_id: str) -> list[sa.Row]:
         scope = self.context.scope(env_id)
