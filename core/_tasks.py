@@ -44,12 +44,14 @@ class Task(Generic[R]):
         machine: str | None = None,
         payload_model: type[pydantic.BaseModel] | None = None,
         checkpoint_after: float | None = None,
+        network: bool = True,
     ) -> None:
         self.fn = fn
         self.id = id
         self.payload_model = payload_model
         self._takes_ctx = len(inspect.signature(fn).parameters) >= 2
-        self.manifest = TaskManifest(
+        # validate(): a bad option is an InvalidRequestError naming it, at declaration.
+        self.manifest = validate(TaskManifest, dict(
             id=id,
             export=fn.__qualname__,
             module=fn.__module__,
@@ -59,7 +61,8 @@ class Task(Generic[R]):
             machine=machine,
             payload_schema=payload_model.model_json_schema() if payload_model else None,
             checkpoint_after=checkpoint_after,
-        )
+            network=network,
+        ))
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", id)
 
@@ -167,14 +170,17 @@ def task(
     max_duration: float | None = None,
     machine: str | None = None,
     checkpoint_after: float | None = None,
+    network: bool = True,
 ) -> Callable[[Callable[..., R]], Task[R]]:
     """Declare a task. The function takes `(payload)` or `(payload, ctx)`, sync or async.
 
     `checkpoint_after`: seconds a wait stays in memory before the process is checkpointed
     (default: the runtime's OUTLAST_CHECKPOINT_AFTER, 5 s).
+    `network=False`: its runs get task processes with only a loopback interface of their own (no
+    outbound network, nothing on the host's); see docs/isolation.md. True or False only.
     """
     return _declare(id=id, queue=queue, retry=retry, max_duration=max_duration, machine=machine,
-                    checkpoint_after=checkpoint_after)
+                    checkpoint_after=checkpoint_after, network=network)
 
 
 def schema_task(
@@ -186,10 +192,11 @@ def schema_task(
     max_duration: float | None = None,
     machine: str | None = None,
     checkpoint_after: float | None = None,
+    network: bool = True,
 ) -> Callable[[Callable[..., R]], Task[R]]:
     """Like `task`, with the payload validated by a pydantic model before the run is created."""
     return _declare(id=id, queue=queue, retry=retry, max_duration=max_duration, machine=machine,
-                    payload_model=schema, checkpoint_after=checkpoint_after)
+                    payload_model=schema, checkpoint_after=checkpoint_after, network=network)
 
 
 def _declare(**config: Any) -> Callable[[Callable[..., R]], Task[R]]:

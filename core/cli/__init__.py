@@ -39,11 +39,17 @@ def runtime_settings(data_dir: Path, database_url: str | None, host: str, port: 
               node_id: str | None):
     """The settings of a runtime or worker node (what `outlast runtime|dev|worker` and Django's command start)."""
     from outlast.runtime import RuntimeSettings
+    from outlast.runtime.worker.isolation import check_settings
 
     settings = RuntimeSettings(data_dir=data_dir, database_url=database_url, host=host,
                                port=port or _default_port(), slots=slots)
     if node_id:
         settings.node_id = node_id
+    try:
+        check_settings(settings.isolation)
+    except ValueError as exc:  # else it would surface only when the first task process starts
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
     return settings
 
 

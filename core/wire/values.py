@@ -245,6 +245,8 @@ class TaskManifest(StrictModel):
     schedule: ScheduleSpec | None = None
     checkpoint_after: float | None = Field(
         None, ge=0, le=MAX_DURATION, description="seconds a wait stays in memory before the process is checkpointed")
+    network: bool = Field(True, strict=True, description=(
+        "false: its task processes have only a loopback interface of their own (no outbound network)"))
 
     _machine = field_validator("machine")(machine_name)
 

@@ -71,7 +71,7 @@ class AttemptRunner:
                 process = execution.process = await self.suspension.restore(execution)
             else:
                 process, execution.usage_start = await self.pool.take_sized(
-                    self.pool.code.version_to_run(execution.context), execution.machine)
+                    self.pool.code.version_to_run(execution.context), execution.machine, execution.context.task)
                 execution.process = process
                 self._start(execution, process)
             ending = await self._ending(execution, process)

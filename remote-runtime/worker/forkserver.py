@@ -47,10 +47,15 @@ class ForkServer:
             raise ForkServerFailed(first["import_error"])
         return server
 
-    async def fork(self, process_id: str, env: Mapping[str, str], output: Path | None, namespace: bool) -> int:
-        """A new task process; returns its host PID (a child of this process once it is running)."""
+    async def fork(self, process_id: str, env: Mapping[str, str], output: Path | None, namespace: bool,
+                   network: bool = True) -> int:
+        """A new task process; returns its host PID (a child of this process once it is running).
+        `network` False: in a network namespace of its own, loopback only (True: the fork server's
+        choice, loopback only too under OUTLAST_TASK_NETWORK=loopback, so True is never sent)."""
         request = {"process_id": process_id, "env": dict(env), "output": str(output) if output else None,
                    "namespace": namespace}
+        if not network:
+            request["network"] = False
         async with self._lock:
             assert self.process.stdin is not None
             self.process.stdin.write(json.dumps(request).encode() + b"\n")

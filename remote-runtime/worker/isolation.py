@@ -127,6 +127,16 @@ def task_uid(value: str | None) -> tuple[int, str]:
                "needs to checkpoint a process of another uid")
 
 
+def check_settings(isolation: str | None) -> None:
+    """Read every isolation setting once (the mode, and OUTLAST_TASK_UID, OUTLAST_TASK_CAPABILITIES,
+    OUTLAST_TASK_NETWORK), so that a wrong one stops a runtime or worker as it starts rather than
+    when its first task process does; ValueError naming the setting and its choices."""
+    mode_from(isolation)
+    task_uid(os.environ.get(TASK_UID_ENV))
+    checkpointable_from(os.environ.get(CAPABILITIES_ENV))
+    network_from(os.environ.get(NETWORK_ENV))
+
+
 def network_from(value: str | None) -> bool:
     """Whether task processes keep the host's network (OUTLAST_TASK_NETWORK); ValueError naming the choices."""
     text = (value or "host").strip().lower()

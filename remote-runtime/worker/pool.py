@@ -29,7 +29,7 @@ from ..settings import RuntimeSettings
 from .background import Background
 from .forkserver import ForkServer, ForkServerFailed
 from .forkserver import supported as forkserver_supported
-from .isolation import SOCKETS_DIR, Plan, task_workdir
+from .isolation import NETWORK_ENV, SOCKETS_DIR, Plan, network_from, task_workdir
 from .isolation import mode_from as isolation_mode
 from .isolation import plan_for as isolation_plan
 from .limits import CgroupError, Limits, Usage
@@ -101,15 +101,20 @@ class ProcessPool:
                         "the runtime's data directory included")
         else:
             log.info("isolation: namespaces (each version's fork server in its own mount, IPC and UTS namespaces)")
+        # Whether task processes may have the host's network at all (OUTLAST_TASK_NETWORK, under
+        # isolation); a task's network=False takes it away from its own processes only.
+        self.node_network = self.isolation == "process" or network_from(os.environ.get(NETWORK_ENV))
         self._process_added = asyncio.Event()
 
     # --- spawning and tracking -------------------------------------------------------------
 
-    async def spawn(self, version: str) -> TaskProcess:
+    async def spawn(self, version: str, network: bool = True) -> TaskProcess:
+        """A new process of `version`; `network` False: loopback only (True: the node's choice)."""
         options = SpawnOptions(
             socket_path=self.socket_path, heartbeat_interval=self.settings.heartbeat_interval,
             cancel_grace=self.settings.cancel_grace, checkpoint_after=self.settings.checkpoint_after,
-            process_dir=self.settings.process_dir if self.checkpoints.checkpointer is not None else None)
+            process_dir=self.settings.process_dir if self.checkpoints.checkpointer is not None else None,
+            network=network and self.node_network)
         source = await self.code.project_for(self, version)
         if source.python is not None:
             options = dataclasses.replace(options, python=source.python)
@@ -139,6 +144,8 @@ class ProcessPool:
         return process
 
     def track(self, process: TaskProcess) -> TaskProcess:
+        if process.network is None:  # a restored process: criu gave it back the network namespace it had
+            process.network = _in_host_network(process.pid)
         self.processes[process.process_id] = process
         self._process_added.set()
         self.background.start(self._reap(process))
@@ -244,34 +251,61 @@ class ProcessPool:
                 self.idle.remove(process)
                 self.retire(process)
 
-    async def take(self, version: str) -> TaskProcess:
-        """An idle process of `version`, else a new one once it said hello (TimeoutError past READY_SECONDS)."""
+    def network_for(self, version: str, task: str | None) -> bool | None:
+        """Whether a process running `task` of `version` has the host's network: the node's choice,
+        unless the task declared network=False. None: the version's tasks are not known yet (no
+        process of it said hello)."""
+        if task is None or not self.node_network:
+            return self.node_network
+        known = self.manifests.get(version) or next(
+            (p.tasks for p in self.processes.values() if p.version == version and p.tasks), None)
+        if known is None:
+            return None
+        declared = next((m for m in known if m.id == task), None)
+        return declared is None or declared.network  # an unknown task: its process says so
+
+    async def take(self, version: str, task: str | None = None) -> TaskProcess:
+        """An idle process of `version` made with the network `task` may have, else a new one once it
+        said hello (TimeoutError past READY_SECONDS). A process never serves a task with another network:
+        it could neither give a task without network its namespace back, nor the reverse."""
+        network = self.network_for(version, task)
+        process = await self._take(version, self.node_network if network is None else network)
+        if network is None and (network := self.network_for(version, task)) not in (None, process.network):
+            self.give_back(process)  # its hello told us `task` declared another network
+            process = await self._take(version, network)
+        return process
+
+    async def _take(self, version: str, network: bool) -> TaskProcess:
+        def fits(process: TaskProcess) -> bool:
+            return process.version == version and process.network == network
+
         while self.idle:
             process = self.idle.pop()
             if not process.alive:
                 continue
             if not self.code.reusable(process):
                 self.retire(process)
-            elif process.version == version:
+            elif fits(process):
                 return process
             else:
-                self.idle.insert(0, process)  # another version's: leave it for that version's runs
-                if all(p.version != version for p in self.idle):
+                self.idle.insert(0, process)  # another version's or network's: leave it for their runs
+                if not any(map(fits, self.idle)):
                     break
-        process = await self.spawn(version)
+        process = await self.spawn(version, network)
         await asyncio.wait_for(process.ready, READY_SECONDS)
         return process
 
-    async def take_sized(self, version: str, machine: Machine) -> tuple[TaskProcess, Usage | None]:
-        """A process of `version` whose cgroup is sized for `machine`, and its counters now. A warm
-        process that already holds more memory than `machine` allows is retired for a new one;
-        MachineTooSmall if the new one does too."""
-        process = await self.take(version)
+    async def take_sized(self, version: str, machine: Machine,
+                         task: str | None = None) -> tuple[TaskProcess, Usage | None]:
+        """A process of `version` for `task` (see take) whose cgroup is sized for `machine`, and its
+        counters now. A warm process that already holds more memory than `machine` allows is retired
+        for a new one; MachineTooSmall if the new one does too."""
+        process = await self.take(version, task)
         try:
             return process, self.limits.start_attempt(process.pid, machine)
         except CgroupError:
             self.retire(process)
-        process = await self.spawn(version)
+        process = await self.spawn(version, process.network is not False)
         await asyncio.wait_for(process.ready, READY_SECONDS)
         try:
             return process, self.limits.start_attempt(process.pid, machine)
@@ -296,3 +330,11 @@ class ProcessPool:
         for version in list(self.forkservers):
             self.close_forkserver(version)
         self.limits.close()
+
+
+def _in_host_network(pid: int) -> bool:
+    """Whether `pid` shares this process's network namespace (False if it is gone)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -79,6 +80,10 @@ class PidProcess:
         self.send_signal(signal.SIGKILL)
 
 
+class NetworkUnavailable(Exception):
+    """A task without network cannot be given a process here: nothing could take its network away."""
+
+
 class ProcessExited(Exception):
     """The task process ended (or stopped heartbeating) before answering."""
 
@@ -101,6 +106,7 @@ class TaskProcess:
     resumed: asyncio.Future[Resumed] | None = None  # while it reconnects after a restore
     execution: Any = None  # the supervisor's record of the attempt it runs now
     origin: object = None  # what its version source started it from (see VersionSource.origin)
+    network: bool | None = None  # made with the host's network (False: loopback only; None: not known yet)
 
     @property
     def pid(self) -> int:
@@ -187,6 +193,7 @@ class SpawnOptions:
     python: str | None = None  # the interpreter (a deployed version's virtualenv); default: this one
     cgroup_procs: tuple[str, ...] = ()  # cgroups a process started from scratch joins before it imports anything
     isolation: Plan | None = None  # set: a process started from scratch starts inside these namespaces too
+    network: bool = True  # False: in a network namespace of its own with only loopback (a task's network=False)
 
 
 def process_home(process_dir: Path, process_id: str) -> Path:
@@ -230,19 +237,26 @@ async def spawn(project: Project, version: str, options: SpawnOptions,
     popen: ProcessHandle
     if forkserver is not None:
         try:
-            pid = await forkserver.fork(process_id, own, output, namespace=namespaced)
+            pid = await forkserver.fork(process_id, own, output, namespace=namespaced, network=options.network)
         except ForkServerFailed as exc:
             log.warning("%s; starting the task process from scratch", exc)
         else:
             return TaskProcess(process_id=process_id, version=version, popen=PidProcess(pid), ready=ready,
-                               namespaced=namespaced)
+                               namespaced=namespaced, network=options.network)
     env = {**task_environment(project, options), **own}
     argv = [options.python or sys.executable, "-m", "outlast._process"]
-    if options.isolation is not None:
-        argv = options.isolation.command(argv)
+    isolation = options.isolation
+    if not options.network:  # never started with more network than asked for
+        if isolation is None:
+            raise NetworkUnavailable("a task process without network (network=False) needs the fork server "
+                                     "(Linux) or OUTLAST_ISOLATION=namespaces")
+        isolation = dataclasses.replace(isolation, network=False)
+    if isolation is not None:
+        argv = isolation.command(argv)
     if output is None:
         popen = await asyncio.create_subprocess_exec(*argv, env=env, cwd=str(project.root),
                                                      stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
     else:
         popen = PidProcess(spawn_in_pid_namespace(argv, env, project.root, output, options.cgroup_procs))
-    return TaskProcess(process_id=process_id, version=version, popen=popen, ready=ready, namespaced=namespaced)
+    return TaskProcess(process_id=process_id, version=version, popen=popen, ready=ready, namespaced=namespaced,
+                       network=isolation.network if isolation is not None else True)

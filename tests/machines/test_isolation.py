@@ -16,7 +16,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from outlast import RunStatus
+from outlast import InvalidRequestError, RunStatus, task
 from outlast.cli import app
 from outlast.runtime.checkpoint import criu
 from outlast.runtime.worker import cgroups
@@ -179,6 +179,25 @@ def test_outbound_http_works(client, local_server):
     assert output == {"status": 200, "body": "hello from the host"}
 
 
+def test_a_task_declared_without_network_reaches_nothing_and_keeps_none_across_a_checkpoint(client, local_server):
+    """`@task(network=False)` in a project whose other tasks have the host's network: its processes
+    are kept apart from theirs both ways, and its checkpointed process comes back without network."""
+    refused = completed(client, "offline-reach", {"url": local_server})
+    assert refused["interfaces"] == ["lo"] and "Connection refused" in refused["fetched"], refused
+    allowed = completed(client, "reach", {"url": local_server})  # not offline-reach's idle process
+    assert allowed["fetched"] == "status 200" and allowed["interfaces"] != ["lo"], allowed
+    handle = client.trigger("offline-wait", {"url": local_server, "seconds": 6})
+    wait_for(lambda: any("checkpointed" in e.message for e in client.run_events(handle.id) if e.kind == "status"),
+             timeout=60, message="the waiting run without network to be checkpointed")
+    run = finished(client, handle.id)
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert process_gone(run.output["host_pid_before"]), "the process that waited was dumped, not kept"
+    for seen in (run.output["before"], run.output["after"]):
+        assert seen["interfaces"] == ["lo"] and "Connection refused" in seen["fetched"], run.output
+    again = completed(client, "reach", {"url": local_server})  # the restored process is not given it
+    assert again["fetched"] == "status 200", again
+
+
 def test_a_checkpointed_run_resumes_with_its_state_and_its_isolation(runtime, client, tmp_path):
     database = data_dir(runtime) / "outlast.db"
     host_shm = Path("/dev/shm") / f"{tmp_path.name}-host"  # as PostgreSQL's segments: not the task's, not in its image
@@ -331,3 +350,29 @@ def test_a_task_process_started_from_scratch_is_confined_before_it_runs(tmp_path
     done = subprocess.run(plan.command([sys.executable, "-c", probe]), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [SYS_ADMIN_ONLY, "2", "1", "['lo']", "False"]
+
+
+PROJECT_DIR = str(Path(__file__).parent.parent / "projects" / "isolation")
+
+
+@pytest.mark.parametrize(("command", "setting", "value"), [
+    (["runtime"], "OUTLAST_ISOLATION", "container"),
+    (["runtime"], "OUTLAST_TASK_UID", "nobody"),
+    (["dev", "--project", PROJECT_DIR], "OUTLAST_TASK_CAPABILITIES", "all"),
+    (["worker", "--api-url", "http://127.0.0.1:9", "--secret-key", "sk", "--deployments"], "OUTLAST_TASK_NETWORK",
+     "none")])
+def test_a_wrong_setting_stops_a_runtime_or_worker_as_it_starts(monkeypatch, tmp_path, command, setting, value):
+    """Before anything starts (the refusal's wording: test_a_wrong_task_setting_is_refused_naming_it...)."""
+    monkeypatch.setenv(setting, value)
+    result = CliRunner().invoke(app, [*command, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {setting} must be ") and f"not {value!r}" in result.output
+    assert not (tmp_path / "outlast.db").exists(), "refused before the runtime opened its store"
+
+
+def test_a_bad_network_option_is_refused_where_the_task_is_declared():
+    with pytest.raises(InvalidRequestError) as refused:
+        @task(id="bad-network", network="none")
+        def bad(payload: dict) -> None:  # pragma: no cover - never declared
+            pass
+    assert refused.value.field == "network" and "invalid network" in str(refused.value)

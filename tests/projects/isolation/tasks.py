@@ -153,3 +153,34 @@ async def isolated_wait(payload: dict) -> dict:
             "shm_mounts": [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
                            ].count("/dev/shm"),
             "read": {p: attempt(read, p) for p in payload.get("read", [])}, **sandbox()}
+
+
+def reach(url: str) -> dict:
+    """What a fetch of `url` gave, and this process's network interfaces."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            got = f"status {response.status}"
+    except OSError as exc:
+        got = f"{type(exc).__name__}: {exc}"
+    return {"fetched": got, "interfaces": sorted(name for _, name in socket.if_nameindex()),
+            "process": os.environ.get("OUTLAST_PROCESS_ID")}
+
+
+@task(id="reach")
+def reach_task(payload: dict) -> dict:
+    return reach(payload["url"])
+
+
+@task(id="offline-reach", network=False)
+def offline_reach(payload: dict) -> dict:
+    return reach(payload["url"])
+
+
+@task(id="offline-wait", network=False)
+async def offline_wait(payload: dict) -> dict:
+    """Without network before and after a checkpoint."""
+    before = reach(payload["url"])
+    host_pid = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith("NSpid:"))
+    await wait.for_(seconds=payload.get("seconds", 4))
+    return {"before": before, "after": reach(payload["url"]), "host_pid_before": host_pid}
