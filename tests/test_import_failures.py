@@ -18,8 +18,8 @@ class Clock:
         return self.now
 
 
-def test_an_import_failure_lasts_until_the_node_registers_again_or_is_gone(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'engine.db'}")
+def test_an_import_failure_lasts_until_the_node_registers_again_or_is_gone(tmp_path: Path, store: str | None) -> None:
+    db = Database(store or f"sqlite:///{tmp_path / 'engine.db'}")
     db.migrate()
     Environments(db).bootstrap("ol_dev_import_failures_key_01")
     clock = Clock()
