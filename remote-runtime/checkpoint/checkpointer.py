@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import fcntl
 import json
@@ -72,6 +73,22 @@ def _locked(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def release_freed_memory() -> None:
+    """Give the memory a store put or fetch freed back to the OS (glibc's `malloc_trim`; elsewhere a no-op).
+
+    A put hashes, compresses and indexes the image's pages through buffers of hundreds of KB, in an
+    executor thread whose malloc arena glibc keeps at its largest once they are freed. Nothing stays
+    in use, yet the runtime's RSS grew by 13-50 KB per checkpoint (measured: 100 -> 200 waiting runs
+    added 13 MB of free arena and under 1 MB in use), which 10,000 waiting runs cannot afford.
+    """
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+_LIBC = ctypes.CDLL(None)  # this process's C library (its malloc)
 
 
 def _free_bytes(place: Path) -> int | None:
@@ -153,15 +170,18 @@ class Checkpointer:
     def store_image(self, image: DumpedImage, key: str, version: str | None = None) -> dict[str, Any]:
         """Put the dumped image into the store under `key`, retried STORE_TRIES times; its detail for the run.
         `version` (the code the process ran) lets the store keep the version's pages for its next runs."""
-        for attempt in range(1, STORE_TRIES + 1):
-            try:
-                stored = self.store.put(key, image.path, base=version)
-                break
-            except Exception as exc:
-                if attempt == STORE_TRIES:
-                    raise
-                log.warning("storing checkpoint %s failed (try %d of %d): %s", key, attempt, STORE_TRIES, exc)
-                time.sleep(STORE_RETRY_SECONDS * attempt)
+        try:
+            for attempt in range(1, STORE_TRIES + 1):
+                try:
+                    stored = self.store.put(key, image.path, base=version)
+                    break
+                except Exception as exc:
+                    if attempt == STORE_TRIES:
+                        raise
+                    log.warning("storing checkpoint %s failed (try %d of %d): %s", key, attempt, STORE_TRIES, exc)
+                    time.sleep(STORE_RETRY_SECONDS * attempt)
+        finally:
+            release_freed_memory()
         return {"checkpoint_ms": round(image.seconds * 1000, 1), "store_ms": round(stored.seconds * 1000, 1),
                 "image_bytes": stored.raw_bytes, "stored_bytes": stored.stored_bytes, "store": self.describe(),
                 "store_parts_ms": {step: round(seconds * 1000, 1) for step, seconds in stored.parts.items()}}
@@ -210,6 +230,7 @@ class Checkpointer:
             return pid
         finally:
             shutil.rmtree(images, ignore_errors=True)
+            release_freed_memory()
 
     def _restore_images(self, images: Path, process_id: str, socket_path: Path,
                         cgroup_roots: dict[str, str] | None = None) -> int:
