@@ -47,24 +47,25 @@ class Nodes:
                 worker_nodes.c.drain_requested_at.is_not(None))).scalar_one() > 0
 
     def get(self, env_id: str, node_id: str) -> WorkerNode:
-        with self.context.db.connect() as c:
-            row = c.execute(sa.select(worker_nodes).where(worker_nodes.c.env_id == env_id,
-                                                          worker_nodes.c.node_id == node_id)).first()
+        scope = self.context.scope(env_id)
+        with scope.connect() as c:
+            row = c.execute(scope.select(worker_nodes).where(worker_nodes.c.node_id == node_id)).first()
             if row is None:
-                known = c.execute(sa.select(worker_nodes.c.node_id).where(worker_nodes.c.env_id == env_id)
+                known = c.execute(scope.select(worker_nodes.c.node_id)
                                   .order_by(worker_nodes.c.node_id).limit(20)).scalars().all()
                 raise NodeNotFound(f"no worker node {node_id!r} has served environment {env_id!r} (known: "
                                    f"{', '.join(known) or 'none'})", field="node_id")
-            held = c.execute(sa.select(sa.func.count()).select_from(runs).where(
-                runs.c.env_id == env_id, runs.c.node_id == node_id, runs.c.status.in_(HELD))).scalar_one()
+            held = c.execute(scope.where(sa.select(sa.func.count()).select_from(runs).where(
+                runs.c.node_id == node_id, runs.c.status.in_(HELD)))).scalar_one()
         asked = row.drain_requested_at
         return WorkerNode(node_id=node_id, last_seen_at=utc(row.last_seen_at), drain_requested_at=utc(asked),
                           draining=asked is not None and row.last_seen_at > asked, attempts=held)
 
     def request_drain(self, env_id: str, node_id: str) -> WorkerNode:
         """Ask `node_id` to drain at its next heartbeat (404 for a node this environment never saw)."""
-        with self.context.db.begin() as c:
-            c.execute(worker_nodes.update().where(
-                worker_nodes.c.env_id == env_id, worker_nodes.c.node_id == node_id,
+        scope = self.context.scope(env_id)
+        with scope.begin() as c:
+            c.execute(scope.update(worker_nodes).where(
+                worker_nodes.c.node_id == node_id,
                 worker_nodes.c.drain_requested_at.is_(None)).values(drain_requested_at=self.context.clock()))
         return self.get(env_id, node_id)

@@ -28,6 +28,7 @@ from outlast.wire import RunStatus, StreamWrite, StreamWritten
 from ..errors import EngineError, RunNotFound
 from ..store.db import Database
 from ..store.schema import run_stream_chunks, run_streams, runs
+from .scope import EnvScope
 
 WRITABLE = (RunStatus.EXECUTING.value, RunStatus.WAITING.value)
 SWEEP_SECONDS = 60.0
@@ -142,9 +143,9 @@ class Streams:
 
     def names(self, env_id: str, run_id: str) -> list[sa.Row]:
         """The run's streams with their totals."""
-        with self.db.connect() as c:
-            return c.execute(sa.select(run_streams).where(run_streams.c.env_id == env_id,
-                                                          run_streams.c.run_id == run_id)
+        scope = EnvScope(self.db, env_id)
+        with scope.connect() as c:
+            return c.execute(scope.select(run_streams).where(run_streams.c.run_id == run_id)
                              .order_by(run_streams.c.name)).all()
 
     def expire(self, batch: int = 100) -> int:

@@ -111,12 +111,10 @@ def test_caller_facing_modules_reach_the_store_through_a_scope(module):
 # A function that takes an `env_id` acts for that environment: it opens connections through its scope.
 # The exceptions, each for a reason: environments' own rows (keys, current version) are keyed by their id,
 # not an env_id column; a callback URL's token is looked up across environments by its id first; a
-# deployment's builder reads versions of any environment; engine/nodes.py and engine/streams.py are
-# not converted yet (see the report of the change that added this test).
+# deployment's builder reads versions of any environment.
 OPENS_ITS_OWN = {("access/environments.py", "rotate"), ("access/public_tokens.py", "_key"),
                  ("deploy/deployments.py", "_current"), ("deploy/deployments.py", "_row"),
-                 ("engine/waits.py", "complete_token"), ("engine/nodes.py", "get"),
-                 ("engine/nodes.py", "request_drain"), ("engine/streams.py", "names")}
+                 ("engine/waits.py", "complete_token")}
 
 
 def test_functions_acting_for_an_environment_open_no_connection_but_its_scope_s():
