@@ -66,8 +66,13 @@ def confine(uid: int = 0, gid: int | None = None, *, checkpointable: bool = True
     data = (_Data * 2)()  # the low 32 bits, then the high ones; inheritable stays empty
     data[0].effective = data[0].permitted = kept
     _check(lib.capset(ctypes.byref(header), data), f"capset({kept:#x})")
-    _check(lib.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    no_new_privs()
     _seccomp.install()
+
+
+def no_new_privs() -> None:
+    """No exec of this process or its children gains privileges (setuid, file capabilities) again."""
+    _check(libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
 def _last_cap() -> int:

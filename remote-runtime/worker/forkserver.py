@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from .cgroups import TaskCgroup
 from .isolation import Plan
 from .pidns import set_child_subreaper
 
@@ -26,6 +27,7 @@ class ForkServerFailed(Exception):
 class ForkServer:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
+        self.cgroup: TaskCgroup | None = None  # its own, under isolation (see ProcessPool._forkserver_cgroup)
         self._lock = asyncio.Lock()  # one request at a time: replies come back in order
 
     @classmethod
@@ -78,6 +80,8 @@ class ForkServer:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
         await self.process.wait()
+        if self.cgroup is not None:
+            await asyncio.to_thread(self.cgroup.remove)
 
 
 def supported() -> bool:

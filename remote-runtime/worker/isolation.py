@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from outlast._confine import confine, loopback_up
+from outlast._confine import confine, loopback_up, no_new_privs
 from outlast._pidns import CLONE_NEWNET, libc
 
 MODES = ("namespaces", "process")
@@ -33,6 +33,7 @@ DEFAULT_MODE = "process"  # see the README's Machines section for why this is no
 WORKDIR_ROOT_ENV = "OUTLAST_TASK_WORKDIR_ROOT"  # the fork server makes each task's working directory in it
 WORKDIR_ROOT = "/tmp/outlast-tasks"
 TASK_UID_ENV = "OUTLAST_TASK_UID"  # the setting's name, and how the fork server learns it
+FORKSERVER_MEMORY_ENV = "OUTLAST_FORKSERVER_MEMORY_MB"  # see forkserver_memory()
 NETWORK_ENV = "OUTLAST_TASK_NETWORK"  # `host` (default: outbound network) or `loopback` (none)
 NETWORKS = ("host", "loopback")
 CAPABILITIES_ENV = "OUTLAST_TASK_CAPABILITIES"  # `checkpoint` (default: CAP_SYS_ADMIN for CRIU) or `none`
@@ -135,6 +136,16 @@ def check_settings(isolation: str | None) -> None:
     task_uid(os.environ.get(TASK_UID_ENV))
     checkpointable_from(os.environ.get(CAPABILITIES_ENV))
     network_from(os.environ.get(NETWORK_ENV))
+    forkserver_memory(os.environ.get(FORKSERVER_MEMORY_ENV))
+
+
+def forkserver_memory(value: str | None) -> int:
+    """An isolated fork server's memory limit in bytes (OUTLAST_FORKSERVER_MEMORY_MB, default 2048);
+    ValueError naming the setting."""
+    text = (value or "2048").strip()
+    if not text.isdigit() or int(text) < 64:
+        raise ValueError(f"{FORKSERVER_MEMORY_ENV} must be a whole number of MiB, at least 64, not {value!r}")
+    return int(text) * 2**20
 
 
 def network_from(value: str | None) -> bool:
@@ -325,6 +336,11 @@ def main(args: Sequence[str]) -> None:
         print(f"isolation: {exc}", file=sys.stderr)
         os._exit(70)
     if "outlast._zygote" in args[1:]:  # a fork server makes its tasks' working directories there
+        try:  # it keeps its capabilities (it makes its tasks' namespaces) but can never gain more
+            no_new_privs()
+        except OSError as exc:
+            print(f"isolation: {exc}", file=sys.stderr)
+            os._exit(70)
         os.environ[WORKDIR_ROOT_ENV] = WORKDIR_ROOT
         os.environ[TASK_UID_ENV] = str(plan.uid)  # each task drops to it after its fork (the server cannot)
         os.environ[NETWORK_ENV] = "loopback" if not plan.network else "host"

@@ -27,9 +27,18 @@ from outlast.wire.machines import Machine
 from ..checkpoint.checkpointer import CheckpointSupport
 from ..settings import RuntimeSettings
 from .background import Background
+from .cgroups import TaskCgroup
 from .forkserver import ForkServer, ForkServerFailed
 from .forkserver import supported as forkserver_supported
-from .isolation import NETWORK_ENV, SOCKETS_DIR, Plan, network_from, task_workdir
+from .isolation import (
+    FORKSERVER_MEMORY_ENV,
+    NETWORK_ENV,
+    SOCKETS_DIR,
+    Plan,
+    forkserver_memory,
+    network_from,
+    task_workdir,
+)
 from .isolation import mode_from as isolation_mode
 from .isolation import plan_for as isolation_plan
 from .limits import CgroupError, Limits, Usage
@@ -188,14 +197,38 @@ class ProcessPool:
             return None
         starting = self.forkservers.get(version)
         if starting is None:
-            starting = self.forkservers[version] = asyncio.ensure_future(ForkServer.start(
-                task_environment(project, options), project.root, options.python, options.isolation))
+            starting = self.forkservers[version] = asyncio.ensure_future(self._start_forkserver(project, options))
         try:
             return await asyncio.shield(starting)
         except ForkServerFailed:
             if self.forkservers.get(version) is starting:
                 del self.forkservers[version]
             return None
+
+    async def _start_forkserver(self, project: Project, options: SpawnOptions) -> ForkServer:
+        server = await ForkServer.start(task_environment(project, options), project.root, options.python,
+                                        options.isolation)
+        if options.isolation is not None:
+            server.cgroup = await asyncio.to_thread(self._forkserver_cgroup, server.process.pid)
+        return server
+
+    def _forkserver_cgroup(self, pid: int) -> TaskCgroup | None:
+        """An isolated fork server's own cgroup, once it imported the project (what it allocated
+        until then stays charged where it was): a memory limit (OUTLAST_FORKSERVER_MEMORY_MB), the
+        node's cpus, the pids limit, the task devices. Its tasks are forked in it and moved to
+        their own at once; criu never dumps the fork server, so checkpoints do not see it."""
+        cgroup = self.limits.create()
+        if cgroup is None:
+            return None
+        memory = min(forkserver_memory(os.environ.get(FORKSERVER_MEMORY_ENV)), self.limits.node.memory_bytes)
+        try:
+            cgroup.limit(self.limits.node.cpus, memory, self.limits.pids_max)
+            cgroup.place(pid)
+        except (CgroupError, ProcessLookupError) as exc:
+            log.warning("fork server %s runs without a cgroup of its own: %s", pid, exc)
+            cgroup.remove(attempts=1)
+            return None
+        return cgroup
 
     def _isolation_plan(self, project: Project, options: SpawnOptions) -> Plan | None:
         """What a version's fork server may see (None: the host's filesystem, `process` mode)."""

@@ -25,6 +25,7 @@ from tests.conftest import RuntimeProcess, runtime_process, wait_for
 from tests.e2e._shared import process_gone
 
 ENV = {"OUTLAST_ISOLATION": "namespaces", "OUTLAST_CHECKPOINT_AFTER": "1"}
+FORKSERVER_MEMORY_MB = 768
 pytestmark = pytest.mark.skipif(not criu.check().available, reason="needs CRIU")
 
 
@@ -32,7 +33,8 @@ pytestmark = pytest.mark.skipif(not criu.check().available, reason="needs CRIU")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
     root = tmp_path_factory.mktemp("isolation")  # shared with tasks, its data directory inside hidden still
     started = runtime_process(root, None, project="isolation", slots=2,
-                              extra_env={**ENV, "OUTLAST_ISOLATION_SHARE": str(root)})
+                              extra_env={**ENV, "OUTLAST_ISOLATION_SHARE": str(root),
+                                         "OUTLAST_FORKSERVER_MEMORY_MB": str(FORKSERVER_MEMORY_MB)})
     try:
         yield started.start()
     finally:
@@ -198,6 +200,37 @@ def test_a_task_declared_without_network_reaches_nothing_and_keeps_none_across_a
     assert again["fetched"] == "status 200", again
 
 
+def test_a_fork_server_is_confined_too_in_a_cgroup_of_its_own_with_no_new_privs(runtime, client):
+    completed(client, "probe", {})  # its fork server has started
+    servers = [proc for proc in Path("/proc").glob("[0-9]*") if _is_forkserver_of(proc, runtime.process.pid)]
+    assert servers, "the runtime's fork server"
+    for server in servers:
+        status = dict(line.split(":\t", 1) for line in (server / "status").read_text().splitlines() if ":\t" in line)
+        assert status["NoNewPrivs"].strip() == "1"
+        memory = next((line.split(":", 2)[2] for line in (server / "cgroup").read_text().splitlines()
+                       if line.split(":")[1] == "memory"), None)
+        if memory is None:  # a cgroup v2 host: the unified hierarchy
+            continue
+        assert memory != _memory_cgroup(runtime.process.pid), "not its runtime's cgroup"
+        limit = Path("/sys/fs/cgroup/memory", memory.lstrip("/"), "memory.limit_in_bytes").read_text()
+        assert int(limit) == FORKSERVER_MEMORY_MB * 2**20
+
+
+def _is_forkserver_of(proc: Path, runtime_pid: int) -> bool:
+    """Its tasks are the runtime's children with its command line too, but each in a PID namespace."""
+    try:
+        status = {line.split(":")[0]: line.split()[1:] for line in (proc / "status").read_text().splitlines()}
+        return (status["PPid"] == [str(runtime_pid)] and len(status["NSpid"]) == 1
+                and b"outlast._zygote" in (proc / "cmdline").read_bytes())
+    except (OSError, KeyError):
+        return False
+
+
+def _memory_cgroup(pid: int) -> str:
+    return next(line.split(":", 2)[2] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                if line.split(":")[1] == "memory")
+
+
 def test_a_checkpointed_run_resumes_with_its_state_and_its_isolation(runtime, client, tmp_path):
     database = data_dir(runtime) / "outlast.db"
     host_shm = Path("/dev/shm") / f"{tmp_path.name}-host"  # as PostgreSQL's segments: not the task's, not in its image
@@ -309,6 +342,18 @@ def test_loopback_only_tasks_reach_nothing_outside_and_are_checkpointed_with_the
         runtime.close()
 
 
+def test_a_task_declared_without_network_has_none_in_process_mode_too(tmp_path, local_server):
+    """Without isolation the fork server still forks it into a network namespace of its own."""
+    runtime = runtime_process(tmp_path, None, project="isolation", slots=1).start()
+    try:
+        client = runtime.client()
+        refused = completed(client, "offline-reach", {"url": local_server})
+        assert refused["interfaces"] == ["lo"] and "Connection refused" in refused["fetched"], refused
+        assert completed(client, "reach", {"url": local_server})["fetched"] == "status 200"
+    finally:
+        runtime.close()
+
+
 def test_without_capabilities_and_as_nobody_a_task_reads_no_process_of_the_host(tmp_path):
     """OUTLAST_TASK_UID=65534 OUTLAST_TASK_CAPABILITIES=none: the strictest setting (its tasks cannot be
     checkpointed: a wait keeps the process, and the run still completes)."""
@@ -358,6 +403,7 @@ PROJECT_DIR = str(Path(__file__).parent.parent / "projects" / "isolation")
 @pytest.mark.parametrize(("command", "setting", "value"), [
     (["runtime"], "OUTLAST_ISOLATION", "container"),
     (["runtime"], "OUTLAST_TASK_UID", "nobody"),
+    (["runtime"], "OUTLAST_FORKSERVER_MEMORY_MB", "lots"),
     (["dev", "--project", PROJECT_DIR], "OUTLAST_TASK_CAPABILITIES", "all"),
     (["worker", "--api-url", "http://127.0.0.1:9", "--secret-key", "sk", "--deployments"], "OUTLAST_TASK_NETWORK",
      "none")])
