@@ -20,10 +20,11 @@ HYBRID_MOUNTS = """\
 32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
 33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
 35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+37 31 0:34 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
 39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 """
-HYBRID_CGROUP = "8:pids:/\n4:memory:/api/abc\n2:cpuacct:/\n1:cpu:/\n0::/\n"
+HYBRID_CGROUP = "8:pids:/\n6:devices:/\n4:memory:/api/abc\n2:cpuacct:/\n1:cpu:/\n0::/\n"
 
 
 def fake_proc(tmp_path: Path, mounts: str, cgroup: str) -> Path:
@@ -37,18 +38,22 @@ def test_a_hybrid_host_has_each_controller_where_it_is_mounted(tmp_path: Path) -
     assert not missing
     assert {c: (h.version, str(h.mount), h.own) for c, h in found.items()} == {
         "memory": (1, "/sys/fs/cgroup/memory", "/api/abc"), "cpu": (1, "/sys/fs/cgroup/cpu", "/"),
-        "cpuacct": (1, "/sys/fs/cgroup/cpuacct", "/"), "pids": (1, "/sys/fs/cgroup/pids", "/")}
+        "cpuacct": (1, "/sys/fs/cgroup/cpuacct", "/"), "pids": (1, "/sys/fs/cgroup/pids", "/"),
+        "devices": (1, "/sys/fs/cgroup/devices", "/")}
     cgroup = TaskCgroup(found, "outlast/42/t1")
     assert cgroup.dirs["memory"] == Path("/sys/fs/cgroup/memory/api/abc/outlast/42/t1")
     assert cgroup.criu_roots() == {"memory": "/api/abc/outlast/42/t1", "cpu": "/outlast/42/t1",
-                                   "cpuacct": "/outlast/42/t1", "pids": "/outlast/42/t1"}
+                                   "cpuacct": "/outlast/42/t1", "pids": "/outlast/42/t1",
+                                   "devices": "/outlast/42/t1"}
 
 
 def test_co_mounted_v1_controllers_keep_their_hierarchy_name_for_criu(tmp_path: Path) -> None:
     mounts = "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n" \
              "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n" \
-             "39 31 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n"
-    found, missing = cgroups.detect(fake_proc(tmp_path, mounts, "3:cpu,cpuacct:/x\n2:memory:/x\n1:pids:/x\n"))
+             "39 31 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n" \
+             "40 31 0:37 / /sys/fs/cgroup/devices rw - cgroup cgroup rw,devices\n"
+    found, missing = cgroups.detect(fake_proc(tmp_path, mounts,
+                                              "4:devices:/x\n3:cpu,cpuacct:/x\n2:memory:/x\n1:pids:/x\n"))
     assert not missing
     assert found["cpu"].name == found["cpuacct"].name == "cpu,cpuacct"
     assert TaskCgroup(found, "t").criu_roots()["cpu,cpuacct"] == "/x/t"
@@ -60,7 +65,7 @@ def test_a_pure_v2_host_has_its_controllers_from_cgroup_controllers(tmp_path: Pa
     (mount / "runtime.slice" / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
     mounts = f"30 23 0:27 / {mount} rw,nosuid - cgroup2 cgroup2 rw\n"
     found, missing = cgroups.detect(fake_proc(tmp_path, mounts, "0::/runtime.slice\n"))
-    assert not missing
+    assert set(missing) == {"devices"} and "eBPF" in missing["devices"]  # v2 filters devices with a program
     assert {c: h.version for c, h in found.items()} == {"memory": 2, "cpu": 2, "pids": 2, "cpuacct": 2}
     assert TaskCgroup(found, "outlast/1/t").criu_roots() == {"": "/runtime.slice/outlast/1/t"}
 
