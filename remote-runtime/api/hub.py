@@ -33,6 +33,7 @@ from outlast._shutdown_signals import call_at_shutdown_signal
 
 from ..engine.events import START, Cursor
 from ..engine.feeds import Feeds, Message
+from ..engine.scope import EnvScope
 from ..store.db import Database
 from ..store.notify import PostgresListener
 
@@ -220,10 +221,15 @@ class Hub:
 
     # --- following ----------------------------------------------------------------------------
 
-    async def read(self, work: Callable[[sa.Connection], T]) -> T:
-        """Run `work(connection)` on the hub's pool in a worker thread."""
+    def scope(self, env_id: str) -> EnvScope:
+        """Environment `env_id`'s view of the store, for `read(..., scope=)`."""
+        return EnvScope(self.db, env_id)
+
+    async def read(self, work: Callable[[sa.Connection], T], *, scope: EnvScope | None = None) -> T:
+        """Run `work(connection)` on the hub's pool in a worker thread; with `scope`, on a guarded connection
+        (a subscriber's reads; the hub's own poll reads every environment)."""
         def run() -> T:
-            with self.engine.connect() as c:
+            with self.engine.connect() as c, scope.guard(c) if scope is not None else contextlib.nullcontext():
                 return work(c)
         return await asyncio.to_thread(run)
 

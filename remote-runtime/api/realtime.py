@@ -216,7 +216,8 @@ class Follow:
                 break
             if batch.end is None:
                 await asyncio.sleep(DRAIN_RETRY_SECONDS)
-        final = await self.hub.read(lambda c: statuses(c, self.subscriber.env_id, self.ends_with))
+        env_id = self.subscriber.env_id
+        final = await self.hub.read(lambda c: statuses(c, env_id, self.ends_with), scope=self.hub.scope(env_id))
         if len(self.ends_with) == 1:
             end = StreamEnd(run_id=self.ends_with[0], status=final.get(self.ends_with[0]))
         else:
@@ -224,7 +225,8 @@ class Follow:
         yield f"id: {self.cursor}\nevent: {END_EVENT}\ndata: {end.model_dump_json(exclude_defaults=True)}\n\n".encode()
 
     async def _all_final(self) -> bool:
-        now = await self.hub.read(lambda c: statuses(c, self.subscriber.env_id, self.ends_with))
+        env_id = self.subscriber.env_id
+        now = await self.hub.read(lambda c: statuses(c, env_id, self.ends_with), scope=self.hub.scope(env_id))
         return all(now.get(run_id) in FINAL for run_id in self.ends_with)
 
     def _expired(self) -> bool:
@@ -237,7 +239,7 @@ def sse(follow: Follow, *, cross_origin: bool = True) -> StreamingResponse:
 
 
 async def check_runs(live: Realtime, env_id: str, run_ids: Sequence[str], field: str = "run_id") -> None:
-    found = await live.hub.read(lambda c: statuses(c, env_id, run_ids))
+    found = await live.hub.read(lambda c: statuses(c, env_id, run_ids), scope=live.hub.scope(env_id))
     for index, run_id in enumerate(run_ids):
         if run_id not in found:
             where = f"{field}.{index}" if field == "batch" else field
@@ -252,7 +254,7 @@ async def run_follow(live: Realtime, env_id: str, run_id: str, cursor: Cursor | 
 
     async def read(after: Cursor, until: Cursor | None) -> Batch:
         return await live.hub.read(lambda c: feeds.changes(c, after, env_id=env_id, run_id=run_id, until=until,
-                                                           logs=logs))
+                                                           logs=logs), scope=live.hub.scope(env_id))
     subscriber = Subscriber(env_id=env_id, run_id=run_id)
     return Follow(live, subscriber, cursor or Cursor(0, 0), read, ends_with=[run_id], expires_at=expires_at)
 
@@ -285,7 +287,8 @@ async def subscribe_to_runs(request: Request, rt: State,
 
     async def read(after_: Cursor, until: Cursor | None) -> Batch:
         return await live.hub.read(lambda c: feeds.changes(c, after_, env_id=env_id, tag=tag,
-                                                           run_ids=run_ids or None, until=until, logs=False))
+                                                           run_ids=run_ids or None, until=until, logs=False),
+                                   scope=live.hub.scope(env_id))
     if tag is not None:
         subscriber = Subscriber(env_id=env_id, tag=tag)
         if cursor is None:  # from now: the store's end (the hub's position may be a poll behind when idle)

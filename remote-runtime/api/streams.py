@@ -52,7 +52,8 @@ async def read_stream(request: Request, run_id: str, name: StreamName,
     feeds = live.hub.feeds
 
     async def read(after_: Cursor, until: Cursor | None) -> Batch:
-        return await live.hub.read(lambda c: feeds.stream(c, after_, run_id=run_id, name=name, until=until))
+        return await live.hub.read(lambda c: feeds.stream(c, after_, env_id=env_id, run_id=run_id, name=name,
+                                                          until=until), scope=live.hub.scope(env_id))
     subscriber = Subscriber(env_id=env_id, run_id=run_id, stream=name)
     cursor = start_cursor(last_event_id, after) or Cursor(0, 0)
     return sse(Follow(live, subscriber, cursor, read, ends_with=[run_id], expires_at=expires_at))

@@ -20,7 +20,8 @@ router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 async def run_cursor(request: Request, env_id: str, run_id: str) -> Cursor:
     """Where the run's changes stand now (what a page rendered after this shows already)."""
     live = await realtime(request)
-    return await live.hub.read(lambda c: live.hub.feeds.run_position(c, env_id, run_id))
+    return await live.hub.read(lambda c: live.hub.feeds.run_position(c, env_id, run_id),
+                               scope=live.hub.scope(env_id))
 
 
 @router.get("/runs/{run_id}/subscribe")

@@ -72,7 +72,9 @@ class Feeds:
         page = self.events.read(c, after, where, until=until, limit=limit, join=join, horizon=horizon,
                                 columns=[*run_events.c, runs.c.env_id, runs.c.tags])
         ids = {r.run_id for r in page.rows if r.kind != "log"}
-        snapshots = {r.id: to_run(r) for r in c.execute(sa.select(runs).where(runs.c.id.in_(ids)))} if ids else {}
+        mine = [runs.c.env_id == env_id] if env_id is not None else []
+        snapshots = ({r.id: to_run(r) for r in c.execute(sa.select(runs).where(runs.c.id.in_(ids), *mine))}
+                     if ids else {})
         messages = []
         for r in page.rows:
             status = (r.data or {}).get("status") if r.kind == "status" else None
@@ -85,10 +87,13 @@ class Feeds:
                                     final=status in FINAL))
         return Batch(messages, Cursor.of(page.rows[-1]) if page.rows else None, page.held_back)
 
-    def stream(self, c: sa.Connection, after: Cursor, *, run_id: str | None = None, name: str | None = None,
-               until: Cursor | None = None, limit: int = 1000, horizon: int | Unread | None = UNREAD) -> Batch:
+    def stream(self, c: sa.Connection, after: Cursor, *, env_id: str | None = None, run_id: str | None = None,
+               name: str | None = None, until: Cursor | None = None, limit: int = 1000,
+               horizon: int | Unread | None = UNREAD) -> Batch:
         """Chunks after `after` (of one run's named stream, or all of them)."""
         where = [run_stream_chunks.c.run_id == run_id] if run_id is not None else []
+        if env_id is not None:
+            where.append(runs.c.env_id == env_id)
         if name is not None:
             where.append(run_stream_chunks.c.name == name)
         join = run_stream_chunks.join(runs, runs.c.id == run_stream_chunks.c.run_id)

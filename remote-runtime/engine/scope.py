@@ -63,17 +63,19 @@ class EnvScope:
     @contextlib.contextmanager
     def connect(self) -> Iterator[sa.Connection]:
         """A read connection on which only this environment's rows can be read."""
-        with self.db.connect() as c, self._guarded(c):
+        with self.db.connect() as c, self.guard(c):
             yield c
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[sa.Connection]:
         """A write transaction on which only this environment's rows can be read or changed."""
-        with self.db.begin() as c, self._guarded(c):
+        with self.db.begin() as c, self.guard(c):
             yield c
 
     @contextlib.contextmanager
-    def _guarded(self, c: sa.Connection) -> Iterator[None]:
+    def guard(self, c: sa.Connection) -> Iterator[None]:
+        """Guard `c` (a connection of another pool of the same store: the realtime hub's) for this block."""
+        install_guard(c.engine)
         # `info` lives with the pooled connection: it must not outlast this checkout.
         previous = c.info.get(_INFO_KEY)
         c.info[_INFO_KEY] = self.env_id

@@ -142,3 +142,18 @@ def test_a_connection_lost_in_a_scope_raises_its_own_error(db):
     # The pool hands out a working, guarded connection again.
     with EnvScope(db, "dev").connect() as c, pytest.raises(UnscopedStatement):
         c.execute(sa.select(runs))
+
+
+def test_a_connection_of_another_pool_is_guarded_for_the_block(db):
+    # The realtime hub reads from its own pool: a subscriber's reads run on its connections under `guard`.
+    engine = sa.create_engine(db.url)
+    scope = EnvScope(db, "dev")
+    try:
+        with engine.connect() as c:
+            with scope.guard(c):
+                with pytest.raises(UnscopedStatement):
+                    c.execute(sa.select(queues))
+                assert c.execute(scope.select(queues.c.name)).scalars().all() == ["queue-dev"]
+            assert len(c.execute(sa.select(queues)).all()) == 2  # the hub's own poll reads every environment
+    finally:
+        engine.dispose()
