@@ -36,7 +36,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..checkpoint.checkpointer import CheckpointSupport, release_freed_memory
+from ..checkpoint.checkpointer import CheckpointSupport
 from ..settings import RuntimeSettings
 from .attempts import Attempts
 from .backend import WorkerBackend
@@ -54,10 +54,6 @@ from .suspension import Suspension
 from .versions import TasksImportFailed
 
 log = logging.getLogger("outlast.supervisor")
-# How often freed malloc memory goes back to the OS: the runtime's transient buffers (a page of 500 runs
-# listed, a batch triggered) would otherwise stay resident (3 MB of 135 with 400 runs waiting, measured);
-# a trim took under 0.1 ms where six threads had churned their arenas.
-RELEASE_MEMORY_SECONDS = 5.0
 
 
 class Supervisor:
@@ -108,7 +104,7 @@ class Supervisor:
             on_import_failure(exc)
         self._loops = [asyncio.create_task(coro) for coro in (
             self.dispatcher.run(), self.leases.renew_loop(), self.reports.run(self._busy),
-            self.leases.watchdog_loop(), _release_memory_loop())]
+            self.leases.watchdog_loop())]
 
     async def load_version(self) -> list[str]:
         """Learn the code to serve from the version source (a working copy imports its tasks: on failure
@@ -136,9 +132,3 @@ class Supervisor:
 
     def _busy(self) -> bool:
         return self.attempts.running > 0
-
-
-async def _release_memory_loop() -> None:
-    while True:
-        await asyncio.sleep(RELEASE_MEMORY_SECONDS)
-        release_freed_memory()

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from outlast.runtime.checkpoint import checkpointer
-from outlast.runtime.worker import supervisor as supervisor_module
 from outlast.wire import CheckpointMode
 from tests.unit.memory_backend import MemoryBackend
 from tests.unit.test_supervisor import eventually, run, scratch, supervisor  # noqa: F401 (scratch: a fixture)
@@ -36,17 +35,5 @@ def test_a_checkpointed_run_leaves_nothing_behind_in_the_supervisor(tmp_path: Pa
             assert all(p.execution is None or p.execution.context.run_id != run_id
                        for p in [*node.pool.processes.values(), *node.pool.idle])
             assert trims, "the put's freed buffers are handed back to the OS"
-
-    run(scenario)
-
-
-def test_the_supervisor_hands_freed_memory_back_now_and_then(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    trims: list[None] = []
-    monkeypatch.setattr(supervisor_module, "RELEASE_MEMORY_SECONDS", 0.05)
-    monkeypatch.setattr(supervisor_module, "release_freed_memory", lambda: trims.append(None))
-
-    async def scenario() -> None:
-        async with supervisor(MemoryBackend(), tmp_path):
-            await eventually(lambda: len(trims) >= 2, "two trims")
 
     run(scenario)
