@@ -53,8 +53,7 @@ class RunControl:
         transaction.
 
         Returns the ids cancelled, and the checkpoint images to delete once the transaction commits."""
-        with scope.following_ids(c):  # store/queue.py keys ready rows by run id alone
-            queue.remove(c, run_ids)  # before locking the runs: the order in which a claim takes locks
+        queue.remove(c, run_ids, env_id=scope.env_id)  # before locking the runs: the order in which a claim takes locks
         rows = c.execute(scope.select(runs).where(runs.c.id.in_(run_ids)).order_by(runs.c.id).with_for_update()).all()
         live = [row for row in rows if not S(row.status).is_final]
         if not live:

@@ -245,12 +245,14 @@ def release(connection: sa.Connection, keys: Iterable[KeyTuple]) -> None:
     _add_running(connection, Counter(keys), sign=-1)
 
 
-def remove(connection: sa.Connection, run_ids: Sequence[str]) -> set[str]:
-    """Delete ready rows (cancel, expiry); returns the ids that were still queued."""
+def remove(connection: sa.Connection, run_ids: Sequence[str], *, env_id: str | None = None) -> set[str]:
+    """Delete ready rows (cancel, expiry); returns the ids that were still queued. `env_id` limits it to one
+    environment's rows (a caller's cancel, on its scope's connection); the expiry timer spans them all."""
     if not run_ids:
         return set()
+    mine = [run_queue.c.env_id == env_id] if env_id is not None else []
     result = connection.execute(
-        run_queue.delete().where(run_queue.c.run_id.in_(run_ids)).returning(run_queue.c.run_id)
+        run_queue.delete().where(run_queue.c.run_id.in_(run_ids), *mine).returning(run_queue.c.run_id)
     )
     return {row.run_id for row in result}
 
