@@ -390,7 +390,8 @@ def test_a_task_process_started_from_scratch_is_confined_before_it_runs(tmp_path
     probe = ("import os, socket; s = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines()"
              " if ':\\t' in l); print(s['CapEff'].strip(), s['Seccomp'].strip(), s['NoNewPrivs'].strip(),"
              " sorted(n for _, n in socket.if_nameindex()), os.access('/usr', os.W_OK))")
-    plan = Plan(hidden=[str(tmp_path / "data")], network=False)
+    # The interpreter kept visible as the pool keeps it (a virtualenv under /tmp is under the new /tmp).
+    plan = Plan(hidden=[str(tmp_path / "data")], read_only=[sys.prefix], network=False)
     (tmp_path / "data").mkdir()
     done = subprocess.run(plan.command([sys.executable, "-c", probe]), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
