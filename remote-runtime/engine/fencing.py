@@ -102,5 +102,8 @@ def without_stale(report: WorkerReport, refused: StaleAttempts) -> WorkerReport:
     )
 
 
-_LOCK_RUNS = (sa.select(runs).where(runs.c.id.in_(sa.bindparam("ids", expanding=True)))
+# What the check and the completions read: not the JSON documents (payload, output...), which cost a
+# decode per row and are not needed to end an attempt.
+_LOCKED_COLUMNS = [c for c in runs.c if c.name not in ("payload", "output", "error", "metadata", "tags")]
+_LOCK_RUNS = (sa.select(*_LOCKED_COLUMNS).where(runs.c.id.in_(sa.bindparam("ids", expanding=True)))
               .order_by(runs.c.id).with_for_update())

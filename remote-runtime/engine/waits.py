@@ -253,8 +253,7 @@ class Waits:
         """
         ids = [row.id for row in finished]
         forget_waits_and_checkpoints(c, ids)  # a checkpoint row is kept until the run ends (unrestored.py)
-        pending = c.execute(sa.select(waitpoints.c.id, waitpoints.c.child_run_id).where(
-            waitpoints.c.child_run_id.in_(ids), waitpoints.c.status == PENDING)).all()
+        pending = c.execute(_PENDING_FOR_CHILDREN, {"ids": ids}).all()
         if not pending:
             return 0
         by_id = {row.id: row for row in finished}
@@ -397,3 +396,5 @@ _COMPLETE_WAITPOINT = waitpoints.update().where(
     waitpoints.c.id == sa.bindparam("b_id"), waitpoints.c.status == PENDING).values(
     status=COMPLETED, output=sa.bindparam("b_output", type_=waitpoints.c.output.type),
     timed_out=sa.bindparam("b_timed_out"), completed_at=sa.bindparam("b_now"))
+_PENDING_FOR_CHILDREN = sa.select(waitpoints.c.id, waitpoints.c.child_run_id).where(
+    waitpoints.c.child_run_id.in_(sa.bindparam("ids", expanding=True)), waitpoints.c.status == PENDING)

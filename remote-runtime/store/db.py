@@ -12,6 +12,8 @@ from alembic import command
 from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# Execution option of a connection Database.begin() opened: on SQLite its transaction is BEGIN IMMEDIATE.
+WRITER = "outlast_writer"
 
 
 def normalize_url(url: str) -> str:
@@ -27,7 +29,8 @@ class Database:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         # SQLite allows one writer; its busy handler sleeps and retries, which costs milliseconds per
-        # contended write. Writers of this process queue on a mutex instead.
+        # contended write. Writers of this process queue on a mutex instead, and readers (connect())
+        # take no lock at all: in WAL mode a reader sees its snapshot and never blocks a writer.
         self._write_lock = threading.Lock() if self.url.startswith("sqlite") else None
         if self.is_sqlite:
             self.engine = sa.create_engine(self.url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -42,17 +45,20 @@ class Database:
             with self.engine.begin() as connection:
                 yield connection
             return
-        with self._write_lock, self.engine.begin() as connection:
-            yield connection
+        with self._write_lock, self.engine.connect() as connection:
+            connection.execution_options(**{WRITER: True})
+            with connection.begin():
+                yield connection
 
     def connect(self) -> sa.Connection:
+        """A connection to read with (on SQLite its transactions take no lock: write with begin())."""
         return self.engine.connect()
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as connection:
+        with self.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
@@ -73,4 +79,4 @@ def _tune_sqlite(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get(WRITER) else "BEGIN")

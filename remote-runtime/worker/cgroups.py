@@ -127,6 +127,9 @@ class TaskCgroup:
         self.relative = suffix
         self.paths = {c: f"{h.own.rstrip('/')}/{suffix}" for c, h in hierarchies.items()}  # within each hierarchy
         self.dirs = {c: h.path(self.paths[c]) for c, h in hierarchies.items()}
+        # Counter files stay open: a read is one pread, not open/read/close. Each syscall hands the GIL
+        # over, and on the event loop every hand-over may wait for a busy thread (~2 ms per attempt).
+        self._files: dict[tuple[str, str, int], int] = {}
 
     def create(self) -> None:
         for directory in dict.fromkeys(self.dirs.values()):
@@ -186,8 +189,8 @@ class TaskCgroup:
         """Start the memory high-water mark again (v1 only; v2's memory.peak counts from creation)."""
         memory = self.hierarchies.get("memory")
         if memory is not None and memory.version == 1:
-            with contextlib.suppress(CgroupError):
-                self._write("memory", "memory.max_usage_in_bytes", "0")
+            with contextlib.suppress(OSError):
+                os.pwrite(self._file("memory", "memory.max_usage_in_bytes", os.O_WRONLY), b"0", 0)
 
     def usage(self) -> Usage:
         """CPU time, memory peak, OOM kills and the memory limit, as far as the controllers tell."""
@@ -196,20 +199,17 @@ class TaskCgroup:
         cpuacct = self.hierarchies.get("cpuacct")
         if cpuacct is not None:
             if cpuacct.version == 1:
-                cpu_ns = _read_int(self.dirs["cpuacct"] / "cpuacct.usage")
-            elif (usec := _read_keyed(self.dirs["cpuacct"] / "cpu.stat").get("usage_usec")) is not None:
+                cpu_ns = _int(self._sample("cpuacct", "cpuacct.usage"))
+            elif (usec := _keyed(self._sample("cpuacct", "cpu.stat")).get("usage_usec")) is not None:
                 cpu_ns = usec * 1000
         memory = self.hierarchies.get("memory")
         if memory is not None:
-            directory = self.dirs["memory"]
-            if memory.version == 1:
-                peak = _read_int(directory / "memory.max_usage_in_bytes")
-                limit = _read_int(directory / "memory.limit_in_bytes")
-                oom_kills = _read_keyed(directory / "memory.oom_control").get("oom_kill", 0)
-            else:
-                peak = _read_int(directory / "memory.peak")
-                limit = _read_int(directory / "memory.max")
-                oom_kills = _read_keyed(directory / "memory.events").get("oom_kill", 0)
+            peak_file, limit_file, events_file = (("memory.max_usage_in_bytes", "memory.limit_in_bytes",
+                                                   "memory.oom_control") if memory.version == 1 else
+                                                  ("memory.peak", "memory.max", "memory.events"))
+            peak = _int(self._sample("memory", peak_file))
+            limit = _int(self._sample("memory", limit_file))
+            oom_kills = _keyed(self._sample("memory", events_file)).get("oom_kill", 0)
         return Usage(cpu_ns, peak, oom_kills, limit)
 
     def cpu_quota(self) -> float | None:
@@ -230,6 +230,7 @@ class TaskCgroup:
 
     def remove(self, attempts: int = 20) -> bool:
         """Remove it once its processes are gone (a killed process leaves it a moment later)."""
+        self.close_files()
         left = list(dict.fromkeys(self.dirs.values()))
         for _ in range(attempts):
             for directory in list(left):
@@ -246,6 +247,25 @@ class TaskCgroup:
                 return True
             time.sleep(0.05)
         return False
+
+    def close_files(self) -> None:
+        """Close the counter files kept open (a removed cgroup's read ENODEV, but still hold a descriptor)."""
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+    def _file(self, controller: str, name: str, mode: int = os.O_RDONLY) -> int:
+        key = (controller, name, mode)
+        if (fd := self._files.get(key)) is None:
+            fd = self._files[key] = os.open(self.dirs[controller] / name, mode | os.O_CLOEXEC)
+        return fd
+
+    def _sample(self, controller: str, name: str) -> str:
+        """A counter file's contents now ("" if it cannot be read: the cgroup is gone, or has no such file)."""
+        try:
+            return os.pread(self._file(controller, name), 4096, 0).decode()
+        except OSError:
+            return ""
 
     def _write(self, controller: str, name: str, value: str) -> None:
         path = self.dirs[controller] / name
@@ -297,13 +317,17 @@ def _read(path: Path) -> str:
 
 
 def _read_int(path: Path) -> int | None:
-    text = _read(path).strip()
+    return _int(_read(path))
+
+
+def _int(text: str) -> int | None:
+    text = text.strip()
     return int(text) if text.lstrip("-").isdigit() else None
 
 
-def _read_keyed(path: Path) -> dict[str, int]:
+def _keyed(text: str) -> dict[str, int]:
     values = {}
-    for line in _read(path).splitlines():
+    for line in text.splitlines():
         key, _, value = line.partition(" ")
         if value.strip().lstrip("-").isdigit():
             values[key] = int(value)

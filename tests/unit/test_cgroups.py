@@ -3,6 +3,7 @@ and what an attempt's counters say. The real kernel's cgroups are exercised in t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,30 @@ def test_a_v2_task_cgroup_enables_its_controllers_and_writes_v2_files(tmp_path: 
     (task / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
     assert cgroup.usage() == Usage(cpu_ns=1_500_000_000, peak_bytes=123456, oom_kills=1, memory_limit=2**28)
     assert cgroup.procs_files() == (str(task / "cgroup.procs"),)
+
+
+def test_counters_are_read_afresh_through_kept_descriptors_closed_on_removal(tmp_path: Path) -> None:
+    """usage() keeps its counter files open (a read is one pread) yet sees each new value; remove() closes them."""
+    mount = tmp_path / "fs"
+    (mount / "runtime.slice").mkdir(parents=True)
+    hierarchies = {c: cgroups.Hierarchy(c, 2, mount, "/runtime.slice", "") for c in ("memory", "cpuacct")}
+    cgroup = TaskCgroup(hierarchies, "outlast/7/t2")
+    cgroup.create()
+    task = mount / "runtime.slice/outlast/7/t2"
+    (task / "memory.max").write_text("1048576\n")
+    (task / "memory.events").write_text("oom_kill 0\n")
+    (task / "memory.peak").write_text("1000\n")
+    (task / "cpu.stat").write_text("usage_usec 5\n")
+    open_before = len(os.listdir("/proc/self/fd"))
+    assert cgroup.usage() == Usage(cpu_ns=5000, peak_bytes=1000, oom_kills=0, memory_limit=1048576)
+    assert len(os.listdir("/proc/self/fd")) == open_before + 4
+    (task / "memory.peak").write_text("2000\n")  # in place, as the kernel's counters change
+    (task / "cpu.stat").write_text("usage_usec 10000\n")
+    (task / "memory.events").write_text("oom_kill 1\n")
+    assert cgroup.usage() == Usage(cpu_ns=10_000_000, peak_bytes=2000, oom_kills=1, memory_limit=1048576)
+    assert len(os.listdir("/proc/self/fd")) == open_before + 4  # the same descriptors, not new ones
+    for name in ("memory.max", "memory.events", "memory.peak", "cpu.stat"):
+        (task / name).unlink()  # what the kernel does to a removed cgroup's files
+    assert cgroup.remove()
+    assert len(os.listdir("/proc/self/fd")) == open_before
+    assert cgroup.usage() == Usage()  # gone: nothing to read, no error
