@@ -28,12 +28,14 @@ def test_two_runtimes_together_start_at_most_the_limit_per_period(tmp_path, shar
     runtimes = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        runtimes.append(runtime_process(tmp_path / name, shared_database, node_id=f"node-{name}", slots=4,
+        # One slot each and attempts of 0.5 s: a replica cannot start a whole period's runs alone, so
+        # both claim whatever the timing (with idle slots to spare, either could take them all).
+        runtimes.append(runtime_process(tmp_path / name, shared_database, node_id=f"node-{name}", slots=1,
                                         extra_env=fast_poll).start())
     try:
         client = runtimes[0].client()
-        batch = client.batch_trigger([BatchItem(task="noop", payload={"i": i}, options={"queue": RATED})
-                                      for i in range(9)])
+        batch = client.batch_trigger([BatchItem(task="sleeper", payload={"i": i, "seconds": 0.5},
+                                                options={"queue": RATED}) for i in range(9)])
         runs = [client.poll(handle.id, interval=0.2, timeout=60) for handle in batch.runs]
         assert {run.status for run in runs} == {RunStatus.COMPLETED}
         starts = sorted(run.started_at.timestamp() for run in runs)
