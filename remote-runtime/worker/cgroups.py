@@ -249,7 +249,7 @@ class TaskCgroup:
         return False
 
     def close_files(self) -> None:
-        """Close the counter files kept open (a removed cgroup's read ENODEV, but still hold a descriptor)."""
+        """Close the counter files kept open (a removed cgroup's files answer ENODEV, yet each holds a descriptor)."""
         for fd in self._files.values():
             os.close(fd)
         self._files.clear()

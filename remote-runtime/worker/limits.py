@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,7 @@ class Limits:
                 except ValueError:  # said where the mode is read (startup, doctor); filtered meanwhile
                     devices = True
             self.hierarchies = {c: h for c, h in found.items() if c != "devices" or devices}
+            raise_open_files_limit()  # each task cgroup keeps its counter files open
 
     @property
     def enforced(self) -> bool:
@@ -222,6 +224,16 @@ class Limits:
                 if child.is_dir():
                     _rmdir(child)
             _rmdir(parent)
+
+
+def raise_open_files_limit(wanted: int = 65_536) -> None:
+    """Raise the soft limit on open files towards the hard one (a service's soft limit is often 1,024;
+    every task process's cgroup holds five counter files open, besides its control connection)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _rmdir(path: Path) -> None:

@@ -4,6 +4,7 @@ and what an attempt's counters say. The real kernel's cgroups are exercised in t
 from __future__ import annotations
 
 import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from outlast.runtime.worker import cgroups
 from outlast.runtime.worker.attempts import Attempts
 from outlast.runtime.worker.cgroups import TaskCgroup, Usage
-from outlast.runtime.worker.limits import NodeSize, measure, out_of_memory_error
+from outlast.runtime.worker.limits import NodeSize, measure, out_of_memory_error, raise_open_files_limit
 from outlast.wire import RetryPolicy, TaskManifest
 from outlast.wire.api import TriggerOptions
 from outlast.wire.machines import MACHINES, machine_preset
@@ -169,3 +170,16 @@ def test_counters_are_read_afresh_through_kept_descriptors_closed_on_removal(tmp
     assert cgroup.remove()
     assert len(os.listdir("/proc/self/fd")) == open_before
     assert cgroup.usage() == Usage()  # gone: nothing to read, no error
+
+
+def test_the_open_files_limit_is_raised_towards_the_hard_one() -> None:
+    """A supervisor enforcing limits holds five descriptors per task cgroup: a soft limit of 1,024 is raised."""
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, before[1]))
+        raise_open_files_limit(wanted=512)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (min(512, before[1]), before[1])
+        raise_open_files_limit(wanted=300)  # never lowered
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(512, before[1])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
